@@ -1,0 +1,1 @@
+"""The probabilistic core: the paper's equations as pure array code (no I/O, no torch)."""

@@ -1,0 +1,112 @@
+"""The filter-attribute p.d.f. p(t|f), eq. 1-4, with images as latent variables.
+
+    p(t_j | f_i) ∝ p(t_j) * p(f_i | t_j)                        (1)
+    p(f_i | t_j) = sum_k p(f_i | x_k) * p(x_k | t_j)            (2)
+    p(f_i | x_k) = sigma(phi(f_i(x_k)))                         (3)
+    p(x_k | t_j) = 1 if t_j in x_k else 0                       (4)
+
+Attribute incidence is sparse: (2) is computed as a sparse-dense product, so the cost
+grows with the number of (image, attribute) pairs times filters, never with
+images x filters x attributes. The sum in (2) adds up over images, so statistics from
+chunks of a dataset (or from several machines) can simply be added.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from saywhy.core.normalization import get_sigma
+from saywhy.errors import SaywhyError
+
+FILTER_SCALES = ("none", "max")
+
+
+def filter_given_image(pooled: np.ndarray, sigma: str = "l1", filter_scale: str = "none",
+                       filter_max: np.ndarray | None = None) -> np.ndarray:
+    """Eq. 3: p(f_i|x_k) = sigma(phi(f_i(x_k))), sigma taken over the filters of each image.
+
+    ``filter_scale="max"`` first divides each filter by its largest pooled activation over
+    the fitting images (``filter_max``), so that filters with large activations do not
+    dominate every image; the paper does not do this.
+
+    >>> filter_given_image(np.array([[1.0, 3.0], [2.0, 2.0]])).tolist()
+    [[0.25, 0.75], [0.5, 0.5]]
+    """
+    pooled = np.asarray(pooled, dtype=np.float64)
+    if filter_scale == "max":
+        if filter_max is None:
+            filter_max = pooled.max(axis=0)
+        pooled = np.divide(pooled, filter_max, out=np.zeros_like(pooled), where=filter_max > 0)
+    elif filter_scale != "none":
+        raise SaywhyError(f"unknown filter scale {filter_scale!r}: choose one of {', '.join(FILTER_SCALES)}")
+    return get_sigma(sigma)(pooled, axis=1)
+
+
+def attribute_incidence(term_counts: sp.spmatrix) -> sp.csr_matrix:
+    """Eq. 4: p(x_k|t_j) as a sparse 0/1 matrix (images x attributes) from term counts."""
+    incidence = sp.csr_matrix(term_counts, dtype=np.float64, copy=True)
+    incidence.data = (incidence.data > 0).astype(np.float64)
+    incidence.eliminate_zeros()
+    return incidence
+
+
+@dataclass
+class FilterAttributeStatistics:
+    """The additive part of eq. 2: sum over images of p(f|x_k) p(x_k|t), and the counts.
+
+    ``likelihood_sum`` is (attributes x filters); ``attribute_images`` counts the images
+    holding each attribute. Two statistics over disjoint image sets add up to the
+    statistics over their union.
+    """
+
+    likelihood_sum: np.ndarray
+    attribute_images: np.ndarray
+    n_images: int
+
+    @classmethod
+    def from_chunk(cls, p_filter_given_image: np.ndarray, incidence: sp.spmatrix) -> FilterAttributeStatistics:
+        """Eq. 2 on one chunk of images: ``incidence.T @ p(f|x)`` (sparse x dense)."""
+        incidence = sp.csr_matrix(incidence)
+        if incidence.shape[0] != p_filter_given_image.shape[0]:
+            raise SaywhyError(
+                f"{incidence.shape[0]} images have attributes but {p_filter_given_image.shape[0]} have activations: "
+                "pass the same images, in the same order, to both"
+            )
+        likelihood = np.asarray(incidence.T @ p_filter_given_image)
+        counts = np.asarray(incidence.sum(axis=0)).ravel()
+        return cls(likelihood, counts, incidence.shape[0])
+
+    def __add__(self, other: FilterAttributeStatistics) -> FilterAttributeStatistics:
+        return FilterAttributeStatistics(
+            self.likelihood_sum + other.likelihood_sum,
+            self.attribute_images + other.attribute_images,
+            self.n_images + other.n_images,
+        )
+
+
+LIKELIHOODS = ("sum", "mean")
+
+
+def filter_attribute_pdf(stats: FilterAttributeStatistics, prior: np.ndarray, likelihood: str = "sum") -> np.ndarray:
+    """Eq. 1: p(t|f) ∝ p(t) p(f|t), normalized over attributes for each filter.
+
+    ``likelihood="sum"`` is the paper's eq. 4 as written (p(x|t) is an indicator, so
+    p(f|t) grows with how many images carry t); ``"mean"`` uses p(x|t) = 1/|{x: t in x}|,
+    a proper distribution over images, which removes that frequency bias.
+    Returns a (filters x attributes) matrix whose rows sum to 1 (a filter no image
+    activates keeps a zero row).
+    """
+    if likelihood == "sum":
+        p_f_given_t = stats.likelihood_sum
+    elif likelihood == "mean":
+        counts = stats.attribute_images[:, None]
+        p_f_given_t = np.divide(stats.likelihood_sum, counts, out=np.zeros_like(stats.likelihood_sum), where=counts > 0)
+    else:
+        raise SaywhyError(f"unknown likelihood {likelihood!r}: choose one of {', '.join(LIKELIHOODS)}")
+    if prior.shape[0] != p_f_given_t.shape[0]:
+        raise SaywhyError(f"prior has {prior.shape[0]} attributes but the statistics have {p_f_given_t.shape[0]}")
+    joint = (prior[:, None] * p_f_given_t).T  # (filters x attributes)
+    total = joint.sum(axis=1, keepdims=True)
+    return np.divide(joint, total, out=np.zeros_like(joint), where=total > 0)

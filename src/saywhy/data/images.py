@@ -1,0 +1,82 @@
+"""Images as tensors: loading, optional bounding-box crop, resize and normalization.
+
+A corrupt or unreadable file must not crash a long run: :class:`ImageDataset` yields a
+flag instead, and the caller drops and counts those images.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from saywhy.data.records import ImageRecord
+from saywhy.errors import SaywhyError
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How a model wants its input; stored with every checkpoint and fitted explainer."""
+
+    image_size: int = 64
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    crop: str = "none"  # "none" or "bbox": crop to the bounding box, the paper's setting
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Preprocess:
+        return cls(
+            image_size=int(data["image_size"]),
+            mean=tuple(data["mean"]),
+            std=tuple(data["std"]),
+            crop=data.get("crop", "none"),
+        )
+
+    def __call__(self, image: Image.Image, bbox: tuple[float, float, float, float] | None = None) -> torch.Tensor:
+        image = image.convert("RGB")
+        if self.crop == "bbox" and bbox is not None:
+            x, y, w, h = bbox
+            image = image.crop((int(x), int(y), int(np.ceil(x + w)), int(np.ceil(y + h))))
+        image = image.resize((self.image_size, self.image_size), Image.BILINEAR)
+        array = np.asarray(image, dtype=np.float32) / 255.0
+        array = (array - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        return torch.from_numpy(array.transpose(2, 0, 1).copy())
+
+
+def open_image(path: str | Path) -> Image.Image:
+    """Open an image fully, or raise one clear line saying which file is bad."""
+    path = Path(path)
+    if not path.is_file():
+        raise SaywhyError(f"image {path} does not exist: check the path")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise SaywhyError(f"image {path} cannot be read ({error.__class__.__name__}): replace or remove the file") from None
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Records (or bare paths) as ``(tensor, index, ok)``; ``ok`` is False for unreadable files."""
+
+    def __init__(self, items: Sequence[ImageRecord | str | Path], preprocess: Preprocess):
+        self.items = list(items)
+        self.preprocess = preprocess
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, bool]:
+        item = self.items[index]
+        path, bbox = (item.path, item.bbox) if isinstance(item, ImageRecord) else (Path(item), None)
+        try:
+            return self.preprocess(open_image(path), bbox), index, True
+        except SaywhyError:
+            size = self.preprocess.image_size
+            return torch.zeros(3, size, size), index, False

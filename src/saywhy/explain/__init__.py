@@ -1,0 +1,1 @@
+"""Explanations: the fitted explainer and the sentences it writes."""

@@ -1,0 +1,280 @@
+"""The fitted explainer: the paper's p.d.f.s learned once, then sentences for any image.
+
+Scikit-learn style: ``__init__`` stores settings, ``fit`` learns ``filter_attribute_pdf_``
+and friends from pooled activations and attribute counts and returns ``self``. It works
+on arrays only (pooled activations, head weights), so it never touches the network:
+:mod:`saywhy.pipeline` runs the model and hands the arrays over.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from safetensors.numpy import load_file, save_file
+
+from saywhy.core.filter_attribute import (
+    FilterAttributeStatistics,
+    attribute_incidence,
+    filter_attribute_pdf,
+    filter_given_image,
+)
+from saywhy.core.image_class import class_attribute_pdf, image_class_attribute_pdf
+from saywhy.core.prior import attribute_prior
+from saywhy.errors import SaywhyError
+from saywhy.explain.names import readable_class_name
+from saywhy.explain.sentence import because_sentence, class_sentence, contrast_sentence
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ExplainerConfig:
+    """Every choice the paper leaves open, by name; the defaults are the paper's method.
+
+    - ``top_k``: attributes in a sentence (the paper uses 5).
+    - ``sigma_activation``: sigma of eq. 3, over the filters of an image (see
+      :mod:`saywhy.core.normalization`).
+    - ``filter_scale``: "none" (paper) or "max" (divide each filter by its largest
+      activation before eq. 3).
+    - ``sigma_decision``: sigma of eq. 6 and 8, over filters.
+    - ``prior``: the attribute prior of eq. 1 ("tfidf", "tfidf_sum", "uniform").
+    - ``likelihood``: eq. 2-4 as written ("sum") or with p(x|t) normalized ("mean").
+    - ``min_df``: attributes must occur in at least this many images' caption files.
+    """
+
+    top_k: int = 5
+    sigma_activation: str = "l1"
+    filter_scale: str = "none"
+    sigma_decision: str = "l1"
+    prior: str = "tfidf"
+    likelihood: str = "sum"
+    min_df: int = 3
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExplainerConfig:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+@dataclass
+class Explanation:
+    """Why the network put one image in one class."""
+
+    class_index: int
+    class_name: str
+    sentence: str
+    attributes: list[tuple[str, float]]  # top attributes with p(t|x,c), best first
+    score: float | None = None  # the class's logit, when known
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Contrast:
+    """Why class X and not class Y (the paper's Figure 1)."""
+
+    sentence: str
+    favour: list[tuple[str, float]]  # attributes with p(t|x,X) - p(t|x,Y) > 0, largest first
+    against: list[tuple[str, float]]  # attributes with p(t|x,Y) - p(t|x,X) > 0, largest first
+    explanation: Explanation
+    other: Explanation
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sentence": self.sentence, "favour": self.favour, "against": self.against,
+                "explanation": self.explanation.to_dict(), "other": self.other.to_dict()}
+
+
+@dataclass
+class ClassDescription:
+    class_index: int
+    class_name: str
+    sentence: str
+    attributes: list[tuple[str, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Explainer:
+    """Learns p(t|f) (eq. 1-4) and explains decisions with eq. 5-8.
+
+    >>> import numpy as np, scipy.sparse as sp
+    >>> pooled = np.array([[5.0, 0.1], [0.1, 5.0]])          # filter 0 fires on image 0
+    >>> counts = sp.csr_matrix(np.array([[1, 0], [0, 1]]))  # image 0 says "red crown"
+    >>> ex = Explainer(ExplainerConfig(top_k=1, min_df=1)).fit(
+    ...     pooled, counts, ["red crown", "blue wing"], weights=np.eye(2), class_names=["A", "B"])
+    >>> ex.explain(pooled[:1])[0].sentence
+    'This is an A because it has red crown.'
+    """
+
+    def __init__(self, config: ExplainerConfig = ExplainerConfig()):
+        self.config = config
+
+    # ----- fitting ---------------------------------------------------------------------
+    def fit(self, pooled: np.ndarray, term_counts: sp.spmatrix, vocabulary: list[str], weights: np.ndarray,
+            class_names: list[str], bias: np.ndarray | None = None, metadata: dict[str, Any] | None = None) -> Explainer:
+        """Learn p(t|f) from the fitting images' pooled activations and attribute counts.
+
+        ``pooled`` (images x filters) and ``term_counts`` (images x attributes, TF per
+        caption file) must describe the same images in the same order; ``weights`` is the
+        linear head's (classes x filters) matrix.
+        """
+        pooled = np.asarray(pooled, dtype=np.float64)
+        weights = np.asarray(weights, dtype=np.float64)
+        if weights.shape[1] != pooled.shape[1]:
+            raise SaywhyError(f"head has {weights.shape[1]} inputs but activations have {pooled.shape[1]} filters")
+        if len(class_names) != weights.shape[0]:
+            raise SaywhyError(
+                f"model predicts {weights.shape[0]} classes but the dataset has {len(class_names)}: "
+                "use the checkpoint trained on this dataset, or a dataset with the model's classes"
+            )
+        if len(vocabulary) == 0 or term_counts.shape[1] != len(vocabulary):
+            raise SaywhyError("empty attribute vocabulary: lower --min-df or give images with captions")
+        cfg = self.config
+        self.filter_max_ = pooled.max(axis=0) if len(pooled) else np.zeros(pooled.shape[1])
+        p_f_given_x = filter_given_image(pooled, cfg.sigma_activation, cfg.filter_scale, self.filter_max_)
+        self.statistics_ = FilterAttributeStatistics.from_chunk(p_f_given_x, attribute_incidence(term_counts))
+        self.prior_ = np.asarray(attribute_prior(term_counts, kind=cfg.prior), dtype=np.float64)
+        self.filter_attribute_pdf_ = filter_attribute_pdf(self.statistics_, self.prior_, cfg.likelihood)
+        self.vocabulary_ = list(vocabulary)
+        self.weights_ = weights
+        self.bias_ = np.zeros(weights.shape[0]) if bias is None else np.asarray(bias, dtype=np.float64)
+        self.class_names_ = list(class_names)
+        self.metadata_ = dict(metadata or {})
+        return self
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "filter_attribute_pdf_"):
+            raise SaywhyError("this explainer is not fitted: call fit() or load a fitted one ('saywhy fit')")
+
+    # ----- eq. 5-8 ---------------------------------------------------------------------
+    def class_index(self, name_or_index: str | int) -> int:
+        """A class by index, raw name ("001.Black_footed_Albatross") or readable name."""
+        self._check_fitted()
+        if isinstance(name_or_index, (int, np.integer)):
+            if not 0 <= name_or_index < len(self.class_names_):
+                raise SaywhyError(f"class index {name_or_index} is out of range 0..{len(self.class_names_) - 1}")
+            return int(name_or_index)
+        wanted = _normalize(name_or_index)
+        for i, raw in enumerate(self.class_names_):
+            if wanted in (_normalize(raw), _normalize(readable_class_name(raw))):
+                return i
+        close = [readable_class_name(n) for n in self.class_names_ if wanted[:4] in _normalize(n)][:5]
+        raise SaywhyError(f"unknown class {name_or_index!r}; similar: {', '.join(close) or 'none'} ('saywhy describe --list' lists all)")
+
+    def readable_name(self, index: int) -> str:
+        return readable_class_name(self.class_names_[index])
+
+    def predict(self, pooled: np.ndarray) -> np.ndarray:
+        """The head's decision, recomputed from pooled activations: argmax(W phi + b)."""
+        self._check_fitted()
+        return (np.asarray(pooled, np.float64) @ self.weights_.T + self.bias_).argmax(axis=1)
+
+    def attribute_pdf(self, pooled: np.ndarray, classes: np.ndarray | None = None) -> np.ndarray:
+        """Eq. 5-6: p(t|x_i, c_i) for each image (images x attributes); classes default to predictions."""
+        self._check_fitted()
+        pooled = np.atleast_2d(np.asarray(pooled, np.float64))
+        classes = self.predict(pooled) if classes is None else np.broadcast_to(np.asarray(classes), (len(pooled),))
+        return image_class_attribute_pdf(self.filter_attribute_pdf_, pooled, self.weights_[classes],
+                                          self.config.sigma_decision)
+
+    def class_pdf(self) -> np.ndarray:
+        """Eq. 7-8: p(t|c) for every class (classes x attributes)."""
+        self._check_fitted()
+        return class_attribute_pdf(self.filter_attribute_pdf_, self.weights_, self.config.sigma_decision)
+
+    def _top(self, scores: np.ndarray, k: int, positive_only: bool = False) -> list[tuple[str, float]]:
+        order = np.argsort(-scores, kind="stable")[:k]
+        return [(self.vocabulary_[j], float(scores[j])) for j in order if not positive_only or scores[j] > 0]
+
+    # ----- sentences -------------------------------------------------------------------
+    def explain(self, pooled: np.ndarray, classes: np.ndarray | None = None) -> list[Explanation]:
+        """One explanation per image: "This is a X because it has ...", for the given or predicted class."""
+        pooled = np.atleast_2d(np.asarray(pooled, np.float64))
+        classes = self.predict(pooled) if classes is None else np.broadcast_to(np.asarray(classes), (len(pooled),))
+        pdf = self.attribute_pdf(pooled, classes)
+        logits = pooled @ self.weights_.T + self.bias_
+        out = []
+        for i, c in enumerate(classes):
+            top = self._top(pdf[i], self.config.top_k)
+            name = self.readable_name(int(c))
+            out.append(Explanation(int(c), name, because_sentence(name, [t for t, _ in top]), top, float(logits[i, c])))
+        return out
+
+    def contrast(self, pooled: np.ndarray, class_a: str | int, class_b: str | int, k: int = 3) -> Contrast:
+        """Why class A and not class B for one image: compare p(t|x,A) with p(t|x,B)."""
+        a, b = self.class_index(class_a), self.class_index(class_b)
+        pooled = np.atleast_2d(np.asarray(pooled, np.float64))[:1]
+        pdf_a, pdf_b = self.attribute_pdf(pooled, np.array([a]))[0], self.attribute_pdf(pooled, np.array([b]))[0]
+        favour, against = self._top(pdf_a - pdf_b, k, True), self._top(pdf_b - pdf_a, k, True)
+        sentence = contrast_sentence(self.readable_name(a), self.readable_name(b),
+                                     [t for t, _ in favour], [t for t, _ in against])
+        return Contrast(sentence, favour, against, self.explain(pooled, np.array([a]))[0],
+                        self.explain(pooled, np.array([b]))[0])
+
+    def describe(self, class_: str | int) -> ClassDescription:
+        """Class-level description (eq. 7-8): what the network looks for in a class."""
+        c = self.class_index(class_)
+        top = self._top(self.class_pdf()[c], self.config.top_k)
+        name = self.readable_name(c)
+        return ClassDescription(c, name, class_sentence(name, [t for t, _ in top]), top)
+
+    # ----- persistence -----------------------------------------------------------------
+    def save(self, folder: str | Path) -> Path:
+        """Write arrays (safetensors) and everything else (JSON) atomically; no pickled code."""
+        self._check_fitted()
+        folder = Path(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        try:
+            arrays = {
+                "filter_attribute_pdf": self.filter_attribute_pdf_, "prior": self.prior_, "weights": self.weights_,
+                "bias": self.bias_, "filter_max": self.filter_max_,
+                "likelihood_sum": self.statistics_.likelihood_sum, "attribute_images": self.statistics_.attribute_images,
+            }
+            save_file({k: np.ascontiguousarray(v, dtype=np.float64) for k, v in arrays.items()}, tmp / "explainer.safetensors")
+            meta = {"format_version": FORMAT_VERSION, "config": asdict(self.config), "vocabulary": self.vocabulary_,
+                    "class_names": self.class_names_, "n_images": self.statistics_.n_images, "metadata": self.metadata_}
+            (tmp / "explainer.json").write_text(json.dumps(meta, indent=1))
+            if folder.exists():
+                shutil.rmtree(folder)
+            os.replace(tmp, folder)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Explainer:
+        """Read a folder written by :meth:`save`."""
+        folder = Path(folder)
+        meta_path, arrays_path = folder / "explainer.json", folder / "explainer.safetensors"
+        if not meta_path.is_file() or not arrays_path.is_file():
+            raise SaywhyError(f"{folder} is not a fitted explainer (needs explainer.json and explainer.safetensors): run 'saywhy fit'")
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise SaywhyError(f"{folder} was written by another saywhy version: refit with 'saywhy fit'")
+        arrays = load_file(arrays_path)
+        explainer = cls(ExplainerConfig.from_dict(meta["config"]))
+        explainer.filter_attribute_pdf_ = arrays["filter_attribute_pdf"]
+        explainer.prior_ = arrays["prior"]
+        explainer.weights_ = arrays["weights"]
+        explainer.bias_ = arrays["bias"]
+        explainer.filter_max_ = arrays["filter_max"]
+        explainer.statistics_ = FilterAttributeStatistics(arrays["likelihood_sum"], arrays["attribute_images"], meta["n_images"])
+        explainer.vocabulary_ = meta["vocabulary"]
+        explainer.class_names_ = meta["class_names"]
+        explainer.metadata_ = meta.get("metadata", {})
+        return explainer
+
+
+def _normalize(name: str) -> str:
+    return "".join(ch for ch in readable_class_name(name).lower() if ch.isalnum())

@@ -1,0 +1,1 @@
+"""Model side: layer discovery, hooks, activation extraction, the demo CNN and its training."""

@@ -1,0 +1,134 @@
+"""The paper's equations on hand-built arrays with known answers."""
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from saywhy.core.filter_attribute import (
+    FilterAttributeStatistics,
+    attribute_incidence,
+    filter_attribute_pdf,
+    filter_given_image,
+)
+from saywhy.core.image_class import class_attribute_pdf, filter_given_class, image_class_attribute_pdf
+from saywhy.core.normalization import SIGMAS, get_sigma
+from saywhy.errors import SaywhyError
+
+VOCAB = ["red crown", "blue wing", "small bird"]
+# 6 images x 3 filters: filter 0 fires only on the "red crown" images (0, 1, 2).
+POOLED = np.array([
+    [9.0, 1.0, 1.0],
+    [8.0, 1.0, 1.0],
+    [9.0, 1.0, 1.0],
+    [0.0, 1.0, 9.0],
+    [0.0, 1.0, 8.0],
+    [0.0, 1.0, 9.0],
+])
+COUNTS = sp.csr_matrix(np.array([
+    [2, 0, 1],
+    [1, 0, 1],
+    [1, 0, 1],
+    [0, 1, 1],
+    [0, 2, 1],
+    [0, 1, 1],
+]))
+
+
+def test_eq3_l1_makes_each_image_a_distribution_over_filters():
+    p = filter_given_image(POOLED, "l1")
+    np.testing.assert_allclose(p.sum(axis=1), 1.0)
+    np.testing.assert_allclose(p[0], [9 / 11, 1 / 11, 1 / 11])
+
+
+def test_eq4_incidence_is_binary_and_sparse():
+    incidence = attribute_incidence(COUNTS)
+    assert incidence.nnz == 12
+    assert set(incidence.data.tolist()) == {1.0}
+
+
+def test_eq2_likelihood_is_incidence_times_filter_given_image():
+    p = filter_given_image(POOLED, "l1")
+    stats = FilterAttributeStatistics.from_chunk(p, attribute_incidence(COUNTS))
+    np.testing.assert_allclose(stats.likelihood_sum[0], p[:3].sum(axis=0))
+    np.testing.assert_allclose(stats.likelihood_sum[2], p.sum(axis=0))
+    assert stats.attribute_images.tolist() == [3, 3, 6]
+
+
+def test_statistics_of_chunks_add_up_to_the_whole():
+    p = filter_given_image(POOLED, "l1")
+    whole = FilterAttributeStatistics.from_chunk(p, COUNTS)
+    halves = FilterAttributeStatistics.from_chunk(p[:2], COUNTS[:2]) + FilterAttributeStatistics.from_chunk(p[2:], COUNTS[2:])
+    np.testing.assert_allclose(halves.likelihood_sum, whole.likelihood_sum)
+    assert halves.n_images == whole.n_images == 6
+
+
+def test_red_crown_filter_puts_red_crown_first():
+    stats = FilterAttributeStatistics.from_chunk(filter_given_image(POOLED), attribute_incidence(COUNTS))
+    pdf = filter_attribute_pdf(stats, prior=np.full(3, 1 / 3))
+    assert pdf.shape == (3, 3)
+    np.testing.assert_allclose(pdf.sum(axis=1), 1.0)
+    assert VOCAB[int(pdf[0].argmax())] == "red crown"
+    assert VOCAB[int(pdf[2].argmax())] != "red crown"
+
+
+def test_eq1_prior_reweights_attributes():
+    stats = FilterAttributeStatistics.from_chunk(filter_given_image(POOLED), attribute_incidence(COUNTS))
+    # "small bird" is in every image, so with a uniform prior it wins for filter 1;
+    # a prior that discounts it lets a specific attribute win.
+    uniform = filter_attribute_pdf(stats, np.full(3, 1 / 3))
+    assert VOCAB[int(uniform[1].argmax())] == "small bird"
+    specific = filter_attribute_pdf(stats, np.array([0.45, 0.45, 0.1]))
+    assert VOCAB[int(specific[1].argmax())] != "small bird"
+
+
+def test_mean_likelihood_divides_by_attribute_count():
+    p = filter_given_image(POOLED)
+    stats = FilterAttributeStatistics.from_chunk(p, attribute_incidence(COUNTS))
+    pdf = filter_attribute_pdf(stats, np.ones(3), likelihood="mean")
+    expected = np.stack([p[:3].mean(0), p[3:].mean(0), p.mean(0)]).T
+    np.testing.assert_allclose(pdf, expected / expected.sum(1, keepdims=True))
+
+
+def test_eq5_eq6_image_with_red_crown_filter_and_positive_weight():
+    stats = FilterAttributeStatistics.from_chunk(filter_given_image(POOLED), attribute_incidence(COUNTS))
+    pdf = filter_attribute_pdf(stats, np.full(3, 1 / 3))
+    weights = np.array([[2.0, 0.0, -1.0]])  # class 0 votes for filter 0, against filter 2
+    p = image_class_attribute_pdf(pdf, POOLED[:1], weights)
+    np.testing.assert_allclose(p.sum(), 1.0)
+    assert VOCAB[int(p[0].argmax())] == "red crown"
+    # eq. 6 with l1: only filter 0 has a positive product, so p(t|x,c) = p(t|f_0)
+    np.testing.assert_allclose(p[0], pdf[0])
+
+
+def test_eq7_eq8_class_level():
+    pdf = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1]])
+    weights = np.array([[1.0, 3.0], [4.0, 0.0]])
+    np.testing.assert_allclose(filter_given_class(weights), [[0.25, 0.75], [1.0, 0.0]])
+    np.testing.assert_allclose(class_attribute_pdf(pdf, weights)[0], 0.25 * pdf[0] + 0.75 * pdf[1])
+
+
+@pytest.mark.parametrize("name", sorted(SIGMAS))
+def test_every_sigma_is_non_negative_and_keeps_order(name):
+    scores = np.array([[3.0, 1.0, 2.0]])
+    out = get_sigma(name)(scores, axis=1)
+    assert (out >= 0).all()
+    assert out[0].argmax() == 0 and out[0].argmin() == 1
+
+
+def test_all_zero_row_stays_zero_not_nan():
+    out = get_sigma("l1")(np.zeros((1, 3)), axis=1)
+    assert np.isfinite(out).all() and out.sum() == 0
+
+
+def test_unknown_sigma_lists_choices():
+    with pytest.raises(SaywhyError, match="l1"):
+        get_sigma("l3")
+
+
+def test_mismatched_images_are_refused():
+    with pytest.raises(SaywhyError, match="same images"):
+        FilterAttributeStatistics.from_chunk(np.ones((4, 3)), COUNTS)
+
+
+def test_filter_scale_max_divides_by_filter_maximum():
+    out = filter_given_image(np.array([[2.0, 10.0], [1.0, 5.0]]), sigma="identity", filter_scale="max")
+    np.testing.assert_allclose(out, [[1.0, 1.0], [0.5, 0.5]])
