@@ -1,0 +1,48 @@
+"""Shared fixtures: a tiny CUB-layout dataset written on the fly, and the real cub50 where present."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+CUB50 = Path(__file__).resolve().parents[2] / "shared" / "data" / "cub50"
+
+
+def write_tiny_cub(root: Path, with_captions: bool = True) -> Path:
+    """Two classes (ids 3 and 7, not contiguous), four images, one without a caption file."""
+    cub = root / "CUB_200_2011"
+    (cub / "parts").mkdir(parents=True)
+    classes = {3: "003.Red_Bird", 7: "007.Blue_Bird"}
+    images = {1: (3, "a_1.jpg", 1), 2: (3, "a_2.jpg", 0), 3: (7, "b_1.jpg", 1), 4: (7, "b_2.jpg", 0)}
+    (cub / "classes.txt").write_text("".join(f"{k} {v}\n" for k, v in classes.items()))
+    (cub / "images.txt").write_text("".join(f"{i} {classes[c]}/{f}\n" for i, (c, f, _) in images.items()))
+    (cub / "image_class_labels.txt").write_text("".join(f"{i} {c}\n" for i, (c, _, _) in images.items()))
+    (cub / "train_test_split.txt").write_text("".join(f"{i} {t}\n" for i, (_, _, t) in images.items()))
+    (cub / "bounding_boxes.txt").write_text("".join(f"{i} 2.0 3.0 20.0 18.0\n" for i in images) + "bad line\n")
+    (cub / "parts" / "parts.txt").write_text("1 back\n2 beak\n")
+    (cub / "parts" / "part_locs.txt").write_text("".join(f"{i} 1 5.0 6.0 1\n{i} 2 0.0 0.0 0\n" for i in images))
+    for i, (c, f, _) in images.items():
+        folder = cub / "images" / classes[c]
+        folder.mkdir(parents=True, exist_ok=True)
+        color = (200, 30, 30) if c == 3 else (30, 30, 200)
+        Image.fromarray(np.full((32, 32, 3), color, np.uint8)).save(folder / f)
+        if with_captions and i != 4:
+            text = root / "text_c10" / classes[c]
+            text.mkdir(parents=True, exist_ok=True)
+            word = "red" if c == 3 else "blue"
+            (text / f.replace(".jpg", ".txt")).write_text(f"this bird has a {word} crown.\na small {word} bird.\n")
+    return root
+
+
+@pytest.fixture
+def tiny_cub(tmp_path: Path) -> Path:
+    return write_tiny_cub(tmp_path)
+
+
+@pytest.fixture
+def cub50() -> Path:
+    if not (CUB50 / "CUB_200_2011" / "images.txt").is_file():
+        pytest.skip(f"real CUB subset not found at {CUB50} (only on development machines)")
+    return CUB50
