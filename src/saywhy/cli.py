@@ -1,0 +1,272 @@
+"""The ``saywhy`` command: parse arguments, call the library, print. Nothing else lives here.
+
+Every error a user can cause arrives as a :class:`SaywhyError` and is printed as one
+line on stderr with exit status 2; no traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import sys
+import time
+from pathlib import Path
+
+from saywhy.errors import SaywhyError
+
+log = logging.getLogger("saywhy")
+
+
+def _add_explainer_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--explainer", type=Path, help="fitted explainer folder (default: the last one fitted or used by the demo)")
+    p.add_argument("--model", type=Path, help="checkpoint folder (default: the one the explainer was fitted on)")
+
+
+def _add_config_options(p: argparse.ArgumentParser) -> None:
+    from saywhy.explain.explainer import ExplainerConfig
+
+    d = ExplainerConfig()
+    p.add_argument("--top-k", type=int, default=d.top_k, help="attributes per sentence (paper: 5)")
+    p.add_argument("--sigma-activation", default=d.sigma_activation, help="sigma of eq. 3: l1, softmax, minmax, identity")
+    p.add_argument("--filter-scale", default=d.filter_scale, help="none (paper) or max")
+    p.add_argument("--sigma-decision", default=d.sigma_decision, help="sigma of eq. 6 and 8: l1, softmax, minmax, identity")
+    p.add_argument("--prior", default=d.prior, help="attribute prior of eq. 1: tfidf, tfidf_sum, uniform")
+    p.add_argument("--likelihood", default=d.likelihood, help="eq. 2-4: sum (paper) or mean")
+    p.add_argument("--min-df", type=int, default=d.min_df, help="minimum number of caption files an attribute appears in")
+
+
+def _config_from(args: argparse.Namespace):
+    from saywhy.explain.explainer import ExplainerConfig
+
+    return ExplainerConfig(top_k=args.top_k, sigma_activation=args.sigma_activation, filter_scale=args.filter_scale,
+                           sigma_decision=args.sigma_decision, prior=args.prior, likelihood=args.likelihood,
+                           min_df=args.min_df)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="saywhy", description="Say in words why an image classifier decided what it did.")
+    parser.add_argument("--home", type=Path, help="workspace folder for data, models and explainers (default $SAYWHY_HOME or ./.saywhy)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="synthbirds + small CNN: generate, train, fit and explain (cached)")
+    p.add_argument("--images", type=int, default=6, help="test images to explain")
+    p.add_argument("--seed", type=int, default=0, help="which test images are drawn")
+
+    p = sub.add_parser("data", help="generate or fetch a dataset")
+    p.add_argument("name", choices=["synthbirds"], help="dataset")
+    p.add_argument("--dest", type=Path, required=True, help="folder to write")
+    p.add_argument("--n-images", type=int, default=3000)
+    p.add_argument("--image-size", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--label-noise", type=float, default=0.0, help="share of wrong labels (CUB has about 0.04)")
+
+    p = sub.add_parser("train", help="train the small CNN on a CUB-layout dataset")
+    p.add_argument("--root", type=Path, help="dataset folder (default: the demo's synthbirds)")
+    p.add_argument("--captions", type=Path, help="text_c10 folder if not beside the images")
+    p.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--crop", choices=["none", "bbox"], default="none", help="crop to the bounding box (the paper's setting)")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("fit", help="learn the filter-attribute p.d.f. (eq. 1-4) for a trained model")
+    p.add_argument("--model", type=Path, required=True, help="checkpoint folder ('saywhy train' writes one)")
+    p.add_argument("--root", type=Path, required=True, help="CUB-layout dataset folder")
+    p.add_argument("--captions", type=Path, help="text_c10 folder if not beside the images")
+    p.add_argument("--attributes", type=Path, help="CSV/JSONL of image -> attributes, instead of captions")
+    p.add_argument("--out", type=Path, required=True, help="explainer folder to write")
+    p.add_argument("--layer", help="final conv layer name (default: found automatically)")
+    p.add_argument("--head", help="linear head name (default: found automatically)")
+    _add_config_options(p)
+
+    p = sub.add_parser("explain", help="explain the network's decision for images")
+    p.add_argument("images", nargs="+", type=Path)
+    p.add_argument("--class", dest="class_", help="explain this class instead of the predicted one")
+    p.add_argument("--json", action="store_true", help="print JSON lines")
+    _add_explainer_options(p)
+
+    p = sub.add_parser("contrast", help="why the predicted class and not another (Figure 1)")
+    p.add_argument("image", type=Path)
+    p.add_argument("--vs", required=True, help="the other class")
+    p.add_argument("--as", dest="as_", help="the class to defend (default: predicted)")
+    p.add_argument("--json", action="store_true")
+    _add_explainer_options(p)
+
+    p = sub.add_parser("describe", help="class-level description (eq. 7-8)")
+    p.add_argument("classes", nargs="*", help="class names or indices")
+    p.add_argument("--list", action="store_true", help="list the classes")
+    p.add_argument("--json", action="store_true")
+    _add_explainer_options(p)
+    return parser
+
+
+# ----- commands ----------------------------------------------------------------------------------
+def _workspace(args):
+    from saywhy.workspace import Workspace
+
+    return Workspace(args.home) if args.home else Workspace.default()
+
+
+def _load_explainer(args):
+    from saywhy.explain.explainer import Explainer
+
+    folder = args.explainer or _workspace(args).recall_explainer()
+    if folder is None:
+        raise SaywhyError("no fitted explainer: pass --explainer DIR, run 'saywhy fit', or run 'saywhy demo' first")
+    return Explainer.load(folder)
+
+
+def _load_session(args):
+    from saywhy.model.checkpoint import load_checkpoint
+    from saywhy.pipeline import ExplainerSession
+
+    explainer = _load_explainer(args)
+    model_folder = args.model or explainer.metadata_.get("checkpoint")
+    if model_folder is None:
+        raise SaywhyError("the explainer does not name its checkpoint: pass --model DIR")
+    model, _ = load_checkpoint(model_folder)
+    return ExplainerSession(explainer, model)
+
+
+def _print_explanation(image, explanation, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"image": str(image), **explanation.to_dict()}))
+        return
+    print(f"{image}: {explanation.sentence}")
+    print("   " + ", ".join(f"{t} {p:.3f}" for t, p in explanation.attributes))
+
+
+def cmd_demo(args) -> None:
+    from saywhy.demo import ensure_demo
+    from saywhy.pipeline import ExplainerSession
+
+    started = time.perf_counter()
+    art = ensure_demo(_workspace(args), progress=not args.quiet)
+    session = ExplainerSession(art.explainer, art.model)
+    test = art.dataset.split(train=False)
+    rng = random.Random(args.seed)
+    chosen = rng.sample(test, min(args.images, len(test)))
+    acc = art.model_meta.get("test_accuracy")
+    print(f"saywhy demo: synthbirds, {len(art.dataset.class_ids)} species, small CNN "
+          f"(test accuracy {acc:.1%}), {len(art.explainer.vocabulary_)} caption attributes\n")
+    for record, explanation in zip(chosen, session.explain(chosen)):
+        truth = art.explainer.readable_name(art.dataset.class_index(record.class_id))
+        mark = "right" if explanation.class_name == truth else f"wrong, truly {truth}"
+        print(f"{record.path.name} ({mark})\n  {explanation.sentence}")
+        print("  top attributes: " + ", ".join(f"{t} ({p:.3f})" for t, p in explanation.attributes))
+    pair = art.truth.get("confusable_pairs", [None])[0]
+    if pair:
+        candidates = [r for r in test if r.class_id == pair["a"]]
+        record = rng.choice(candidates)
+        contrast = session.contrast(record, art.dataset.class_index(pair["b"]),
+                                    class_=art.dataset.class_index(pair["a"]))
+        print(f"\nwhy not its look-alike? {record.path.name}\n  {contrast.sentence}")
+        print(f"  {contrast.explanation.sentence}\n  {contrast.other.sentence}")
+    print(f"\nexplainer: {art.explainer_path} ({time.perf_counter() - started:.1f} s)")
+    print("next: saywhy explain IMAGE, saywhy contrast IMAGE --vs CLASS, saywhy describe CLASS")
+
+
+def cmd_data(args) -> None:
+    from saywhy.data.synthbirds import SynthConfig, generate
+
+    config = SynthConfig(n_images=args.n_images, image_size=args.image_size, seed=args.seed, label_noise=args.label_noise)
+    print(generate(args.dest, config, progress=not args.quiet))
+
+
+def cmd_train(args) -> None:
+    from saywhy.data.cub import read_cub
+    from saywhy.data.images import Preprocess
+    from saywhy.demo import DEMO_ARCH, ensure_synthbirds
+    from saywhy.model.checkpoint import build_model, save_checkpoint
+    from saywhy.model.train import TrainConfig, train_classifier
+
+    root = args.root or ensure_synthbirds(_workspace(args), progress=not args.quiet)
+    dataset = read_cub(root, args.captions)
+    preprocess = Preprocess(image_size=args.image_size, crop=args.crop)
+    model = build_model(DEMO_ARCH, len(dataset.class_ids))
+    report = train_classifier(model, dataset, preprocess, TrainConfig(epochs=args.epochs, seed=args.seed),
+                              progress=not args.quiet)
+    fingerprint_file = Path(root) / ".synthbirds_fingerprint"
+    meta = {"arch": DEMO_ARCH, "arch_kwargs": {}, "classes": [dataset.class_names[c] for c in dataset.class_ids],
+            "class_ids": dataset.class_ids, "preprocess": preprocess.to_dict(), "dataset": str(root),
+            "dataset_fingerprint": fingerprint_file.read_text().strip() if fingerprint_file.is_file() else None, **report}
+    save_checkpoint(args.out, model, meta)
+    print(f"{args.out}: test accuracy {report['test_accuracy']:.1%} on {report['test_images']} images "
+          f"({report['train_seconds']} s)")
+
+
+def cmd_fit(args) -> None:
+    from saywhy.data.attribute_files import attach_attribute_file
+    from saywhy.data.cub import read_cub
+    from saywhy.model.checkpoint import checkpoint_preprocess, load_checkpoint
+    from saywhy.pipeline import fit_explainer
+    from saywhy.text.phrases import PhraseExtractor
+
+    model, meta = load_checkpoint(args.model)
+    dataset = read_cub(args.root, args.captions)
+    source, extractor = "captions", None
+    if args.attributes:
+        dataset, source = attach_attribute_file(dataset, args.attributes), "attributes"
+    else:
+        extractor = PhraseExtractor(cache_dir=_workspace(args).phrase_cache, progress=not args.quiet)
+    explainer, report = fit_explainer(dataset, model, checkpoint_preprocess(meta), _config_from(args), source=source,
+                                      extractor=extractor, layer=args.layer, head=args.head, progress=not args.quiet,
+                                      metadata={"checkpoint": str(args.model.resolve()), "arch": meta["arch"]})
+    explainer.save(args.out)
+    _workspace(args).remember_explainer(args.out)
+    skipped = ", ".join(f"{n} {k}" for k, n in report.skipped.items() if n) or "none"
+    print(f"{args.out}: {report.vocabulary_size} attributes from {report.images_used} images (skipped: {skipped})")
+
+
+def cmd_explain(args) -> None:
+    session = _load_session(args)
+    for image, explanation in zip(args.images, session.explain(args.images, args.class_)):
+        _print_explanation(image, explanation, args.json)
+
+
+def cmd_contrast(args) -> None:
+    session = _load_session(args)
+    contrast = session.contrast(args.image, args.vs, args.as_)
+    if args.json:
+        print(json.dumps({"image": str(args.image), **contrast.to_dict()}))
+        return
+    print(contrast.sentence)
+    print(f"  {contrast.explanation.sentence}\n  {contrast.other.sentence}")
+
+
+def cmd_describe(args) -> None:
+    explainer = _load_explainer(args)
+    if args.list or not args.classes:
+        for i in range(len(explainer.class_names_)):
+            print(f"{i:4d}  {explainer.readable_name(i)}")
+        return
+    for name in args.classes:
+        description = explainer.describe(int(name) if name.isdigit() else name)
+        if args.json:
+            print(json.dumps(description.to_dict()))
+        else:
+            print(description.sentence)
+
+
+COMMANDS = {"demo": cmd_demo, "data": cmd_data, "train": cmd_train, "fit": cmd_fit, "explain": cmd_explain,
+            "contrast": cmd_contrast, "describe": cmd_describe}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="saywhy: %(message)s")
+    try:
+        COMMANDS[args.command](args)
+    except SaywhyError as error:
+        print(f"saywhy: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("saywhy: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""The embedded default: synthbirds + the small CNN, cached end to end.
+
+``saywhy demo`` generates the birds, trains the CNN (or uses the shipped weights that
+``saywhy train`` produced for the same synthbirds config), fits the explainer and
+explains a few test images. Each step is cached under the workspace by fingerprint.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from torch import nn
+
+from saywhy.data.cub import read_cub
+from saywhy.data.images import Preprocess
+from saywhy.data.records import Dataset
+from saywhy.data.synthbirds import SynthConfig, generate, load_truth
+from saywhy.explain.explainer import Explainer, ExplainerConfig
+from saywhy.model.checkpoint import build_model, load_checkpoint, save_checkpoint
+from saywhy.model.train import TrainConfig, train_classifier
+from saywhy.pipeline import fit_explainer
+from saywhy.text.phrases import EXTRACTOR_VERSION, PhraseExtractor
+from saywhy.workspace import Workspace, fingerprint
+
+log = logging.getLogger(__name__)
+
+DEMO_ARCH = "saywhy:smallcnn"
+DEMO_PREPROCESS = Preprocess(image_size=64)
+DEMO_TRAIN = TrainConfig(epochs=12)
+SHIPPED_MODEL = "synthbirds_smallcnn"
+
+
+@dataclass
+class DemoArtifacts:
+    dataset: Dataset
+    model: nn.Module
+    model_meta: dict
+    explainer: Explainer
+    explainer_path: Path
+    truth: dict
+
+
+def ensure_synthbirds(workspace: Workspace, config: SynthConfig = SynthConfig(), progress: bool = True) -> Path:
+    """Generate synthbirds once per config."""
+    root = workspace.synthbirds(config.fingerprint())
+    generate(root, config, progress=progress)
+    return root
+
+
+def _shipped_model_folder() -> Path | None:
+    folder = Path(str(resources.files("saywhy") / "weights" / SHIPPED_MODEL))
+    return folder if (folder / "model.json").is_file() else None
+
+
+def train_demo_model(dataset: Dataset, dataset_fingerprint: str, out: Path, train: TrainConfig = DEMO_TRAIN,
+                     preprocess: Preprocess = DEMO_PREPROCESS, progress: bool = True) -> tuple[nn.Module, dict]:
+    """Train the small CNN on synthbirds and save a checkpoint that records how."""
+    model = build_model(DEMO_ARCH, len(dataset.class_ids))
+    report = train_classifier(model, dataset, preprocess, train, progress=progress)
+    meta = {
+        "arch": DEMO_ARCH, "arch_kwargs": {}, "classes": [dataset.class_names[c] for c in dataset.class_ids],
+        "class_ids": dataset.class_ids, "preprocess": preprocess.to_dict(), "dataset": "synthbirds",
+        "dataset_fingerprint": dataset_fingerprint, **report,
+    }
+    save_checkpoint(out, model, meta)
+    return model.eval(), meta
+
+
+def ensure_demo_model(workspace: Workspace, dataset: Dataset, dataset_fingerprint: str,
+                      progress: bool = True) -> tuple[nn.Module, dict, Path]:
+    """The cached model; else the shipped weights if they match this synthbirds config; else train."""
+    key = f"smallcnn-{fingerprint(dataset_fingerprint, DEMO_PREPROCESS.to_dict(), DEMO_TRAIN.__dict__)}"
+    folder = workspace.model(key)
+    if not (folder / "model.json").is_file():
+        shipped = _shipped_model_folder()
+        if shipped is not None and load_checkpoint(shipped)[1].get("dataset_fingerprint") == dataset_fingerprint:
+            log.info("using the shipped demo weights")
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(shipped, folder, dirs_exist_ok=True)
+        else:
+            train_demo_model(dataset, dataset_fingerprint, folder, progress=progress)
+    model, meta = load_checkpoint(folder)
+    return model, meta, folder
+
+
+def ensure_demo(workspace: Workspace | None = None, synth: SynthConfig = SynthConfig(),
+                config: ExplainerConfig = ExplainerConfig(), progress: bool = True) -> DemoArtifacts:
+    """Everything the demo needs, computed once and cached."""
+    workspace = workspace or Workspace.default()
+    root = ensure_synthbirds(workspace, synth, progress)
+    dataset = read_cub(root)
+    model, meta, model_folder = ensure_demo_model(workspace, dataset, synth.fingerprint(), progress)
+    key = fingerprint(meta["weights_digest"], config.__dict__, synth.fingerprint(), EXTRACTOR_VERSION)
+    folder = workspace.explainer(f"synthbirds-{key}")
+    if (folder / "explainer.json").is_file():
+        explainer = Explainer.load(folder)
+    else:
+        extractor = PhraseExtractor(cache_dir=workspace.phrase_cache, progress=progress)
+        explainer, _ = fit_explainer(dataset, model, Preprocess.from_dict(meta["preprocess"]), config,
+                                     extractor=extractor, progress=progress,
+                                     metadata={"checkpoint": str(model_folder.resolve()), "arch": meta["arch"]})
+        explainer.save(folder)
+    workspace.remember_explainer(folder)
+    return DemoArtifacts(dataset, model, meta, explainer, folder, load_truth(root))

@@ -1,0 +1,98 @@
+"""The fitted explainer on hand-built arrays: known answers, persistence, bad input."""
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from saywhy.errors import SaywhyError
+from saywhy.explain.explainer import Explainer, ExplainerConfig
+
+VOCAB = ["red crown", "blue crown", "white eyebrow", "small bird"]
+CLASSES = ["001.Red_capped_Wren", "002.Blue_capped_Wren"]
+
+
+def _data(seed: int = 0):
+    """40 images, 4 filters: filter 0 fires on red crowns, 1 on blue crowns, 2 on eyebrows, 3 always."""
+    rng = np.random.default_rng(seed)
+    red = np.arange(40) < 20
+    eyebrow = rng.random(40) < 0.5
+    pooled = np.stack([
+        np.where(red, 5.0, 0.2), np.where(~red, 5.0, 0.2), np.where(eyebrow, 4.0, 0.2), np.full(40, 2.0),
+    ], axis=1) + rng.random((40, 4)) * 0.1
+    counts = np.stack([red * 2, ~red * 2, eyebrow * 1, np.ones(40)], axis=1).astype(int)
+    counts[::3, 3] = 0  # "small bird" in most but not all caption files
+    weights = np.array([[3.0, -2.0, 0.5, 0.1], [-2.0, 3.0, 0.5, 0.1]])
+    return pooled, sp.csr_matrix(counts), weights
+
+
+def _fitted(config=ExplainerConfig(top_k=2, min_df=1)):
+    pooled, counts, weights = _data()
+    return Explainer(config).fit(pooled, counts, VOCAB, weights, CLASSES), pooled
+
+
+def test_fit_returns_self_with_learned_state():
+    explainer, _ = _fitted()
+    assert explainer.filter_attribute_pdf_.shape == (4, 4)
+    np.testing.assert_allclose(explainer.filter_attribute_pdf_.sum(axis=1), 1.0)
+    assert VOCAB[int(explainer.filter_attribute_pdf_[0].argmax())] == "red crown"
+    assert VOCAB[int(explainer.filter_attribute_pdf_[1].argmax())] == "blue crown"
+
+
+def test_red_crown_image_explained_by_red_crown():
+    explainer, pooled = _fitted()
+    (explanation,) = explainer.explain(pooled[:1])
+    assert explanation.class_name == "Red-capped Wren"
+    assert explanation.attributes[0][0] == "red crown"
+    assert explanation.sentence.startswith("This is a Red-capped Wren because it has red")
+
+
+def test_contrast_names_the_differing_crowns():
+    explainer, pooled = _fitted()
+    contrast = explainer.contrast(pooled[0], "Red-capped Wren", "002.Blue_capped_Wren")
+    assert contrast.favour[0][0] == "red crown"
+    assert contrast.against[0][0] == "blue crown"
+    assert contrast.sentence.startswith("This is a Red-capped Wren and not a Blue-capped Wren because it has red crown")
+
+
+def test_class_description_uses_eq_7_8():
+    explainer, _ = _fitted()
+    assert explainer.describe(1).attributes[0][0] == "blue crown"
+    np.testing.assert_allclose(explainer.class_pdf().sum(axis=1), 1.0)
+
+
+def test_save_load_round_trip_gives_identical_explanations(tmp_path):
+    explainer, pooled = _fitted()
+    explainer.save(tmp_path / "exp")
+    loaded = Explainer.load(tmp_path / "exp")
+    assert loaded.config == explainer.config
+    assert [e.to_dict() for e in loaded.explain(pooled)] == [e.to_dict() for e in explainer.explain(pooled)]
+    assert not list(tmp_path.glob(".exp.*")), "no temp folder left behind"
+
+
+def test_unfitted_explainer_says_so():
+    with pytest.raises(SaywhyError, match="not fitted"):
+        Explainer().explain(np.ones((1, 4)))
+
+
+def test_class_count_mismatch_is_refused():
+    pooled, counts, weights = _data()
+    with pytest.raises(SaywhyError, match="predicts 2 classes but the dataset has 3"):
+        Explainer().fit(pooled, counts, VOCAB, weights, CLASSES + ["003.Extra"])
+
+
+def test_unknown_class_suggests_similar():
+    explainer, _ = _fitted()
+    with pytest.raises(SaywhyError, match="Red-capped Wren"):
+        explainer.class_index("Red capped Wrn")
+
+
+def test_loading_a_non_explainer_folder_is_one_clear_error(tmp_path):
+    with pytest.raises(SaywhyError, match="not a fitted explainer"):
+        Explainer.load(tmp_path)
+
+
+@pytest.mark.parametrize("field, value", [("sigma_activation", "softmax"), ("sigma_decision", "minmax"),
+                                          ("likelihood", "mean"), ("filter_scale", "max"), ("prior", "uniform")])
+def test_every_option_still_finds_the_red_crown(field, value):
+    config = ExplainerConfig(top_k=2, min_df=1, **{field: value})
+    explainer, pooled = _fitted(config)
+    assert explainer.explain(pooled[:1])[0].attributes[0][0] == "red crown"
