@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     test = [test[i] for i in test_acts.index]
     labels = np.array([dataset.class_index(r.class_id) for r in test])
     predicted = test_acts.logits.argmax(axis=1)
-    truths = [set(truth["images"][str(r.image_id)]) for r in test]
+    truths = [set(truth["images"][r.image_id]["attributes"]) for r in test]
 
     train = dataset.with_captions(dataset.split(train=True))
     train_acts = session.activations(train, progress=False, strict=False)

@@ -15,9 +15,6 @@ def _block(c_in: int, c_out: int, pool: bool) -> nn.Sequential:
         nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
         nn.BatchNorm2d(c_out),
         nn.ReLU(inplace=True),
-        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
-        nn.BatchNorm2d(c_out),
-        nn.ReLU(inplace=True),
     ]
     if pool:
         layers.append(nn.MaxPool2d(2))
