@@ -8,9 +8,6 @@ on arrays only (pooled activations, head weights), so it never touches the netwo
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +27,7 @@ from saywhy.core.prior import attribute_prior
 from saywhy.errors import SaywhyError
 from saywhy.explain.names import readable_class_name
 from saywhy.explain.sentence import because_sentence, class_sentence, contrast_sentence
+from saywhy.files import atomic_folder
 
 FORMAT_VERSION = 1
 
@@ -232,9 +230,7 @@ class Explainer:
         """Write arrays (safetensors) and everything else (JSON) atomically; no pickled code."""
         self._check_fitted()
         folder = Path(folder)
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-        try:
+        with atomic_folder(folder) as tmp:
             arrays = {
                 "filter_attribute_pdf": self.filter_attribute_pdf_, "prior": self.prior_, "weights": self.weights_,
                 "bias": self.bias_, "filter_max": self.filter_max_,
@@ -244,12 +240,6 @@ class Explainer:
             meta = {"format_version": FORMAT_VERSION, "config": asdict(self.config), "vocabulary": self.vocabulary_,
                     "class_names": self.class_names_, "n_images": self.statistics_.n_images, "metadata": self.metadata_}
             (tmp / "explainer.json").write_text(json.dumps(meta, indent=1))
-            if folder.exists():
-                shutil.rmtree(folder)
-            os.replace(tmp, folder)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return folder
 
     @classmethod

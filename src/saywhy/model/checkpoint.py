@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +17,7 @@ from torch import nn
 
 from saywhy.data.images import Preprocess
 from saywhy.errors import SaywhyError
+from saywhy.files import atomic_folder
 from saywhy.model.smallcnn import SmallCNN
 
 
@@ -56,19 +54,11 @@ def weights_digest(model: nn.Module) -> str:
 def save_checkpoint(folder: str | Path, model: nn.Module, meta: dict[str, Any]) -> Path:
     """Write weights and metadata atomically: a temp folder renamed into place."""
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with atomic_folder(folder) as tmp:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, tmp / "model.safetensors")
         meta = {**meta, "weights_digest": weights_digest(model)}
         (tmp / "model.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder
 
 
