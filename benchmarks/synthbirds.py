@@ -19,7 +19,7 @@ import platform
 import sys
 import time
 from collections import Counter
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -36,16 +36,20 @@ MARKDOWN = HERE.parent / "BENCHMARKS.md"
 BEGIN, END = "<!-- synthbirds:begin -->", "<!-- synthbirds:end -->"
 
 VARIANTS = {
-    "paper (l1 / l1, tfidf prior, sum)": ExplainerConfig(),
-    "sigma softmax / l1": ExplainerConfig(sigma_activation="softmax"),
-    "sigma minmax / l1": ExplainerConfig(sigma_activation="minmax"),
-    "sigma identity / l1": ExplainerConfig(sigma_activation="identity"),
-    "sigma l1 / softmax": ExplainerConfig(sigma_decision="softmax"),
-    "sigma l1 / minmax": ExplainerConfig(sigma_decision="minmax"),
-    "filter scale max": ExplainerConfig(filter_scale="max"),
-    "likelihood mean": ExplainerConfig(likelihood="mean"),
-    "prior tfidf_sum": ExplainerConfig(prior="tfidf_sum"),
-    "prior uniform": ExplainerConfig(prior="uniform"),
+    "saywhy default (top 10% / l1, tfidf, sum, margin contrast)": ExplainerConfig(),
+    "saywhy, top 5%": ExplainerConfig(top_fraction=0.05),
+    "saywhy, top 20%": ExplainerConfig(top_fraction=0.2),
+    "saywhy, difference contrast": ExplainerConfig(contrast="difference"),
+    "paper (l1 / l1, tfidf prior, sum, difference contrast)": ExplainerConfig.paper(),
+    "paper, sigma softmax / l1": ExplainerConfig.paper(sigma_activation="softmax"),
+    "paper, sigma minmax / l1": ExplainerConfig.paper(sigma_activation="minmax"),
+    "paper, sigma identity / l1": ExplainerConfig.paper(sigma_activation="identity"),
+    "paper, sigma l1 / softmax": ExplainerConfig.paper(sigma_decision="softmax"),
+    "paper, sigma l1 / minmax": ExplainerConfig.paper(sigma_decision="minmax"),
+    "paper, filter scale max": ExplainerConfig.paper(filter_scale="max"),
+    "paper, likelihood mean": ExplainerConfig.paper(likelihood="mean"),
+    "paper, prior tfidf_sum": ExplainerConfig.paper(prior="tfidf_sum"),
+    "paper, prior uniform": ExplainerConfig.paper(prior="uniform"),
 }
 
 
@@ -137,9 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:38s} precision@5 {rows[name]['precision_at_5']:.3f}  "
               f"contrast {rows[name]['contrast']['share']:.3f}", file=sys.stderr)
 
-    paper = art.explainer if art.explainer.config == ExplainerConfig() else None
-    paper = paper or fit_explainer(dataset, art.model, session.preprocess, ExplainerConfig(), extractor=extractor,
-                                   progress=False, activations=train_acts)[0]
+    paper = fit_explainer(dataset, art.model, session.preprocess, ExplainerConfig.paper(), extractor=extractor,
+                          progress=False, activations=train_acts)[0]
     k = paper.config.top_k
     baselines = {
         "class's most frequent caption attributes": precision(

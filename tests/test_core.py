@@ -132,3 +132,17 @@ def test_mismatched_images_are_refused():
 def test_filter_scale_max_divides_by_filter_maximum():
     out = filter_given_image(np.array([[2.0, 10.0], [1.0, 5.0]]), sigma="identity", filter_scale="max")
     np.testing.assert_allclose(out, [[1.0, 1.0], [0.5, 0.5]])
+
+
+def test_top_sigma_marks_each_filters_most_activating_images():
+    from saywhy.core.filter_attribute import top_fraction_thresholds
+
+    thresholds = top_fraction_thresholds(POOLED, 0.5)
+    marked = filter_given_image(POOLED, "top", thresholds=thresholds)
+    assert marked[:, 0].tolist() == [1, 1, 1, 0, 0, 0]
+    assert marked[:, 2].tolist() == [0, 0, 0, 1, 1, 1]
+
+
+def test_top_sigma_without_thresholds_is_refused():
+    with pytest.raises(SaywhyError, match="thresholds"):
+        filter_given_image(POOLED, "top")

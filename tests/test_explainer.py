@@ -96,3 +96,30 @@ def test_every_option_still_finds_the_red_crown(field, value):
     config = ExplainerConfig(top_k=2, min_df=1, **{field: value})
     explainer, pooled = _fitted(config)
     assert explainer.explain(pooled[:1])[0].attributes[0][0] == "red crown"
+
+
+@pytest.mark.parametrize("contrast", ["margin", "difference"])
+def test_both_contrast_modes_name_the_differing_crowns(contrast):
+    explainer, pooled = _fitted(ExplainerConfig(top_k=2, min_df=1, contrast=contrast))
+    result = explainer.contrast(pooled[25], 1, 0)  # a blue-crowned image: why blue-capped, not red-capped
+    assert result.favour[0][0] == "blue crown"
+    assert result.against[0][0] == "red crown"
+
+
+def test_margin_contrast_is_antisymmetric():
+    explainer, pooled = _fitted()
+    np.testing.assert_allclose(explainer.contrast_scores(pooled[3], 0, 1), -explainer.contrast_scores(pooled[3], 1, 0))
+
+
+def test_paper_config_is_the_papers_method():
+    paper = ExplainerConfig.paper()
+    assert (paper.sigma_activation, paper.sigma_decision, paper.prior, paper.likelihood, paper.contrast, paper.top_k) == \
+        ("l1", "l1", "tfidf", "sum", "difference", 5)
+
+
+def test_top_sigma_counts_each_filters_most_activating_images():
+    explainer, pooled = _fitted(ExplainerConfig(top_k=2, min_df=1, sigma_activation="top", top_fraction=0.25))
+    # filter 0 (red crowns) counts its 10 most activating images: all red-crowned, so
+    # "blue crown" gets no probability from it at all
+    assert explainer.statistics_.likelihood_sum[VOCAB.index("blue crown"), 0] == 0
+    assert explainer.statistics_.likelihood_sum[VOCAB.index("red crown"), 0] == 10

@@ -27,21 +27,28 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
     from saywhy.explain.explainer import ExplainerConfig
 
     d = ExplainerConfig()
-    p.add_argument("--top-k", type=int, default=d.top_k, help="attributes per sentence (paper: 5)")
-    p.add_argument("--sigma-activation", default=d.sigma_activation, help="sigma of eq. 3: l1, softmax, minmax, identity")
-    p.add_argument("--filter-scale", default=d.filter_scale, help="none (paper) or max")
-    p.add_argument("--sigma-decision", default=d.sigma_decision, help="sigma of eq. 6 and 8: l1, softmax, minmax, identity")
-    p.add_argument("--prior", default=d.prior, help="attribute prior of eq. 1: tfidf, tfidf_sum, uniform")
-    p.add_argument("--likelihood", default=d.likelihood, help="eq. 2-4: sum (paper) or mean")
-    p.add_argument("--min-df", type=int, default=d.min_df, help="minimum number of caption files an attribute appears in")
+    p.add_argument("--method", choices=["saywhy", "paper"], default="saywhy",
+                   help="defaults for the options below: saywhy's measured best, or the paper's method")
+    p.add_argument("--top-k", type=int, default=None, help=f"attributes per sentence (default {d.top_k})")
+    p.add_argument("--sigma-activation", default=None, help=f"sigma of eq. 3: top, l1, softmax, minmax, identity (default {d.sigma_activation}; paper: l1)")
+    p.add_argument("--top-fraction", type=float, default=None, help=f"with --sigma-activation top: share of images per filter (default {d.top_fraction})")
+    p.add_argument("--contrast", default=None, help=f"margin or difference (default {d.contrast}; paper: difference)")
+    p.add_argument("--filter-scale", default=None, help=f"none or max (default {d.filter_scale})")
+    p.add_argument("--sigma-decision", default=None, help=f"sigma of eq. 6 and 8: l1, softmax, minmax, identity (default {d.sigma_decision})")
+    p.add_argument("--prior", default=None, help=f"attribute prior of eq. 1: tfidf, tfidf_sum, uniform (default {d.prior})")
+    p.add_argument("--likelihood", default=None, help=f"eq. 2-4: sum (paper) or mean (default {d.likelihood})")
+    p.add_argument("--min-df", type=int, default=None, help=f"minimum number of caption files an attribute appears in (default {d.min_df})")
+
+
+CONFIG_OPTIONS = ("top_k", "sigma_activation", "top_fraction", "contrast", "filter_scale", "sigma_decision", "prior",
+                  "likelihood", "min_df")
 
 
 def _config_from(args: argparse.Namespace):
     from saywhy.explain.explainer import ExplainerConfig
 
-    return ExplainerConfig(top_k=args.top_k, sigma_activation=args.sigma_activation, filter_scale=args.filter_scale,
-                           sigma_decision=args.sigma_decision, prior=args.prior, likelihood=args.likelihood,
-                           min_df=args.min_df)
+    given = {name: getattr(args, name) for name in CONFIG_OPTIONS if getattr(args, name) is not None}
+    return ExplainerConfig.paper(**given) if args.method == "paper" else ExplainerConfig(**given)
 
 
 def build_parser() -> argparse.ArgumentParser:

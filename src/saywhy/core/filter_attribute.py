@@ -23,18 +23,39 @@ from saywhy.errors import SaywhyError
 FILTER_SCALES = ("none", "max")
 
 
+def top_fraction_thresholds(pooled: np.ndarray, fraction: float) -> np.ndarray:
+    """Per filter, the activation above which an image is among its ``fraction`` most activating.
+
+    >>> top_fraction_thresholds(np.arange(10.0)[:, None], 0.2).tolist()
+    [7.2]
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise SaywhyError(f"top fraction must be in (0, 1], got {fraction}")
+    return np.quantile(np.asarray(pooled, np.float64), 1.0 - fraction, axis=0)
+
+
 def filter_given_image(pooled: np.ndarray, sigma: str = "l1", filter_scale: str = "none",
-                       filter_max: np.ndarray | None = None) -> np.ndarray:
+                       filter_max: np.ndarray | None = None, thresholds: np.ndarray | None = None) -> np.ndarray:
     """Eq. 3: p(f_i|x_k) = sigma(phi(f_i(x_k))), sigma taken over the filters of each image.
 
     ``filter_scale="max"`` first divides each filter by its largest pooled activation over
     the fitting images (``filter_max``), so that filters with large activations do not
     dominate every image; the paper does not do this.
 
+    ``sigma="top"`` is a per-filter, non-linear choice: p(f_i|x_k) = 1 when x_k is among
+    the filter's most activating fitting images (activation >= ``thresholds[i]``, see
+    :func:`top_fraction_thresholds`), else 0. An image then votes only for the filters it
+    drives hardest, which keeps attributes common to every image from spreading over
+    all filters (the idea behind the paper's Figure 2C "top activation images").
+
     >>> filter_given_image(np.array([[1.0, 3.0], [2.0, 2.0]])).tolist()
     [[0.25, 0.75], [0.5, 0.5]]
     """
     pooled = np.asarray(pooled, dtype=np.float64)
+    if sigma == "top":
+        if thresholds is None:
+            raise SaywhyError("sigma 'top' needs per-filter thresholds (top_fraction_thresholds)")
+        return (pooled >= thresholds).astype(np.float64)
     if filter_scale == "max":
         if filter_max is None:
             filter_max = pooled.max(axis=0)

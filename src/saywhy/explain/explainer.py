@@ -21,39 +21,55 @@ from saywhy.core.filter_attribute import (
     attribute_incidence,
     filter_attribute_pdf,
     filter_given_image,
+    top_fraction_thresholds,
 )
-from saywhy.core.image_class import class_attribute_pdf, image_class_attribute_pdf
+from saywhy.core.image_class import class_attribute_pdf, filter_given_image_class, image_class_attribute_pdf
 from saywhy.core.prior import attribute_prior
 from saywhy.errors import SaywhyError
 from saywhy.explain.names import readable_class_name
 from saywhy.explain.sentence import because_sentence, class_sentence, contrast_sentence
 from saywhy.files import atomic_folder
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True)
 class ExplainerConfig:
-    """Every choice the paper leaves open, by name; the defaults are the paper's method.
+    """Every choice the paper leaves open, by name.
 
     - ``top_k``: attributes in a sentence (the paper uses 5).
-    - ``sigma_activation``: sigma of eq. 3, over the filters of an image (see
-      :mod:`saywhy.core.normalization`).
-    - ``filter_scale``: "none" (paper) or "max" (divide each filter by its largest
-      activation before eq. 3).
+    - ``sigma_activation``: sigma of eq. 3: "l1", "softmax", "minmax", "identity" over
+      the filters of an image (see :mod:`saywhy.core.normalization`), or "top": 1 for
+      the ``top_fraction`` most activating fitting images of each filter, else 0.
+    - ``top_fraction``: the share of images each filter counts as its own with "top".
+    - ``filter_scale``: "none" or "max" (divide each filter by its largest activation
+      before eq. 3).
     - ``sigma_decision``: sigma of eq. 6 and 8, over filters.
     - ``prior``: the attribute prior of eq. 1 ("tfidf", "tfidf_sum", "uniform").
     - ``likelihood``: eq. 2-4 as written ("sum") or with p(x|t) normalized ("mean").
+    - ``contrast``: "difference" compares p(t|x,X) with p(t|x,Y) (the paper); "margin"
+      weighs filters by their share of the logit margin, phi_k (w_X,k - w_Y,k), which is
+      exactly what separates the two scores.
     - ``min_df``: attributes must occur in at least this many images' caption files.
+
+    The defaults are saywhy's measured best on synthbirds (BENCHMARKS.md);
+    :meth:`paper` gives the paper's method with sigma = l1.
     """
 
     top_k: int = 5
-    sigma_activation: str = "l1"
+    sigma_activation: str = "top"
+    top_fraction: float = 0.1
     filter_scale: str = "none"
     sigma_decision: str = "l1"
     prior: str = "tfidf"
     likelihood: str = "sum"
+    contrast: str = "margin"
     min_df: int = 3
+
+    @classmethod
+    def paper(cls, **changes: Any) -> ExplainerConfig:
+        """The paper's method: sigma = l1 in eq. 3, 6 and 8, p(t|x,X) against p(t|x,Y) for contrasts."""
+        return cls(**{"sigma_activation": "l1", "contrast": "difference", **changes})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ExplainerConfig:
@@ -138,7 +154,10 @@ class Explainer:
             raise SaywhyError("empty attribute vocabulary: lower --min-df or give images with captions")
         cfg = self.config
         self.filter_max_ = pooled.max(axis=0) if len(pooled) else np.zeros(pooled.shape[1])
-        p_f_given_x = filter_given_image(pooled, cfg.sigma_activation, cfg.filter_scale, self.filter_max_)
+        self.filter_threshold_ = (top_fraction_thresholds(pooled, cfg.top_fraction) if len(pooled)
+                                  else np.zeros(pooled.shape[1]))
+        p_f_given_x = filter_given_image(pooled, cfg.sigma_activation, cfg.filter_scale, self.filter_max_,
+                                         self.filter_threshold_)
         self.statistics_ = FilterAttributeStatistics.from_chunk(p_f_given_x, attribute_incidence(term_counts))
         self.prior_ = np.asarray(attribute_prior(term_counts, kind=cfg.prior), dtype=np.float64)
         self.filter_attribute_pdf_ = filter_attribute_pdf(self.statistics_, self.prior_, cfg.likelihood)
@@ -207,12 +226,28 @@ class Explainer:
             out.append(Explanation(int(c), name, because_sentence(name, [t for t, _ in top]), top, float(logits[i, c])))
         return out
 
+    def contrast_scores(self, pooled: np.ndarray, a: int, b: int) -> np.ndarray:
+        """Per attribute, evidence for class ``a`` over ``b`` in one image (negative: for ``b``).
+
+        "difference": p(t|x,a) - p(t|x,b), eq. 5 for both classes. "margin": eq. 5 with
+        eq. 6 re-weighted by the logit margin phi_k (w_a,k - w_b,k), for a minus for b.
+        """
+        pooled = np.atleast_2d(np.asarray(pooled, np.float64))[:1]
+        if self.config.contrast == "difference":
+            return (self.attribute_pdf(pooled, np.array([a])) - self.attribute_pdf(pooled, np.array([b])))[0]
+        if self.config.contrast != "margin":
+            raise SaywhyError(f"unknown contrast {self.config.contrast!r}: choose margin or difference")
+        margin = (self.weights_[a] - self.weights_[b])[None, :]
+        for_a = filter_given_image_class(pooled, margin, self.config.sigma_decision)
+        for_b = filter_given_image_class(pooled, -margin, self.config.sigma_decision)
+        return ((for_a - for_b) @ self.filter_attribute_pdf_)[0]
+
     def contrast(self, pooled: np.ndarray, class_a: str | int, class_b: str | int, k: int = 3) -> Contrast:
-        """Why class A and not class B for one image: compare p(t|x,A) with p(t|x,B)."""
+        """Why class A and not class B for one image: the attributes with most evidence for each side."""
         a, b = self.class_index(class_a), self.class_index(class_b)
         pooled = np.atleast_2d(np.asarray(pooled, np.float64))[:1]
-        pdf_a, pdf_b = self.attribute_pdf(pooled, np.array([a]))[0], self.attribute_pdf(pooled, np.array([b]))[0]
-        favour, against = self._top(pdf_a - pdf_b, k, True), self._top(pdf_b - pdf_a, k, True)
+        scores = self.contrast_scores(pooled, a, b)
+        favour, against = self._top(scores, k, True), self._top(-scores, k, True)
         sentence = contrast_sentence(self.readable_name(a), self.readable_name(b),
                                      [t for t, _ in favour], [t for t, _ in against])
         return Contrast(sentence, favour, against, self.explain(pooled, np.array([a]))[0],
@@ -233,7 +268,7 @@ class Explainer:
         with atomic_folder(folder) as tmp:
             arrays = {
                 "filter_attribute_pdf": self.filter_attribute_pdf_, "prior": self.prior_, "weights": self.weights_,
-                "bias": self.bias_, "filter_max": self.filter_max_,
+                "bias": self.bias_, "filter_max": self.filter_max_, "filter_threshold": self.filter_threshold_,
                 "likelihood_sum": self.statistics_.likelihood_sum, "attribute_images": self.statistics_.attribute_images,
             }
             save_file({k: np.ascontiguousarray(v, dtype=np.float64) for k, v in arrays.items()}, tmp / "explainer.safetensors")
@@ -259,6 +294,7 @@ class Explainer:
         explainer.weights_ = arrays["weights"]
         explainer.bias_ = arrays["bias"]
         explainer.filter_max_ = arrays["filter_max"]
+        explainer.filter_threshold_ = arrays["filter_threshold"]
         explainer.statistics_ = FilterAttributeStatistics(arrays["likelihood_sum"], arrays["attribute_images"], meta["n_images"])
         explainer.vocabulary_ = meta["vocabulary"]
         explainer.class_names_ = meta["class_names"]
