@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     result = {
         "command": "make benchmark  (= .venv/bin/python benchmarks/synthbirds.py)",
-        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, python {platform.python_version()}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}",
         "test_images": len(test),
         "cnn_test_accuracy": float((predicted == labels).mean()),
         "cnn_train_seconds": art.model_meta.get("train_seconds"),

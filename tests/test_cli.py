@@ -103,3 +103,18 @@ def test_model_with_other_class_count_is_refused(fitted, tmp_path, capsys):
 def test_missing_checkpoint_is_one_line(tmp_path, capsys):
     assert main(["fit", "--model", str(tmp_path), "--root", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
     assert "not a saywhy checkpoint" in _error(capsys)
+
+
+def test_fit_from_an_attribute_file_instead_of_captions(fitted, capsys):
+    from saywhy.data.synthbirds import load_truth
+
+    truth = load_truth(fitted["root"])
+    table = fitted["base"] / "attributes.csv"
+    table.write_text("image,attributes\n" + "".join(
+        f"{image_id},{';'.join(info['attributes'])}\n" for image_id, info in truth["images"].items()))
+    out = fitted["base"] / "exp_attributes"
+    assert main(["--quiet", "fit", "--model", str(fitted["ckpt"]), "--root", str(fitted["root"]), "--out", str(out),
+                 "--attributes", str(table), "--min-df", "1"]) == 0
+    assert "attributes from" in capsys.readouterr().out
+    vocabulary = json.loads((out / "explainer.json").read_text())["vocabulary"]
+    assert set(vocabulary) <= {a for info in truth["images"].values() for a in info["attributes"]}

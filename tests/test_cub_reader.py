@@ -79,3 +79,18 @@ def test_real_cub50_subset(cub50):
     assert ds.skipped["no caption file"] == len(test) - (2221 - 1499)
     assert all(r.captions is not None for r in ds.split(train=True))
     assert len(ds.records[0].keypoints) == 15
+
+
+def test_cub_binary_attributes(tiny_cub):
+    from saywhy.data.attribute_files import attach_cub_binary_attributes, cub_attribute_files
+
+    cub = tiny_cub / "CUB_200_2011"
+    (cub / "attributes").mkdir()
+    (tiny_cub / "attributes.txt").write_text("1 has_crown_color::red\n2 has_wing_color::blue\n")
+    (cub / "attributes" / "image_attribute_labels.txt").write_text(
+        "1 1 1 3 2.0\n1 2 0 3 2.0\n3 2 1 4 1.0\n3 1 0 2 1.0\ngarbage\n")
+    ds = attach_cub_binary_attributes(read_cub(tiny_cub), *cub_attribute_files(cub))
+    assert ds.records[0].attributes == ("red crown",)
+    assert ds.records[2].attributes == ("blue wing",)
+    assert ds.records[1].attributes is None
+    assert ds.skipped["malformed attribute label"] == 1 and ds.skipped["no attributes given"] == 2

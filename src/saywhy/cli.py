@@ -82,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, required=True, help="checkpoint folder ('saywhy train' writes one)")
     p.add_argument("--root", type=Path, required=True, help="CUB-layout dataset folder")
     p.add_argument("--captions", type=Path, help="text_c10 folder if not beside the images")
-    p.add_argument("--attributes", type=Path, help="CSV/JSONL of image -> attributes, instead of captions")
+    p.add_argument("--attributes", type=Path,
+                   help="attributes instead of captions: a CSV/JSONL of image -> attributes, or 'cub' for CUB's 312 binary labels")
     p.add_argument("--out", type=Path, required=True, help="explainer folder to write")
     p.add_argument("--layer", help="final conv layer name (default: found automatically)")
     p.add_argument("--head", help="linear head name (default: found automatically)")
@@ -205,7 +206,7 @@ def cmd_train(args) -> None:
 
 
 def cmd_fit(args) -> None:
-    from saywhy.data.attribute_files import attach_attribute_file
+    from saywhy.data.attribute_files import attach_attribute_file, attach_cub_binary_attributes, cub_attribute_files
     from saywhy.data.cub import read_cub
     from saywhy.model.checkpoint import checkpoint_preprocess, load_checkpoint
     from saywhy.pipeline import fit_explainer
@@ -214,7 +215,9 @@ def cmd_fit(args) -> None:
     model, meta = load_checkpoint(args.model)
     dataset = read_cub(args.root, args.captions)
     source, extractor = "captions", None
-    if args.attributes:
+    if args.attributes and str(args.attributes) == "cub":
+        dataset, source = attach_cub_binary_attributes(dataset, *cub_attribute_files(dataset.root)), "attributes"
+    elif args.attributes:
         dataset, source = attach_attribute_file(dataset, args.attributes), "attributes"
     else:
         extractor = PhraseExtractor(cache_dir=_workspace(args).phrase_cache, progress=not args.quiet)

@@ -44,6 +44,16 @@ def read_cub_attribute_names(path: Path) -> dict[int, str]:
     return names
 
 
+def cub_attribute_files(cub_root: Path) -> tuple[Path, Path]:
+    """Where CUB keeps its labels (``attributes/image_attribute_labels.txt``) and names
+    (``attributes.txt``, beside ``CUB_200_2011/`` in the official archive, or inside it)."""
+    labels = cub_root / "attributes" / "image_attribute_labels.txt"
+    for names in (cub_root.parent / "attributes.txt", cub_root / "attributes" / "attributes.txt", cub_root / "attributes.txt"):
+        if names.is_file():
+            return labels, names
+    return labels, cub_root.parent / "attributes.txt"
+
+
 def attach_cub_binary_attributes(dataset: Dataset, labels: str | Path, names: str | Path) -> Dataset:
     """Attach CUB's ``image_attribute_labels.txt`` (``<image> <attribute> <is_present> ...``).
 

@@ -1,0 +1,1 @@
+"""Applications of the fitted explainer: grounding, retrieval, network debugging, faithfulness."""

@@ -1,0 +1,1 @@
+"""Metrics that compare outputs with ground truth: PCK, retrieval, BLEU."""
