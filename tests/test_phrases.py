@@ -2,16 +2,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from saywhy.errors import SaywhyError
 from saywhy.text.phrases import PhraseExtractor, doc_phrases
-
-CUB_CAPTIONS = Path("/work/shared/data/cub50/text_c10")
-
 
 @pytest.fixture(scope="module")
 def extractor() -> PhraseExtractor:
@@ -152,10 +148,8 @@ def test_missing_model_names_the_package_to_install():
         PhraseExtractor(model="no_such_spacy_model").extract(["a red crown."])
 
 
-def test_real_cub_caption_file_gives_expected_phrases(extractor):
-    path = CUB_CAPTIONS / "001.Black_footed_Albatross" / "Black_Footed_Albatross_0001_796111.txt"
-    if not path.exists():
-        pytest.skip(f"CUB captions not found at {CUB_CAPTIONS}")
+def test_real_cub_caption_file_gives_expected_phrases(extractor, cub50):
+    path = cub50 / "text_c10" / "001.Black_footed_Albatross" / "Black_Footed_Albatross_0001_796111.txt"
     captions = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     (phrases,) = extractor.extract_documents([captions])
     assert phrases.count("black beak") == 4
