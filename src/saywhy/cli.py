@@ -13,14 +13,11 @@ import sys
 import time
 from pathlib import Path
 
+from saywhy import cli_search
+from saywhy.cli_common import add_session_options, load_explainer, load_session, workspace
 from saywhy.errors import SaywhyError
 
 log = logging.getLogger("saywhy")
-
-
-def _add_explainer_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--explainer", type=Path, help="fitted explainer folder (default: the last one fitted or used by the demo)")
-    p.add_argument("--model", type=Path, help="checkpoint folder (default: the one the explainer was fitted on)")
 
 
 def _add_config_options(p: argparse.ArgumentParser) -> None:
@@ -93,51 +90,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", type=Path)
     p.add_argument("--class", dest="class_", help="explain this class instead of the predicted one")
     p.add_argument("--json", action="store_true", help="print JSON lines")
-    _add_explainer_options(p)
+    add_session_options(p)
 
     p = sub.add_parser("contrast", help="why the predicted class and not another (Figure 1)")
     p.add_argument("image", type=Path)
     p.add_argument("--vs", required=True, help="the other class")
     p.add_argument("--as", dest="as_", help="the class to defend (default: predicted)")
     p.add_argument("--json", action="store_true")
-    _add_explainer_options(p)
+    add_session_options(p)
 
     p = sub.add_parser("describe", help="class-level description (eq. 7-8)")
     p.add_argument("classes", nargs="*", help="class names or indices")
     p.add_argument("--list", action="store_true", help="list the classes")
     p.add_argument("--json", action="store_true")
-    _add_explainer_options(p)
+    add_session_options(p)
+
+    cli_search.register(sub)
     return parser
 
 
 # ----- commands ----------------------------------------------------------------------------------
-def _workspace(args):
-    from saywhy.workspace import Workspace
-
-    return Workspace(args.home) if args.home else Workspace.default()
-
-
-def _load_explainer(args):
-    from saywhy.explain.explainer import Explainer
-
-    folder = args.explainer or _workspace(args).recall_explainer()
-    if folder is None:
-        raise SaywhyError("no fitted explainer: pass --explainer DIR, run 'saywhy fit', or run 'saywhy demo' first")
-    return Explainer.load(folder)
-
-
-def _load_session(args):
-    from saywhy.model.checkpoint import load_checkpoint
-    from saywhy.pipeline import ExplainerSession
-
-    explainer = _load_explainer(args)
-    model_folder = args.model or explainer.metadata_.get("checkpoint")
-    if model_folder is None:
-        raise SaywhyError("the explainer does not name its checkpoint: pass --model DIR")
-    model, _ = load_checkpoint(model_folder)
-    return ExplainerSession(explainer, model)
-
-
 def _print_explanation(image, explanation, as_json: bool) -> None:
     if as_json:
         print(json.dumps({"image": str(image), **explanation.to_dict()}))
@@ -151,7 +123,7 @@ def cmd_demo(args) -> None:
     from saywhy.pipeline import ExplainerSession
 
     started = time.perf_counter()
-    art = ensure_demo(_workspace(args), progress=not args.quiet)
+    art = ensure_demo(workspace(args), progress=not args.quiet)
     session = ExplainerSession(art.explainer, art.model)
     test = art.dataset.split(train=False)
     rng = random.Random(args.seed)
@@ -190,7 +162,7 @@ def cmd_train(args) -> None:
     from saywhy.model.checkpoint import build_model, save_checkpoint
     from saywhy.model.train import TrainConfig, train_classifier
 
-    root = args.root or ensure_synthbirds(_workspace(args), progress=not args.quiet)
+    root = args.root or ensure_synthbirds(workspace(args), progress=not args.quiet)
     dataset = read_cub(root, args.captions)
     preprocess = Preprocess(image_size=args.image_size, crop=args.crop)
     model = build_model(DEMO_ARCH, len(dataset.class_ids))
@@ -220,24 +192,24 @@ def cmd_fit(args) -> None:
     elif args.attributes:
         dataset, source = attach_attribute_file(dataset, args.attributes), "attributes"
     else:
-        extractor = PhraseExtractor(cache_dir=_workspace(args).phrase_cache, progress=not args.quiet)
+        extractor = PhraseExtractor(cache_dir=workspace(args).phrase_cache, progress=not args.quiet)
     explainer, report = fit_explainer(dataset, model, checkpoint_preprocess(meta), _config_from(args), source=source,
                                       extractor=extractor, layer=args.layer, head=args.head, progress=not args.quiet,
                                       metadata={"checkpoint": str(args.model.resolve()), "arch": meta["arch"]})
     explainer.save(args.out)
-    _workspace(args).remember_explainer(args.out)
+    workspace(args).remember_explainer(args.out)
     skipped = ", ".join(f"{n} {k}" for k, n in report.skipped.items() if n) or "none"
     print(f"{args.out}: {report.vocabulary_size} attributes from {report.images_used} images (skipped: {skipped})")
 
 
 def cmd_explain(args) -> None:
-    session = _load_session(args)
+    session = load_session(args)
     for image, explanation in zip(args.images, session.explain(args.images, args.class_)):
         _print_explanation(image, explanation, args.json)
 
 
 def cmd_contrast(args) -> None:
-    session = _load_session(args)
+    session = load_session(args)
     contrast = session.contrast(args.image, args.vs, args.as_)
     if args.json:
         print(json.dumps({"image": str(args.image), **contrast.to_dict()}))
@@ -247,7 +219,7 @@ def cmd_contrast(args) -> None:
 
 
 def cmd_describe(args) -> None:
-    explainer = _load_explainer(args)
+    explainer = load_explainer(args)
     if args.list or not args.classes:
         for i in range(len(explainer.class_names_)):
             print(f"{i:4d}  {explainer.readable_name(i)}")
@@ -261,7 +233,8 @@ def cmd_describe(args) -> None:
 
 
 COMMANDS = {"demo": cmd_demo, "data": cmd_data, "train": cmd_train, "fit": cmd_fit, "explain": cmd_explain,
-            "contrast": cmd_contrast, "describe": cmd_describe}
+            "contrast": cmd_contrast, "describe": cmd_describe, "search": cli_search.run_search,
+            "debug": cli_search.run_debug}
 
 
 def main(argv: list[str] | None = None) -> int:
