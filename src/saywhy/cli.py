@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from saywhy import cli_search
+from saywhy import cli_ground, cli_search
 from saywhy.cli_common import add_session_options, load_explainer, load_session, workspace
 from saywhy.errors import SaywhyError
 
@@ -106,6 +106,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_session_options(p)
 
     cli_search.register(sub)
+    cli_ground.register(sub)
+
+    p = sub.add_parser("evaluate", help="the paper's Tables 1-3, faithfulness and debugging, each beside baselines")
+    p.add_argument("--root", type=Path, help="CUB-layout dataset (default: the demo's synthbirds)")
+    p.add_argument("--captions", type=Path, help="text_c10 folder if not beside the images")
+    p.add_argument("--name", help="name of the result files (default: synthbirds, or the dataset folder's name)")
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="folder for NAME_eval.json and NAME_eval.md")
+    p.add_argument("--grounding-source", choices=["captions", "truth"], default="captions",
+                   help="ground each image's caption attributes (the paper) or its true attributes (synthbirds)")
+    p.add_argument("--grounding-size", type=int, help="network input size for grounding only (default: the model's own)")
+    p.add_argument("--ablation", action="store_true", help="also compare the paper's method with saywhy's defaults")
+    p.add_argument("--seed", type=int, default=0)
+    add_session_options(p)
     return parser
 
 
@@ -232,9 +245,41 @@ def cmd_describe(args) -> None:
             print(description.sentence)
 
 
+def cmd_evaluate(args) -> None:
+    from saywhy.data.cub import read_cub
+    from saywhy.data.synthbirds import load_truth
+    from saywhy.demo import ensure_demo
+    from saywhy.evaluate import ablation, evaluate, markdown, record_sample
+    from saywhy.explain.explainer import ExplainerConfig
+    from saywhy.pipeline import ExplainerSession
+    from saywhy.text.phrases import PhraseExtractor
+
+    ws = workspace(args)
+    if args.root is None:
+        art = ensure_demo(ws, progress=not args.quiet)
+        dataset, truth, name = art.dataset, art.truth, args.name or "synthbirds"
+        session = ExplainerSession(art.explainer, art.model) if args.explainer is None else load_session(args)
+    else:
+        dataset, session = read_cub(args.root, args.captions), load_session(args)
+        truth_file = dataset.root.parent / "synthbirds_truth.json"
+        truth, name = (load_truth(dataset.root.parent) if truth_file.is_file() else None), args.name or args.root.name
+    extractor = PhraseExtractor(cache_dir=ws.phrase_cache, progress=not args.quiet)
+    result = evaluate(session, dataset, extractor, truth, args.seed, args.grounding_source,
+                      grounding_size=args.grounding_size)
+    result["sample"] = record_sample(session, dataset, dataset.split(train=False), seed=args.seed)
+    if args.ablation:
+        result["ablation"] = ablation(session, dataset, extractor, {"paper": ExplainerConfig.paper(),
+                                                                    "saywhy": ExplainerConfig()}, truth, args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{name}_eval.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
+    (args.out / f"{name}_eval.md").write_text(markdown(result, f"{name}: saywhy evaluate"))
+    print(markdown(result, f"{name}: saywhy evaluate"))
+    print(f"wrote {args.out / f'{name}_eval.json'} and {args.out / f'{name}_eval.md'}")
+
+
 COMMANDS = {"demo": cmd_demo, "data": cmd_data, "train": cmd_train, "fit": cmd_fit, "explain": cmd_explain,
             "contrast": cmd_contrast, "describe": cmd_describe, "search": cli_search.run_search,
-            "debug": cli_search.run_debug}
+            "debug": cli_search.run_debug, "evaluate": cmd_evaluate, "ground": cli_ground.run_ground}
 
 
 def main(argv: list[str] | None = None) -> int:

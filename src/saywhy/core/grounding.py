@@ -35,7 +35,7 @@ def attribute_scores(maps: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     ``maps`` is (F, h, w), ``alpha`` (T, F) or (F,); returns (T, h, w) (or (h, w)).
 
     >>> maps = np.zeros((2, 3, 3)); maps[0, 1, 2] = 5.0; maps[1, 0, 0] = 1.0
-    >>> attribute_scores(maps, np.array([[1.0, 0.0]]))[0, 1, 2]
+    >>> float(attribute_scores(maps, np.array([[1.0, 0.0]]))[0, 1, 2])
     5.0
     """
     maps = np.asarray(maps, dtype=np.float64)
@@ -75,7 +75,7 @@ def attribute_heatmaps(maps: np.ndarray, alpha: np.ndarray, sigma: str = "minmax
 
     >>> maps = np.zeros((2, 4, 4)); maps[0, 2, 3] = 1.0; maps[1, 0, 0] = 1.0
     >>> pdf = np.array([[0.9, 0.1], [0.2, 0.8]])          # p(t|f): filters x attributes
-    >>> attribute_heatmaps(maps, pdf[:, [0]].T)[0, 2, 3]
+    >>> float(attribute_heatmaps(maps, pdf[:, [0]].T)[0, 2, 3])
     1.0
     """
     return normalize_heatmaps(attribute_scores(maps, alpha), sigma)

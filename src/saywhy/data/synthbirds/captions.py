@@ -72,6 +72,8 @@ def synonyms() -> dict[str, str]:
         out.update({word: canonical for word in words})
     for word in (*COLOURS, *LENGTHS, *SHAPES, *PATTERN_WORDS):
         out.setdefault(word, word)
+    # The caption parser lemmatizes nouns, and "feet" becomes "foot", which no caption spells.
+    out.setdefault("foot", out.get("feet", "leg"))
     return dict(sorted(out.items()))
 
 

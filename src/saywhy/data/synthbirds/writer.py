@@ -239,4 +239,6 @@ def load_truth(root: str | Path) -> dict:
     truth = json.loads(path.read_text(encoding="utf-8"))
     for key in ("species", "images"):
         truth[key] = {int(k): v for k, v in truth[key].items()}
+    # Synonym entries added since the folder was written (they do not change the data).
+    truth["synonyms"] = {**synonyms(), **truth.get("synonyms", {})}
     return truth

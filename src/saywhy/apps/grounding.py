@@ -1,0 +1,323 @@
+"""Visual attribute grounding (eq. 9) on real images, its baselines, and Figure 5 as data.
+
+One forward pass per image keeps the final conv maps f(x); every queried attribute's
+heatmap is then eq. 9 in :mod:`saywhy.core.grounding`. Heatmaps are placed on the
+original image through the box the network saw (:func:`crop_box`), so a bounding-box
+crop and the non-uniform stretch to a square are undone exactly.
+
+Baselines for the PCK table (:func:`grounding_points`), all from the same pass:
+``constant`` (alpha_k = 1/F, the mean map), ``cam`` (alpha = W[c] of the predicted class),
+``gradcam`` (Grad-CAM of the predicted class score), ``bbox_center`` and ``random``
+(uniform over the image, seeded). With global average pooling straight into the linear
+head, Grad-CAM's channel weights are W[c] / (h*w), so its peak is CAM's peak unless
+every position of CAM is negative; both are kept because other networks differ.
+"""
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from saywhy.core.grounding import (
+    Box,
+    attribute_scores,
+    cells_to_image,
+    constant_alpha,
+    normalize_heatmaps,
+    peak_cells,
+    refine_peaks,
+    upsample_heatmap,
+)
+from saywhy.data.images import ImageDataset, Preprocess, open_image
+from saywhy.data.records import ImageRecord
+from saywhy.errors import SaywhyError
+from saywhy.explain.explainer import Explainer
+from saywhy.metrics.pck import (
+    ALPHAS,
+    PCKResult,
+    load_attribute_parts,
+    most_frequent_attributes,
+    pck,
+)
+from saywhy.model.activations import model_device
+from saywhy.model.hooks import get_module
+from saywhy.pipeline import ExplainerSession
+
+METHODS = ("proposed", "constant", "cam", "gradcam", "bbox_center", "random")
+HEATMAP_METHODS = ("proposed", "constant", "cam", "gradcam")
+
+
+def crop_box(preprocess: Preprocess, image_size: tuple[int, int], bbox: tuple[float, float, float, float] | None) -> Box:
+    """The (x0, y0, x1, y1) region of the original image that the network saw.
+
+    The same box as :class:`~saywhy.data.images.Preprocess` crops: the whole image, or
+    (int(x), int(y), ceil(x + w), ceil(y + h)) with ``crop="bbox"``.
+
+    >>> crop_box(Preprocess(crop="bbox"), (100, 80), (10.5, 20.0, 30.2, 40.0))
+    (10, 20, 41, 60)
+    """
+    if preprocess.crop == "bbox" and bbox is not None:
+        x, y, w, h = bbox
+        return (int(x), int(y), int(np.ceil(x + w)), int(np.ceil(y + h)))
+    return (0, 0, image_size[0], image_size[1])
+
+
+def canonical(phrase: str, synonyms: Mapping[str, str] | None) -> str:
+    """A phrase with each word mapped through ``synonyms`` ("gray bill" -> "grey beak")."""
+    return " ".join((synonyms or {}).get(word, word) for word in phrase.lower().split())
+
+
+def attribute_alphas(explainer: Explainer, attributes: Sequence[str],
+                     synonyms: Mapping[str, str] | None = None) -> np.ndarray:
+    """alpha of eq. 9 for each attribute, (T, F): the column p(t|f_k) of the fitted p.d.f.
+
+    With ``synonyms``, an attribute is matched on its canonical form and alpha sums the
+    columns of all its spellings ("grey beak" = "gray bill" + "grey bill" + ...), the
+    probability of the union of those disjoint outcomes. An attribute not in the
+    vocabulary is a :class:`SaywhyError` naming the closest known ones.
+
+    >>> import scipy.sparse as sp
+    >>> ex = Explainer().fit(np.eye(2), sp.csr_matrix(np.eye(2)), ["red crown", "blue wing"], np.eye(2), ["A", "B"])
+    >>> attribute_alphas(ex, ["red crown"]).shape
+    (1, 2)
+    """
+    explainer._check_fitted()
+    pdf = explainer.filter_attribute_pdf_
+    columns: dict[str, list[int]] = {}
+    for j, term in enumerate(explainer.vocabulary_):
+        columns.setdefault(canonical(term, synonyms) if synonyms else term, []).append(j)
+    rows = []
+    for attribute in attributes:
+        key = canonical(attribute, synonyms) if synonyms else " ".join(attribute.lower().split())
+        if key not in columns:
+            close = difflib.get_close_matches(key, list(columns), n=5, cutoff=0.5)
+            raise SaywhyError(f"attribute {attribute!r} is not in the explainer's vocabulary; closest: "
+                              f"{', '.join(close) or 'none'} (the vocabulary comes from the fitting captions)")
+        rows.append(pdf[:, columns[key]].sum(axis=1))
+    return np.stack(rows) if rows else np.zeros((0, pdf.shape[0]))
+
+
+@dataclass
+class Grounding:
+    """Eq. 9 heatmaps of several attributes for one image, and where they sit on it."""
+
+    image: Path
+    attributes: list[str]
+    scores: np.ndarray  # (T, h, w): sum_k alpha_k f_k(x), before sigma
+    heatmaps: np.ndarray  # (T, h, w): sigma of the scores, eq. 9
+    box: Box  # the region of the original image the network saw
+    image_size: tuple[int, int]  # (W, H) of the original image
+    predicted: int  # the network's class
+
+    def peaks(self, refine: bool = False) -> np.ndarray:
+        """(T, 2) image (x, y) of each heatmap's maximum; ``refine`` for sub-cell peaks."""
+        cells = peak_cells(self.scores)
+        where = refine_peaks(self.scores, cells) if refine else cells
+        return cells_to_image(where, self.scores.shape[-2:], self.box)
+
+    def upsampled(self, i: int) -> np.ndarray:
+        """Heatmap ``i`` at the original image's (H, W) pixels (0 outside the crop)."""
+        return upsample_heatmap(self.heatmaps[i], self.box, self.image_size)
+
+
+def ground(session: ExplainerSession, image: ImageRecord | str | Path, attributes: Sequence[str],
+           sigma: str = "minmax", synonyms: Mapping[str, str] | None = None) -> Grounding:
+    """Eq. 9 for every attribute in ``attributes`` on one image, from one forward pass.
+
+    >>> g = ground(session, "bird.jpg", ["red crown", "black wing"])    # doctest: +SKIP
+    >>> g.peaks()[0]                                                      # doctest: +SKIP
+    array([41., 23.])
+    """
+    alpha = attribute_alphas(session.explainer, attributes, synonyms)  # unknown attributes fail before the pass
+    acts = session.activations([image], keep_maps=True, strict=True)
+    path, bbox = (image.path, image.bbox) if isinstance(image, ImageRecord) else (Path(image), None)
+    size = open_image(path).size
+    scores = attribute_scores(acts.maps[0], alpha)
+    return Grounding(path, list(attributes), scores, normalize_heatmaps(scores, sigma),
+                     crop_box(session.preprocess, size, bbox), size, int(acts.logits[0].argmax()))
+
+
+# ----- Grad-CAM --------------------------------------------------------------------------------
+@contextmanager
+def keep_output(model: nn.Module, layer: str) -> Iterator[list[torch.Tensor]]:
+    """Record ``layer``'s output WITH its autograd graph (``capture`` detaches); always unhooked."""
+    seen: list[torch.Tensor] = []
+    handle = get_module(model, layer).register_forward_hook(lambda module, args, out: seen.append(out))
+    try:
+        yield seen
+    finally:
+        handle.remove()
+
+
+def grad_cam_scores(model: nn.Module, layer: str, images: torch.Tensor, classes: Sequence[int] | None = None) -> np.ndarray:
+    """Grad-CAM before upsampling: ReLU(sum_k a_k f_k), a_k the mean gradient of the class score.
+
+    ``classes`` default to the predicted ones. Returns (N, h, w).
+    """
+    model.eval()
+    with keep_output(model, layer) as seen, torch.enable_grad():
+        logits = model(images.to(model_device(model)))
+        if not seen:
+            raise SaywhyError(f"layer {layer!r} produced nothing in the forward pass: it is not on the model's path")
+        maps = seen[-1]
+        target = logits.argmax(dim=1) if classes is None else torch.as_tensor(classes, device=logits.device)
+        # Images in a batch are independent in eval mode, so one backward gives every image's gradients.
+        grads = torch.autograd.grad(logits.gather(1, target[:, None]).sum(), maps)[0]
+    weights = grads.mean(dim=(2, 3), keepdim=True)
+    return torch.relu((weights * maps.detach()).sum(dim=1)).float().cpu().numpy()
+
+
+# ----- the PCK experiment ----------------------------------------------------------------------
+def _image_size(path: Path) -> tuple[int, int]:
+    with Image.open(path) as image:  # the header only
+        return image.size
+
+
+def _method_scores(method: str, explainer: Explainer, maps: np.ndarray, predicted: int, alpha: np.ndarray,
+                   gradcam: np.ndarray | None, row: int) -> np.ndarray:
+    """(T or 1, h, w) scores whose peaks a heatmap method predicts."""
+    if method == "proposed":
+        return attribute_scores(maps, alpha)  # eq. 9 (sigma left out: it does not move the peak)
+    if method == "constant":
+        return attribute_scores(maps, constant_alpha(maps.shape[0]))
+    if method == "cam":
+        return attribute_scores(maps, explainer.weights_[predicted][None, :])
+    return gradcam[row][None]
+
+
+def grounding_points(session: ExplainerSession, records: Sequence[ImageRecord], documents: Sequence[Sequence[str]],
+                     attributes: Sequence[str], methods: Sequence[str] = METHODS,
+                     synonyms: Mapping[str, str] | None = None, refine: bool = False, seed: int = 0,
+                     batch_size: int = 128) -> dict[str, list[tuple[tuple[float, float], str, ImageRecord]]]:
+    """Per method, the predicted (point, attribute, record) of every queried pair.
+
+    An image's queried attributes are those of its document that are in ``attributes``
+    (each once). Unreadable images are left out. Points are in original image pixels.
+    """
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise SaywhyError(f"unknown grounding method(s) {', '.join(unknown)}: choose from {', '.join(METHODS)}")
+    wanted = list(dict.fromkeys(attributes))
+    alpha_all = attribute_alphas(session.explainer, wanted, synonyms) if wanted else None
+    position = {t: i for i, t in enumerate(wanted)}
+    rng = np.random.default_rng(seed)
+    points: dict[str, list] = {m: [] for m in methods}
+    for start in range(0, len(records), batch_size):
+        chunk = records[start:start + batch_size]
+        acts = session.activations(chunk, keep_maps=True, strict=False)
+        kept = [chunk[i] for i in acts.index]
+        gradcam = None
+        if "gradcam" in methods and kept:
+            inputs = ImageDataset(kept, session.preprocess)
+            images = torch.stack([inputs[i][0] for i in range(len(kept))])
+            gradcam = grad_cam_scores(session.model, session.layers.feature_layer, images)
+        for row, record in enumerate(kept):
+            queried = [t for t in dict.fromkeys(documents[start + acts.index[row]]) if t in position]
+            if not queried:
+                continue
+            size = _image_size(record.path)
+            box = crop_box(session.preprocess, size, record.bbox)
+            for method in methods:
+                if method in HEATMAP_METHODS:
+                    scores = _method_scores(method, session.explainer, acts.maps[row], int(acts.logits[row].argmax()),
+                                            alpha_all[[position[t] for t in queried]], gradcam, row)
+                    cells = peak_cells(scores)
+                    where = refine_peaks(scores, cells) if refine else cells
+                    xy = cells_to_image(where, scores.shape[-2:], box)  # (1 or T, 2): one peak for every attribute
+                    found = np.broadcast_to(xy, (len(queried), 2))
+                elif method == "bbox_center":
+                    x, y, w, h = record.bbox or (0.0, 0.0, *size)
+                    found = np.array([[x + w / 2, y + h / 2]] * len(queried))
+                else:  # random: uniform over the whole image, seeded
+                    found = rng.uniform(0, 1, (len(queried), 2)) * size
+                points[method] += [((float(p[0]), float(p[1])), t, record) for p, t in zip(found, queried)]
+    return points
+
+
+@dataclass
+class GroundingPCK:
+    """Table 1: PCK of every method on the same (image, attribute) pairs."""
+
+    attributes: list[str]  # the most frequent groundable attributes that name a part
+    results: dict[str, PCKResult]  # method -> PCK
+    skipped_images: dict[str, int]
+
+    def to_dict(self) -> dict:
+        return {"attributes": self.attributes, "skipped_images": self.skipped_images,
+                "results": {m: r.to_dict() for m, r in self.results.items()}}
+
+
+def grounding_pck(session: ExplainerSession, records: Sequence[ImageRecord],
+                  documents: Sequence[Sequence[str] | None], part_map: Mapping[str, Sequence[str]] | None = None,
+                  n_attributes: int = 50, methods: Sequence[str] = METHODS, alphas: Sequence[float] = ALPHAS,
+                  synonyms: Mapping[str, str] | None = None, refine: bool = False, seed: int = 0) -> GroundingPCK:
+    """The paper's PCK experiment: ground each image's attributes, score peaks against keypoints.
+
+    ``documents[i]`` lists image i's attributes (parsed from its captions, or given), None
+    where it has none. Only the ``n_attributes`` attributes present in most images whose
+    noun names a part, and that the explainer knows, are queried. With ``synonyms``,
+    documents and vocabulary are compared in canonical form ("gray bill" = "grey beak").
+
+    >>> table = grounding_pck(session, test_records, caption_attributes)    # doctest: +SKIP
+    >>> table.results["proposed"].pck[0.1]                                   # doctest: +SKIP
+    0.41
+    """
+    part_map = load_attribute_parts() if part_map is None else part_map
+    if synonyms:
+        documents = [None if d is None else [canonical(t, synonyms) for t in d] for d in documents]
+    known = {canonical(t, synonyms) for t in session.explainer.vocabulary_} if synonyms else set(session.explainer.vocabulary_)
+    with_docs = [(r, d) for r, d in zip(records, documents) if d]
+    attributes = most_frequent_attributes((d for _, d in with_docs), part_map, n_attributes, allowed=known)
+    chosen = set(attributes)
+    used = [(r, d) for r, d in with_docs if chosen.intersection(d)]
+    points = grounding_points(session, [r for r, _ in used], [d for _, d in used], attributes, methods,
+                              synonyms, refine, seed)
+    scored_images = {id(record) for _, _, record in next(iter(points.values()), [])}
+    skipped = {"images without attributes": len(records) - len(with_docs),
+               "images with none of the chosen attributes": len(with_docs) - len(used),
+               "unreadable images": len(used) - len(scored_images)}
+    results = {m: pck(((p, t, r.keypoints, r.bbox) for p, t, r in found), part_map, alphas) for m, found in points.items()}
+    return GroundingPCK(attributes, results, skipped)
+
+
+def _path(item: ImageRecord | str | Path) -> str:
+    return str(item.path if isinstance(item, ImageRecord) else item)
+
+
+# ----- Figure 5 --------------------------------------------------------------------------------
+def filter_figure(explainer: Explainer, session: ExplainerSession, records: Sequence[ImageRecord | str | Path],
+                  filter_index: int, k: int = 8) -> dict:
+    """The paper's Figure 5 for one filter, as JSON-able data.
+
+    ``attributes``: the filter's top-k attributes by p(t|f), each with p(t|f) and the
+    unnormalized p.d.f. p(t) * sum_x p(f|x) p(x|t) (eq. 1 before normalizing, the bars of
+    Figure 5). ``images``: the k images of ``records`` whose pooled activation of the
+    filter is largest.
+
+    >>> figure = filter_figure(session.explainer, session, test_records, 17)   # doctest: +SKIP
+    >>> figure["attributes"][0]["attribute"], figure["images"][0]["path"]        # doctest: +SKIP
+    ('red crown', '.../Crimson_Tanager_0006.jpg')
+    """
+    explainer._check_fitted()
+    n_filters = explainer.filter_attribute_pdf_.shape[0]
+    if not 0 <= filter_index < n_filters:
+        raise SaywhyError(f"filter {filter_index} is out of range 0..{n_filters - 1}")
+    pdf = explainer.filter_attribute_pdf_[filter_index]
+    unnormalized = explainer.prior_ * explainer.statistics_.likelihood_sum[:, filter_index]
+    top_terms = np.argsort(-pdf, kind="stable")[:k]
+    acts = session.activations(records, strict=False)
+    activation = acts.pooled[:, filter_index]
+    top_images = np.argsort(-activation, kind="stable")[:k]
+    return {
+        "filter": int(filter_index),
+        "attributes": [{"attribute": explainer.vocabulary_[j], "p": float(pdf[j]), "unnormalized": float(unnormalized[j])}
+                       for j in top_terms],
+        "images": [{"path": _path(records[acts.index[i]]), "activation": float(activation[i])} for i in top_images],
+    }
