@@ -188,6 +188,20 @@ def markdown(result: dict[str, Any], title: str) -> str:
     e = result["explanations"]
     lines += ["", f"Distinct attributes across test explanations: {e['distinct_attributes']}; most common: "
               + ", ".join(f"{t} {100 * s:.0f}%" for t, s in e["most_common"]) + "."]
+    if result.get("ablation"):
+        lines += ["", "Ablation (same images, same run):", "",
+                  "| config | PCK@0.1/0.2/0.3 | constant p.d.f. | retrieval mAP | recall | TNR | BLEU-1/2/4 | "
+                  "distinct attributes | top attribute's share | precision@k | contrast |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for name, row in result["ablation"].items():
+            pck_cells = "/".join(_pct(row["pck"][a]) for a in ("0.1", "0.2", "0.3"))
+            constant = "/".join(_pct(row["constant_pck"][a]) for a in ("0.1", "0.2", "0.3"))
+            bleu = "/".join(f"{row['bleu'][f'BLEU-{n}']:.3f}" for n in (1, 2, 4))
+            lines.append(f"| {name} | {pck_cells} | {constant} | {_pct(row['retrieval_map'])} | "
+                         f"{_pct(row['retrieval_recall'])} | {_pct(row['retrieval_tnr'])} | {bleu} | "
+                         f"{row['distinct_attributes']} | {100 * row['most_common_share']:.0f}% | "
+                         f"{row.get('precision_at_k', float('nan')):.3f} | "
+                         f"{_pct(row.get('contrast_names_differing_attribute'))}% |")
     return "\n".join(lines) + "\n"
 
 
