@@ -31,6 +31,7 @@ from saywhy.apps.retrieval import evaluate_attribute_retrieval
 from saywhy.data.cub import read_cub
 from saywhy.data.synthbirds import SynthConfig, load_truth
 from saywhy.demo import ensure_demo, ensure_synthbirds
+from saywhy.evaluate import parsed_split
 from saywhy.metrics.bleu import bleu_by_correctness, bleu_signature
 from saywhy.pipeline import ExplainerSession
 from saywhy.text.phrases import PhraseExtractor
@@ -44,11 +45,7 @@ def measure(session: ExplainerSession, dataset, extractor: PhraseExtractor, seed
     """Table 2, Table 3 and the failure count on one dataset's test split."""
     explainer = session.explainer
     test = dataset.split(train=False)
-    acts = session.activations(test, strict=False)
-    kept = [test[i] for i in acts.index]
-    with_captions = [r for r in kept if r.captions is not None]
-    parsed = iter(extractor.extract_documents([list(r.captions) for r in with_captions]))
-    documents = [next(parsed) if r.captions is not None else None for r in kept]
+    kept, acts, documents = parsed_split(session, test, extractor)
     retrieval = evaluate_attribute_retrieval(explainer, acts.pooled, documents, n_attributes=50, k=10, seed=seed)
     predicted = explainer.predict(acts.pooled)
     labels = np.array([dataset.class_index(r.class_id) for r in kept])

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import replace
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -24,9 +24,10 @@ from saywhy.apps.faithfulness import faithfulness
 from saywhy.apps.grounding import filter_figure, grounding_pck
 from saywhy.apps.phrase_stats import top_phrases
 from saywhy.apps.retrieval import evaluate_attribute_retrieval
-from saywhy.data.records import Dataset
+from saywhy.data.records import Dataset, ImageRecord
 from saywhy.explain.names import readable_class_name
 from saywhy.metrics.bleu import bleu_by_correctness, bleu_signature
+from saywhy.model.activations import Activations
 from saywhy.pipeline import ExplainerSession
 from saywhy.text.phrases import PhraseExtractor
 
@@ -72,6 +73,15 @@ def truth_checks(session: ExplainerSession, pooled: np.ndarray, records, dataset
             "top_attribute_separates_from_twin": top_separates / max(1, n), "confusable_pair_images": n}
 
 
+def parsed_split(session: ExplainerSession, records: Sequence[ImageRecord], extractor: PhraseExtractor
+                 ) -> tuple[list[ImageRecord], Activations, list[list[str] | None]]:
+    """The readable records, their activations, and each one's caption phrases (None without captions)."""
+    acts = session.activations(records, strict=False)
+    kept = [records[i] for i in acts.index]
+    parsed = iter(extractor.extract_documents([list(r.captions) for r in kept if r.captions is not None]))
+    return kept, acts, [next(parsed) if r.captions is not None else None for r in kept]
+
+
 def evaluate(session: ExplainerSession, dataset: Dataset, extractor: PhraseExtractor, truth: dict | None = None,
              seed: int = 0, grounding_source: str = "captions", n_figure_filters: int = 3,
              grounding_size: int | None = None) -> dict[str, Any]:
@@ -85,11 +95,8 @@ def evaluate(session: ExplainerSession, dataset: Dataset, extractor: PhraseExtra
     started = time.perf_counter()
     explainer = session.explainer
     test = dataset.split(train=False)
-    acts = session.activations(test, strict=False)
-    kept = [test[i] for i in acts.index]
+    kept, acts, documents = parsed_split(session, test, extractor)
     with_captions = [r for r in kept if r.captions is not None]
-    parsed = iter(extractor.extract_documents([list(r.captions) for r in with_captions]))
-    documents = [next(parsed) if r.captions is not None else None for r in kept]
     labels = np.array([dataset.class_index(r.class_id) for r in kept])
     predicted = explainer.predict(acts.pooled)
     correct = predicted == labels
