@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from saywhy import cli_ground, cli_search
+from saywhy import cli_cub, cli_ground, cli_search
 from saywhy.cli_common import add_session_options, load_explainer, load_session, workspace
 from saywhy.errors import SaywhyError
 
@@ -59,21 +59,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="which test images are drawn")
 
     p = sub.add_parser("data", help="generate or fetch a dataset")
-    p.add_argument("name", choices=["synthbirds"], help="dataset")
+    p.add_argument("name", choices=["synthbirds", "cub"], help="synthbirds: generate; cub: download CUB-200-2011 + captions")
     p.add_argument("--dest", type=Path, required=True, help="folder to write")
-    p.add_argument("--n-images", type=int, default=3000)
-    p.add_argument("--image-size", type=int, default=128)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--label-noise", type=float, default=0.0, help="share of wrong labels (CUB has about 0.04)")
+    p.add_argument("--n-images", type=int, default=3000, help="synthbirds: images")
+    p.add_argument("--image-size", type=int, default=128, help="synthbirds: pixels")
+    p.add_argument("--seed", type=int, default=0, help="synthbirds: seed")
+    p.add_argument("--label-noise", type=float, default=0.0, help="synthbirds: share of wrong labels (CUB has about 0.04)")
+    cli_cub.add_data_options(p)
 
-    p = sub.add_parser("train", help="train the small CNN on a CUB-layout dataset")
+    p = sub.add_parser("train", help="train the small CNN, or fit a pretrained network's head, on a CUB-layout dataset")
     p.add_argument("--root", type=Path, help="dataset folder (default: the demo's synthbirds)")
     p.add_argument("--captions", type=Path, help="text_c10 folder if not beside the images")
     p.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
     p.add_argument("--epochs", type=int, default=12)
-    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--image-size", type=int, default=None, help="input pixels (default: 64 for smallcnn, the network's own otherwise)")
     p.add_argument("--crop", choices=["none", "bbox"], default="none", help="crop to the bounding box (the paper's setting)")
     p.add_argument("--seed", type=int, default=0)
+    cli_cub.add_train_options(p)
 
     p = sub.add_parser("fit", help="learn the filter-attribute p.d.f. (eq. 1-4) for a trained model")
     p.add_argument("--model", type=Path, required=True, help="checkpoint folder ('saywhy train' writes one)")
@@ -164,6 +166,9 @@ def cmd_demo(args) -> None:
 def cmd_data(args) -> None:
     from saywhy.data.synthbirds import SynthConfig, generate
 
+    if args.name == "cub":
+        cli_cub.run_data_cub(args)
+        return
     config = SynthConfig(n_images=args.n_images, image_size=args.image_size, seed=args.seed, label_noise=args.label_noise)
     print(generate(args.dest, config, progress=not args.quiet))
 
@@ -175,9 +180,12 @@ def cmd_train(args) -> None:
     from saywhy.model.checkpoint import build_model, save_checkpoint
     from saywhy.model.train import TrainConfig, train_classifier
 
+    if cli_cub.is_pretrained(args):
+        cli_cub.run_train_pretrained(args)
+        return
     root = args.root or ensure_synthbirds(workspace(args), progress=not args.quiet)
     dataset = read_cub(root, args.captions)
-    preprocess = Preprocess(image_size=args.image_size, crop=args.crop)
+    preprocess = Preprocess(image_size=args.image_size or 64, crop=args.crop)
     model = build_model(DEMO_ARCH, len(dataset.class_ids))
     report = train_classifier(model, dataset, preprocess, TrainConfig(epochs=args.epochs, seed=args.seed),
                               progress=not args.quiet)

@@ -1,0 +1,195 @@
+"""Pooled features on disk, keyed by content, so a second run over the same images is fast.
+
+A row is found again only when everything that made it is the same: the backbone (a
+digest of its layers and tensors, the head left out so that a new head reuses them), the
+layer read, the preprocessing (size, mean, std, crop) and the image file (resolved path,
+size and modification time, plus its bounding box when the crop uses it). Change any of
+these and the row is recomputed; a stale feature is never served.
+
+Layout: ``FOLDER/<model key>/<shard>.safetensors``, each shard holding ``keys`` (N x 16
+bytes) and ``pooled`` (N x filters, float32); a shard is written to a temp name and
+renamed, so an interrupted run leaves only whole shards.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save_file
+from torch import nn
+
+from saywhy.data.images import Preprocess
+from saywhy.data.records import ImageRecord
+from saywhy.model.activations import extract_activations
+from saywhy.model.layers import LayerChoice
+
+log = logging.getLogger(__name__)
+
+KEY_BYTES = 16
+MAX_SHARDS = 8  # beyond this many shards they are merged into one, so lookups stay one read per shard
+
+
+def backbone_digest(model: nn.Module, head: str) -> str:
+    """A content hash of ``model`` without the module ``head``: its layers and its tensors.
+
+    The layers count as much as the weights: timm's ``efficientnet_lite0`` and
+    ``tf_efficientnet_lite0`` hold the same tensors under the same names but pad
+    differently, and must not share features.
+    """
+    digest = hashlib.sha256()
+    prefix = f"{head}."
+    for name, module in model.named_modules():
+        if name != head and not name.startswith(prefix):
+            digest.update(f"{name}:{type(module).__qualname__}({module.extra_repr()})".encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        if name.startswith(prefix):
+            continue
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def image_key(item: ImageRecord | str | Path, preprocess: Preprocess) -> bytes | None:
+    """The identity of one image's input: file path, size, mtime and (with bbox crop) the box.
+
+    None when the file cannot be found: such an image is never cached.
+    """
+    path, bbox = (item.path, item.bbox) if isinstance(item, ImageRecord) else (Path(item), None)
+    try:
+        path = Path(path).resolve()
+        stat = path.stat()
+    except OSError:
+        return None
+    box = bbox if preprocess.crop == "bbox" else None
+    text = f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\0{box}"
+    return hashlib.sha256(text.encode()).digest()[:KEY_BYTES]
+
+
+@dataclass
+class CachedFeatures:
+    """Pooled features of the readable items; row i belongs to ``items[index[i]]``."""
+
+    pooled: np.ndarray  # (N, n_filters) float32: the head's input phi(f(x))
+    index: np.ndarray  # (N,) positions in the list asked for
+    n_items: int
+    n_computed: int  # rows this call ran the network for
+    n_cached: int  # rows read from disk
+    seconds: float  # time spent, network and disk together
+
+    @property
+    def n_unreadable(self) -> int:
+        return self.n_items - len(self.index)
+
+
+class FeatureCache:
+    """Content-keyed store of pooled features under ``folder`` (created on first write).
+
+    >>> cache = FeatureCache(".saywhy/cache/features")                      # doctest: +SKIP
+    >>> got = cache.pooled(model, records, preprocess, layers)             # doctest: +SKIP
+    >>> got.n_computed, got.n_cached                                       # doctest: +SKIP
+    (0, 2933)
+    """
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+
+    def model_folder(self, model: nn.Module, preprocess: Preprocess, layers: LayerChoice) -> Path:
+        """Where rows for this backbone, layer and preprocessing live."""
+        parts = [backbone_digest(model, layers.head), layers.head, layers.n_filters, preprocess.image_size,
+                 list(preprocess.mean), list(preprocess.std), preprocess.crop]
+        return self.folder / hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
+
+    def pooled(
+        self,
+        model: nn.Module,
+        items: Sequence[ImageRecord | str | Path],
+        preprocess: Preprocess,
+        layers: LayerChoice,
+        batch_size: int = 32,
+        progress: bool = True,
+    ) -> CachedFeatures:
+        """The head-input features of ``items``: read where cached, computed and stored where not."""
+        started = time.perf_counter()
+        folder = self.model_folder(model, preprocess, layers)
+        keys = [image_key(item, preprocess) for item in items]
+        known = _read_shards(folder, layers.n_filters)
+        missing = [i for i, key in enumerate(keys) if key is None or key not in known]
+        computed: dict[int, np.ndarray] = {}
+        if missing:
+            acts = extract_activations(model, [items[i] for i in missing], preprocess, layers,
+                                       batch_size=batch_size, progress=progress)
+            rows = {missing[j]: acts.pooled[n] for n, j in enumerate(acts.index)}
+            computed = rows
+            new = [(keys[i], row) for i, row in rows.items() if keys[i] is not None]
+            if new:
+                _write_shard(folder, np.stack([np.frombuffer(k, np.uint8) for k, _ in new]),
+                             np.stack([r for _, r in new]).astype(np.float32))
+        index, pooled = [], []
+        for i, key in enumerate(keys):
+            row = computed.get(i)
+            if row is None and key is not None:
+                row = known.get(key)
+            if row is not None:
+                index.append(i)
+                pooled.append(row)
+        return CachedFeatures(
+            pooled=np.stack(pooled).astype(np.float32) if pooled else np.zeros((0, layers.n_filters), np.float32),
+            index=np.asarray(index, dtype=int),
+            n_items=len(items),
+            n_computed=len(computed),
+            n_cached=len(index) - len(computed),
+            seconds=round(time.perf_counter() - started, 2),
+        )
+
+
+def _read_shards(folder: Path, n_filters: int) -> dict[bytes, np.ndarray]:
+    known: dict[bytes, np.ndarray] = {}
+    shards = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+    for shard in shards:
+        try:
+            data = load_file(shard)
+            keys, pooled = data["keys"], data["pooled"]
+        except (SafetensorError, OSError, KeyError, ValueError) as error:  # damaged: recompute, never fail
+            log.warning("ignoring unreadable feature cache file %s (%s)", shard, type(error).__name__)
+            continue
+        if pooled.ndim != 2 or pooled.shape[1] != n_filters or len(keys) != len(pooled):
+            log.warning("ignoring feature cache file %s: unexpected shape %s", shard, pooled.shape)
+            continue
+        for key, row in zip(keys, pooled):
+            known[key.tobytes()] = row
+    if len(shards) > MAX_SHARDS and known:
+        _compact(folder, shards, known)
+    return known
+
+
+def _write_shard(folder: Path, keys: np.ndarray, pooled: np.ndarray) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    name = hashlib.sha256(keys.tobytes()).hexdigest()[:16] + ".safetensors"
+    handle, tmp = tempfile.mkstemp(prefix=".partial-", suffix=".safetensors", dir=folder)
+    os.close(handle)
+    try:
+        save_file({"keys": np.ascontiguousarray(keys), "pooled": np.ascontiguousarray(pooled)}, tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, folder / name)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return folder / name
+
+
+def _compact(folder: Path, shards: list[Path], known: dict[bytes, np.ndarray]) -> None:
+    """Merge every shard into one: write the merged file first, then remove the old ones."""
+    keys = np.stack([np.frombuffer(k, np.uint8) for k in known])
+    merged = _write_shard(folder, keys, np.stack(list(known.values())).astype(np.float32))
+    for shard in shards:
+        if shard != merged:
+            shard.unlink(missing_ok=True)
+
