@@ -90,3 +90,15 @@ def test_wrong_layer_name_lists_similar_names():
     with pytest.raises(SaywhyError, match="no layer named"):
         find_layers(SmallCNN(n_classes=2), torch.zeros(1, 3, 32, 32), feature_layer="featurez")
     assert _hook_count(SmallCNN(n_classes=2)) == 0
+
+
+def test_weights_digest_tells_apart_same_weights_in_another_structure():
+    from saywhy.model.checkpoint import weights_digest
+
+    a = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1))
+    b = nn.Sequential(nn.Conv2d(3, 4, 3, padding=0))
+    b.load_state_dict(a.state_dict())
+    assert weights_digest(a) != weights_digest(b)
+    same = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1))
+    same.load_state_dict(a.state_dict())
+    assert weights_digest(a) == weights_digest(same)

@@ -42,8 +42,12 @@ def build_model(arch: str, n_classes: int, **kwargs: Any) -> nn.Module:
 
 
 def weights_digest(model: nn.Module) -> str:
-    """A content hash of the weights: the model's identity in caches and fitted explainers."""
-    digest = hashlib.sha256()
+    """A content hash of the network: its module structure (repr) and its weights.
+
+    The structure matters too: the same tensors in a symmetric-padding and a TF-padding
+    EfficientNet give different outputs, so they must not share fitted explainers.
+    """
+    digest = hashlib.sha256(repr(model).encode())
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
