@@ -19,7 +19,7 @@ from saywhy.data.images import Preprocess
 from saywhy.data.records import Dataset
 from saywhy.data.synthbirds import SynthConfig, generate, load_truth
 from saywhy.explain.explainer import Explainer, ExplainerConfig
-from saywhy.model.checkpoint import build_model, load_checkpoint, save_checkpoint
+from saywhy.model.checkpoint import build_model, load_checkpoint, save_checkpoint, weights_digest
 from saywhy.model.train import TrainConfig, train_classifier
 from saywhy.pipeline import fit_explainer
 from saywhy.text.phrases import EXTRACTOR_VERSION, PhraseExtractor
@@ -93,7 +93,7 @@ def ensure_demo(workspace: Workspace | None = None, synth: SynthConfig = SynthCo
     root = ensure_synthbirds(workspace, synth, progress)
     dataset = read_cub(root)
     model, meta, model_folder = ensure_demo_model(workspace, dataset, synth.fingerprint(), progress)
-    key = fingerprint(meta["weights_digest"], config.__dict__, synth.fingerprint(), EXTRACTOR_VERSION)
+    key = fingerprint(weights_digest(model), config.__dict__, synth.fingerprint(), EXTRACTOR_VERSION)
     folder = workspace.explainer(f"synthbirds-{key}")
     if (folder / "explainer.json").is_file():
         explainer = Explainer.load(folder)
