@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from saywhy import cli_cub, cli_ground, cli_search
+from saywhy import cli_cub, cli_gallery, cli_ground, cli_search
 from saywhy.cli_common import add_session_options, load_explainer, load_session, workspace
 from saywhy.errors import SaywhyError
 
@@ -109,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_search.register(sub)
     cli_ground.register(sub)
+    cli_gallery.register(sub)
 
     p = sub.add_parser("evaluate", help="the paper's Tables 1-3, faithfulness and debugging, each beside baselines")
     p.add_argument("--root", type=Path, help="CUB-layout dataset (default: the demo's synthbirds)")
@@ -287,7 +288,8 @@ def cmd_evaluate(args) -> None:
 
 COMMANDS = {"demo": cmd_demo, "data": cmd_data, "train": cmd_train, "fit": cmd_fit, "explain": cmd_explain,
             "contrast": cmd_contrast, "describe": cmd_describe, "search": cli_search.run_search,
-            "debug": cli_search.run_debug, "evaluate": cmd_evaluate, "ground": cli_ground.run_ground}
+            "debug": cli_search.run_debug, "evaluate": cmd_evaluate, "ground": cli_ground.run_ground,
+            "gallery": cli_gallery.run_gallery}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,6 +28,9 @@ def fingerprint(*parts: Any) -> str:
 class Workspace:
     home: Path
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "home", Path(self.home).expanduser())
+
     @classmethod
     def default(cls) -> Workspace:
         return cls(default_home())
