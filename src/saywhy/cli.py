@@ -14,7 +14,13 @@ import time
 from pathlib import Path
 
 from saywhy import cli_cub, cli_gallery, cli_ground, cli_search
-from saywhy.cli_common import add_session_options, load_explainer, load_session, workspace
+from saywhy.cli_common import (
+    add_session_options,
+    dataset_and_session,
+    load_explainer,
+    load_session,
+    workspace,
+)
 from saywhy.errors import SaywhyError
 
 log = logging.getLogger("saywhy")
@@ -200,7 +206,11 @@ def cmd_train(args) -> None:
 
 
 def cmd_fit(args) -> None:
-    from saywhy.data.attribute_files import attach_attribute_file, attach_cub_binary_attributes, cub_attribute_files
+    from saywhy.data.attribute_files import (
+        attach_attribute_file,
+        attach_cub_binary_attributes,
+        cub_attribute_files,
+    )
     from saywhy.data.cub import read_cub
     from saywhy.model.checkpoint import checkpoint_preprocess, load_checkpoint
     from saywhy.pipeline import fit_explainer
@@ -255,23 +265,13 @@ def cmd_describe(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from saywhy.data.cub import read_cub
-    from saywhy.data.synthbirds import load_truth
-    from saywhy.demo import ensure_demo
     from saywhy.evaluate import ablation, evaluate, markdown, record_sample
     from saywhy.explain.explainer import ExplainerConfig
-    from saywhy.pipeline import ExplainerSession
     from saywhy.text.phrases import PhraseExtractor
 
     ws = workspace(args)
-    if args.root is None:
-        art = ensure_demo(ws, progress=not args.quiet)
-        dataset, truth, name = art.dataset, art.truth, args.name or "synthbirds"
-        session = ExplainerSession(art.explainer, art.model) if args.explainer is None else load_session(args)
-    else:
-        dataset, session = read_cub(args.root, args.captions), load_session(args)
-        truth_file = dataset.root.parent / "synthbirds_truth.json"
-        truth, name = (load_truth(dataset.root.parent) if truth_file.is_file() else None), args.name or args.root.name
+    dataset, session, truth = dataset_and_session(args)
+    name = args.name or ("synthbirds" if args.root is None else args.root.name)
     extractor = PhraseExtractor(cache_dir=ws.phrase_cache, progress=not args.quiet)
     result = evaluate(session, dataset, extractor, truth, args.seed, args.grounding_source,
                       grounding_size=args.grounding_size)

@@ -39,3 +39,29 @@ def load_session(args: argparse.Namespace, explainer=None):
         raise SaywhyError("the explainer does not name its checkpoint: pass --model DIR")
     model, _ = load_checkpoint(model_folder)
     return ExplainerSession(explainer, model)
+
+
+def dataset_and_session(args: argparse.Namespace):
+    """``--root`` with its explainer, or the demo's synthbirds with the demo's explainer.
+
+    Returns (dataset, session, truth); truth is the synthbirds ground truth where there is
+    one, else None.
+    """
+    from saywhy.data.synthbirds import load_truth
+
+    if getattr(args, "root", None) is None:
+        from saywhy.demo import ensure_demo
+        from saywhy.pipeline import ExplainerSession
+
+        art = ensure_demo(workspace(args), progress=not getattr(args, "quiet", False))
+        if getattr(args, "explainer", None) or getattr(args, "model", None):
+            session = load_session(args, None if args.explainer else art.explainer)
+        else:
+            session = ExplainerSession(art.explainer, art.model)
+        return art.dataset, session, art.truth
+    from saywhy.data.cub import read_cub
+
+    dataset = read_cub(args.root, getattr(args, "captions", None))
+    truth_root = dataset.root.parent
+    truth = load_truth(truth_root) if (truth_root / "synthbirds_truth.json").is_file() else None
+    return dataset, load_session(args), truth

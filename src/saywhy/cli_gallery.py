@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from saywhy.cli_common import add_session_options, load_session, workspace
+from saywhy.cli_common import add_session_options, dataset_and_session
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -31,22 +31,7 @@ def run_gallery(args: argparse.Namespace) -> None:
     from saywhy.render.gallery import write_gallery
 
     progress = not getattr(args, "quiet", False)
-    if args.root is None:
-        from saywhy.demo import ensure_demo
-
-        art = ensure_demo(workspace(args), progress=progress)
-        dataset = art.dataset
-        if args.explainer or args.model:
-            session = load_session(args, None if args.explainer else art.explainer)
-        else:
-            from saywhy.pipeline import ExplainerSession
-
-            session = ExplainerSession(art.explainer, art.model)
-    else:
-        from saywhy.data.cub import read_cub
-
-        dataset = read_cub(args.root, args.captions)
-        session = load_session(args)
+    dataset, session, _ = dataset_and_session(args)
     gallery = build_gallery(session, dataset, seed=args.seed, progress=progress)
     json_path, html_path = write_gallery(gallery, args.out)
     print(f"Figure 3: {sum(s.correct for s in gallery.samples)} of {len(gallery.samples)} drawn images right")

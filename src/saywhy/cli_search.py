@@ -9,7 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-from saywhy.cli_common import add_session_options, load_session, workspace
+from saywhy.cli_common import add_session_options, dataset_and_session, load_session
 from saywhy.errors import SaywhyError
 
 
@@ -78,22 +78,7 @@ def run_debug(args: argparse.Namespace) -> None:
     if args.k < 1:
         raise SaywhyError(f"--k must be at least 1, got {args.k}")
     progress = not getattr(args, "quiet", False)
-    if args.root is None:
-        from saywhy.demo import ensure_demo
-
-        art = ensure_demo(workspace(args), progress=progress)
-        dataset = art.dataset
-        if args.explainer or args.model:
-            session = load_session(args, None if args.explainer else art.explainer)
-        else:
-            from saywhy.pipeline import ExplainerSession
-
-            session = ExplainerSession(art.explainer, art.model)
-    else:
-        from saywhy.data.cub import read_cub
-
-        dataset = read_cub(args.root, args.captions)
-        session = load_session(args)
+    dataset, session, _ = dataset_and_session(args)
     report = debug_network(session, dataset, k=args.k, progress=progress)
     json_path, html_path = write_debug_report(report, args.out, thumbnails=not args.link_images)
     print(report.summary())
