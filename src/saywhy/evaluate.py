@@ -217,15 +217,19 @@ def _config_line(config: dict) -> str:
 
 
 def ablation(session: ExplainerSession, dataset: Dataset, extractor: PhraseExtractor, configs: Mapping[str, Any],
-             truth: dict | None = None, seed: int = 0, fit=None, train_activations=None) -> dict[str, dict]:
-    """The headline numbers for several explainer configs on the same images (one forward pass each)."""
+             truth: dict | None = None, seed: int = 0) -> dict[str, dict]:
+    """The headline numbers for several explainer configs on the same images.
+
+    The fitting images' activations are computed once and shared by every config.
+    """
     from saywhy.pipeline import fit_explainer
 
-    fit = fit or fit_explainer
+    fitting = dataset.with_captions(dataset.split(train=True))
+    train_activations = session.activations(fitting, strict=False)
     rows = {}
     for name, config in configs.items():
-        explainer, _ = fit(dataset, session.model, session.preprocess, config, extractor=extractor, progress=False,
-                           activations=train_activations)
+        explainer, _ = fit_explainer(dataset, session.model, session.preprocess, config, extractor=extractor,
+                                     progress=False, activations=train_activations)
         variant = ExplainerSession(explainer, session.model, session.preprocess)
         result = evaluate(variant, dataset, extractor, truth, seed, n_figure_filters=0)
         rows[name] = summary_row(result)
