@@ -213,6 +213,7 @@ def cmd_fit(args) -> None:
     )
     from saywhy.data.cub import read_cub
     from saywhy.model.checkpoint import checkpoint_preprocess, load_checkpoint
+    from saywhy.model.feature_cache import FeatureCache
     from saywhy.pipeline import fit_explainer
     from saywhy.text.phrases import PhraseExtractor
 
@@ -227,6 +228,7 @@ def cmd_fit(args) -> None:
         extractor = PhraseExtractor(cache_dir=workspace(args).phrase_cache, progress=not args.quiet)
     explainer, report = fit_explainer(dataset, model, checkpoint_preprocess(meta), _config_from(args), source=source,
                                       extractor=extractor, layer=args.layer, head=args.head, progress=not args.quiet,
+                                      feature_cache=FeatureCache(workspace(args).feature_cache),
                                       metadata={"checkpoint": str(args.model.resolve()), "arch": meta["arch"]})
     explainer.save(args.out)
     workspace(args).remember_explainer(args.out)

@@ -37,8 +37,10 @@ def load_session(args: argparse.Namespace, explainer=None):
     model_folder = getattr(args, "model", None) or explainer.metadata_.get("checkpoint")
     if model_folder is None:
         raise SaywhyError("the explainer does not name its checkpoint: pass --model DIR")
+    from saywhy.model.feature_cache import FeatureCache
+
     model, _ = load_checkpoint(model_folder)
-    return ExplainerSession(explainer, model)
+    return ExplainerSession(explainer, model, feature_cache=FeatureCache(workspace(args).feature_cache))
 
 
 def dataset_and_session(args: argparse.Namespace):

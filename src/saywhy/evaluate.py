@@ -230,7 +230,7 @@ def ablation(session: ExplainerSession, dataset: Dataset, extractor: PhraseExtra
     for name, config in configs.items():
         explainer, _ = fit_explainer(dataset, session.model, session.preprocess, config, extractor=extractor,
                                      progress=False, activations=train_activations)
-        variant = ExplainerSession(explainer, session.model, session.preprocess)
+        variant = ExplainerSession(explainer, session.model, session.preprocess, session.feature_cache)
         result = evaluate(variant, dataset, extractor, truth, seed, n_figure_filters=0)
         rows[name] = summary_row(result)
     return rows

@@ -22,6 +22,7 @@ from saywhy.errors import SaywhyError
 from saywhy.explain.explainer import Contrast, Explainer, ExplainerConfig, Explanation
 from saywhy.model.activations import Activations, extract_activations
 from saywhy.model.checkpoint import weights_digest
+from saywhy.model.feature_cache import FeatureCache
 from saywhy.model.hooks import get_module
 from saywhy.model.layers import LayerChoice, find_layers
 from saywhy.text.phrases import PhraseExtractor
@@ -75,10 +76,12 @@ def fit_explainer(
     metadata: dict[str, Any] | None = None,
     progress: bool = True,
     activations: Activations | None = None,
+    feature_cache: FeatureCache | None = None,
 ) -> tuple[Explainer, FitReport]:
     """Fit eq. 1-4 on the training images that have captions (or attributes).
 
-    ``activations`` may be passed in to reuse one forward pass across several configs.
+    ``activations`` may be passed in to reuse one forward pass across several configs;
+    ``feature_cache`` reads pooled features computed by an earlier run (or by training).
     """
     layers = resolve_layers(model, preprocess, layer, head)
     if layers.n_classes != len(dataset.class_ids):
@@ -96,7 +99,7 @@ def fit_explainer(
     if not records:
         raise SaywhyError(f"no training image has {source}: check the caption folder (--captions) or attribute file")
     if activations is None:
-        activations = extract_activations(model, records, preprocess, layers, progress=progress)
+        activations = pooled_activations(model, records, preprocess, layers, feature_cache, progress)
     if activations.n_unreadable:
         report.skipped["unreadable images"] = activations.n_unreadable
         log.warning("%d images could not be read and were skipped", activations.n_unreadable)
@@ -116,14 +119,32 @@ def fit_explainer(
     return explainer, report
 
 
+def pooled_activations(model: nn.Module, items: Sequence[ImageRecord | str | Path], preprocess: Preprocess,
+                       layers: LayerChoice, feature_cache: FeatureCache | None = None,
+                       progress: bool = False) -> Activations:
+    """Pooled activations and logits, read from ``feature_cache`` where it has them.
+
+    The head is linear after pooling, so logits recomputed from cached features are exact.
+    """
+    if feature_cache is None:
+        return extract_activations(model, items, preprocess, layers, progress=progress)
+    cached = feature_cache.pooled(model, items, preprocess, layers, progress=progress)
+    weight, bias = head_parameters(model, layers)
+    pooled = np.asarray(cached.pooled, np.float32)
+    logits = (pooled.astype(np.float64) @ weight.T + bias).astype(np.float32)
+    return Activations(pooled=pooled, logits=logits, index=np.asarray(cached.index), n_items=cached.n_items)
+
+
 class ExplainerSession:
     """A fitted explainer with its network: explain image files end to end.
 
-    The session checks that the network is the one the explainer was fitted on.
+    The session checks that the network is the one the explainer was fitted on. With a
+    ``feature_cache``, pooled features of images seen before are read, not recomputed.
     """
 
-    def __init__(self, explainer: Explainer, model: nn.Module, preprocess: Preprocess | None = None):
-        self.explainer, self.model = explainer, model
+    def __init__(self, explainer: Explainer, model: nn.Module, preprocess: Preprocess | None = None,
+                 feature_cache: FeatureCache | None = None):
+        self.explainer, self.model, self.feature_cache = explainer, model, feature_cache
         meta = explainer.metadata_
         self.preprocess = preprocess or Preprocess.from_dict(meta["preprocess"])
         digest = meta.get("weights_digest")
@@ -133,7 +154,10 @@ class ExplainerSession:
 
     def activations(self, items: Sequence[ImageRecord | str | Path], keep_maps: bool = False,
                     progress: bool = False, strict: bool = True) -> Activations:
-        acts = extract_activations(self.model, items, self.preprocess, self.layers, keep_maps=keep_maps, progress=progress)
+        if keep_maps:
+            acts = extract_activations(self.model, items, self.preprocess, self.layers, keep_maps=True, progress=progress)
+        else:
+            acts = pooled_activations(self.model, items, self.preprocess, self.layers, self.feature_cache, progress)
         if strict and acts.n_unreadable:
             from saywhy.data.images import open_image
 

@@ -49,6 +49,10 @@ class Workspace:
         return self.home / "cache" / "phrases"
 
     @property
+    def feature_cache(self) -> Path:
+        return self.home / "cache" / "features"
+
+    @property
     def last_explainer(self) -> Path:
         """A small pointer file naming the explainer that the last fit or demo wrote."""
         return self.home / "last_explainer.txt"

@@ -1,0 +1,33 @@
+"""The pipeline on a tiny CUB tree: fitting, and cached features giving the same answers."""
+import numpy as np
+import torch
+
+from saywhy.data.cub import read_cub
+from saywhy.data.images import Preprocess
+from saywhy.explain.explainer import ExplainerConfig
+from saywhy.model.feature_cache import FeatureCache
+from saywhy.model.smallcnn import SmallCNN
+from saywhy.pipeline import ExplainerSession, fit_explainer
+from saywhy.text.phrases import PhraseExtractor
+
+
+def test_cached_features_give_the_same_activations_and_explanations(tiny_cub, tmp_path):
+    torch.manual_seed(0)
+    dataset, model, preprocess = read_cub(tiny_cub), SmallCNN(n_classes=2).eval(), Preprocess(image_size=16)
+    config = ExplainerConfig(min_df=1, sigma_activation="l1")
+    extractor = PhraseExtractor(cache_dir=tmp_path / "phrases")
+    explainer, report = fit_explainer(dataset, model, preprocess, config, extractor=extractor, progress=False)
+    assert report.images_used == 2 and "red crown" in explainer.vocabulary_
+    cache = FeatureCache(tmp_path / "features")
+    cached_explainer, _ = fit_explainer(dataset, model, preprocess, config, extractor=extractor, progress=False,
+                                        feature_cache=cache)
+    np.testing.assert_allclose(cached_explainer.filter_attribute_pdf_, explainer.filter_attribute_pdf_, rtol=1e-5)
+
+    records = dataset.records
+    plain = ExplainerSession(explainer, model, preprocess).activations(records)
+    session = ExplainerSession(explainer, model, preprocess, feature_cache=cache)
+    first, second = session.activations(records), session.activations(records)
+    np.testing.assert_allclose(first.pooled, plain.pooled, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(first.logits, plain.logits, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(second.pooled, first.pooled)
+    assert [e.sentence for e in session.explain(records)] == [e.sentence for e in explainer.explain(plain.pooled)]
