@@ -207,8 +207,8 @@ def markdown(result: dict[str, Any], title: str) -> str:
             lines.append(f"| {name} | {pck_cells} | {constant} | {_pct(row['retrieval_map'])} | "
                          f"{_pct(row['retrieval_recall'])} | {_pct(row['retrieval_tnr'])} | {bleu} | "
                          f"{row['distinct_attributes']} | {100 * row['most_common_share']:.0f}% | "
-                         f"{row.get('precision_at_k', float('nan')):.3f} | "
-                         f"{_pct(row.get('contrast_names_differing_attribute'))}% |")
+                         + (f"{row['precision_at_k']:.3f} | {_pct(row['contrast_names_differing_attribute'])}% |"
+                            if "precision_at_k" in row else "- | - |"))
     return "\n".join(lines) + "\n"
 
 
