@@ -183,7 +183,7 @@ def cmd_data(args) -> None:
 def cmd_train(args) -> None:
     from saywhy.data.cub import read_cub
     from saywhy.data.images import Preprocess
-    from saywhy.demo import DEMO_ARCH, ensure_synthbirds
+    from saywhy.demo import DEMO_ARCH, DEMO_ARCH_KWARGS, ensure_synthbirds
     from saywhy.model.checkpoint import build_model, save_checkpoint
     from saywhy.model.train import TrainConfig, train_classifier
 
@@ -193,11 +193,11 @@ def cmd_train(args) -> None:
     root = args.root or ensure_synthbirds(workspace(args), progress=not args.quiet)
     dataset = read_cub(root, args.captions)
     preprocess = Preprocess(image_size=args.image_size or 64, crop=args.crop)
-    model = build_model(DEMO_ARCH, len(dataset.class_ids))
+    model = build_model(DEMO_ARCH, len(dataset.class_ids), **DEMO_ARCH_KWARGS)
     report = train_classifier(model, dataset, preprocess, TrainConfig(epochs=args.epochs, seed=args.seed),
                               progress=not args.quiet)
     fingerprint_file = Path(root) / ".synthbirds_fingerprint"
-    meta = {"arch": DEMO_ARCH, "arch_kwargs": {}, "classes": [dataset.class_names[c] for c in dataset.class_ids],
+    meta = {"arch": DEMO_ARCH, "arch_kwargs": DEMO_ARCH_KWARGS, "classes": [dataset.class_names[c] for c in dataset.class_ids],
             "class_ids": dataset.class_ids, "preprocess": preprocess.to_dict(), "dataset": str(root),
             "dataset_fingerprint": fingerprint_file.read_text().strip() if fingerprint_file.is_file() else None, **report}
     save_checkpoint(args.out, model, meta)

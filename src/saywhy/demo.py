@@ -28,6 +28,7 @@ from saywhy.workspace import Workspace, fingerprint
 log = logging.getLogger(__name__)
 
 DEMO_ARCH = "saywhy:smallcnn"
+DEMO_ARCH_KWARGS = {"pools": 2}  # 16x16 final maps at 64 px, for grounding
 DEMO_PREPROCESS = Preprocess(image_size=64)
 DEMO_TRAIN = TrainConfig(epochs=12)
 SHIPPED_MODEL = "synthbirds_smallcnn"
@@ -58,10 +59,10 @@ def _shipped_model_folder() -> Path | None:
 def train_demo_model(dataset: Dataset, dataset_fingerprint: str, out: Path, train: TrainConfig = DEMO_TRAIN,
                      preprocess: Preprocess = DEMO_PREPROCESS, progress: bool = True) -> tuple[nn.Module, dict]:
     """Train the small CNN on synthbirds and save a checkpoint that records how."""
-    model = build_model(DEMO_ARCH, len(dataset.class_ids))
+    model = build_model(DEMO_ARCH, len(dataset.class_ids), **DEMO_ARCH_KWARGS)
     report = train_classifier(model, dataset, preprocess, train, progress=progress)
     meta = {
-        "arch": DEMO_ARCH, "arch_kwargs": {}, "classes": [dataset.class_names[c] for c in dataset.class_ids],
+        "arch": DEMO_ARCH, "arch_kwargs": DEMO_ARCH_KWARGS, "classes": [dataset.class_names[c] for c in dataset.class_ids],
         "class_ids": dataset.class_ids, "preprocess": preprocess.to_dict(), "dataset": "synthbirds",
         "dataset_fingerprint": dataset_fingerprint, **report,
     }
@@ -72,11 +73,13 @@ def train_demo_model(dataset: Dataset, dataset_fingerprint: str, out: Path, trai
 def ensure_demo_model(workspace: Workspace, dataset: Dataset, dataset_fingerprint: str,
                       progress: bool = True) -> tuple[nn.Module, dict, Path]:
     """The cached model; else the shipped weights if they match this synthbirds config; else train."""
-    key = f"smallcnn-{fingerprint(dataset_fingerprint, DEMO_PREPROCESS.to_dict(), DEMO_TRAIN.__dict__)}"
+    key = f"smallcnn-{fingerprint(dataset_fingerprint, DEMO_ARCH, DEMO_ARCH_KWARGS, DEMO_PREPROCESS.to_dict(), DEMO_TRAIN.__dict__)}"
     folder = workspace.model(key)
     if not (folder / "model.json").is_file():
         shipped = _shipped_model_folder()
-        if shipped is not None and load_checkpoint(shipped)[1].get("dataset_fingerprint") == dataset_fingerprint:
+        shipped_meta = load_checkpoint(shipped)[1] if shipped is not None else {}
+        if (shipped_meta.get("dataset_fingerprint") == dataset_fingerprint
+                and shipped_meta.get("arch_kwargs") == DEMO_ARCH_KWARGS):
             log.info("using the shipped demo weights")
             folder.parent.mkdir(parents=True, exist_ok=True)
             shutil.copytree(shipped, folder, dirs_exist_ok=True)

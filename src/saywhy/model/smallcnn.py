@@ -22,18 +22,23 @@ def _block(c_in: int, c_out: int, pool: bool) -> nn.Sequential:
 
 
 class SmallCNN(nn.Module):
-    """Conv blocks (the last without pooling, so the final maps keep some resolution).
+    """Conv blocks; only the first ``pools`` halve the resolution, so the final maps keep some.
+
+    The demo uses two pools, so a 64 px input gives 16x16 final maps: attribute grounding
+    (eq. 9) can only be as sharp as those maps. The default of three keeps checkpoints
+    written before ``pools`` existed loading as they were trained.
 
     >>> import torch
     >>> SmallCNN(n_classes=5)(torch.zeros(2, 3, 64, 64)).shape
     torch.Size([2, 5])
     """
 
-    def __init__(self, n_classes: int, channels: Sequence[int] = (32, 64, 128, 256), dropout: float = 0.2):
+    def __init__(self, n_classes: int, channels: Sequence[int] = (32, 64, 128, 256), dropout: float = 0.2,
+                 pools: int = 3):
         super().__init__()
         blocks, c_in = [], 3
         for i, c_out in enumerate(channels):
-            blocks.append(_block(c_in, c_out, pool=i < len(channels) - 1))
+            blocks.append(_block(c_in, c_out, pool=i < pools))
             c_in = c_out
         self.features = nn.Sequential(*blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)
