@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from saywhy.data.images import Preprocess
+from saywhy.data.images import Preprocess, open_image
 from saywhy.data.records import Dataset, ImageRecord
 from saywhy.errors import SaywhyError
 from saywhy.explain.explainer import Contrast, Explainer, ExplainerConfig, Explanation
@@ -154,15 +154,16 @@ class ExplainerSession:
 
     def activations(self, items: Sequence[ImageRecord | str | Path], keep_maps: bool = False,
                     progress: bool = False, strict: bool = True) -> Activations:
+        """Activations of ``items``; with ``strict`` an unreadable image is an error naming it,
+        otherwise it is dropped (``Activations.index`` says which rows remain)."""
         if keep_maps:
             acts = extract_activations(self.model, items, self.preprocess, self.layers, keep_maps=True, progress=progress)
         else:
             acts = pooled_activations(self.model, items, self.preprocess, self.layers, self.feature_cache, progress)
         if strict and acts.n_unreadable:
-            from saywhy.data.images import open_image
-
+            readable = set(acts.index.tolist())
             for position, item in enumerate(items):
-                if position not in set(acts.index.tolist()):
+                if position not in readable:
                     open_image(item.path if isinstance(item, ImageRecord) else item)  # raises the clear error
         return acts
 
