@@ -11,6 +11,7 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
+from saywhy.cli_common import workspace
 from saywhy.errors import SaywhyError
 
 SCRATCH_MODEL = "smallcnn"
@@ -45,7 +46,7 @@ def run_train_pretrained(args: argparse.Namespace) -> dict:
     from saywhy.model.linear_probe import LinearProbe, ProbeConfig, fit_head
     from saywhy.model.pretrained import build_pretrained, pretrained_spec
 
-    workspace = _workspace(args)
+    ws = workspace(args)
     progress = not getattr(args, "quiet", False)
     root = args.root
     if root is None:
@@ -53,12 +54,12 @@ def run_train_pretrained(args: argparse.Namespace) -> dict:
             raise SaywhyError("--dataset cub needs --root DIR, the CUB-200-2011 folder ('saywhy data cub --dest DIR' fetches it)")
         from saywhy.demo import ensure_synthbirds
 
-        root = ensure_synthbirds(workspace, progress=progress)
+        root = ensure_synthbirds(ws, progress=progress)
     dataset = read_cub(root, args.captions)
     spec = pretrained_spec(args.model)
     preprocess = replace(spec.preprocess, image_size=args.image_size or spec.preprocess.image_size, crop=args.crop)
     model = build_pretrained(args.model, len(dataset.class_ids), weights=args.weights or "imagenet")
-    cache = FeatureCache(args.feature_cache or workspace.home / "cache" / "features")
+    cache = FeatureCache(args.feature_cache or ws.feature_cache)
     report = fit_head(model, dataset, preprocess, cache=cache, probe=LinearProbe(config=ProbeConfig(seed=args.seed)),
                       batch_size=args.batch_size, progress=progress)
     meta = {
@@ -93,10 +94,3 @@ def run_data_cub(args: argparse.Namespace) -> None:
     for name, what in report.steps:
         print(f"{name}: {what}")
     print(f"next: saywhy train --dataset cub --root {report.root} --model efficientnet_lite0 --crop bbox --out DIR")
-
-
-def _workspace(args: argparse.Namespace):
-    from saywhy.workspace import Workspace
-
-    home = getattr(args, "home", None)
-    return Workspace(home) if home else Workspace.default()
