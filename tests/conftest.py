@@ -50,3 +50,36 @@ def cub50() -> Path:
     if not (CUB50 / "CUB_200_2011" / "images.txt").is_file():
         pytest.skip(f"real CUB subset not found at {CUB50} (only on development machines)")
     return CUB50
+
+
+@pytest.fixture(scope="session")
+def tiny_noisy_synthbirds(tmp_path_factory) -> dict:
+    """96 drawn birds of 4 species, 10% flipped labels, a 1-epoch CNN at 32 px and its explainer.
+
+    Built once per test session and shared: tests must not change what it returns.
+    """
+    from saywhy.data.cub import read_cub
+    from saywhy.data.images import Preprocess
+    from saywhy.data.synthbirds import SynthConfig, generate
+    from saywhy.explain.explainer import ExplainerConfig
+    from saywhy.model.checkpoint import build_model, save_checkpoint
+    from saywhy.model.train import TrainConfig, train_classifier
+    from saywhy.pipeline import ExplainerSession, fit_explainer
+    from saywhy.text.phrases import PhraseExtractor
+
+    base = tmp_path_factory.mktemp("tiny_noisy_synthbirds")
+    root = generate(base / "birds", SynthConfig(n_images=96, image_size=64, n_species=4, label_noise=0.1),
+                    workers=1, progress=False)
+    dataset = read_cub(root)
+    preprocess = Preprocess(image_size=32)
+    model = build_model("saywhy:smallcnn", len(dataset.class_ids))
+    train_classifier(model, dataset, preprocess, TrainConfig(epochs=1), progress=False)
+    ckpt = save_checkpoint(base / "ckpt", model, {"arch": "saywhy:smallcnn", "arch_kwargs": {},
+                                                  "classes": [dataset.class_names[c] for c in dataset.class_ids],
+                                                  "preprocess": preprocess.to_dict()})
+    extractor = PhraseExtractor(cache_dir=base / "phrases")
+    explainer, _ = fit_explainer(dataset, model, preprocess, ExplainerConfig(min_df=1), extractor=extractor,
+                                 progress=False, metadata={"checkpoint": str(ckpt)})
+    explainer.save(base / "exp")
+    return {"base": base, "root": root, "dataset": dataset, "session": ExplainerSession(explainer, model),
+            "extractor": extractor, "exp": base / "exp"}

@@ -80,33 +80,10 @@ def test_length_mismatch_is_an_error(explainer):
 
 
 # ----- end to end on a tiny synthbirds with wrong labels -----------------------------------------
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> dict:
+@pytest.fixture
+def tiny(tiny_noisy_synthbirds) -> dict:
     """96 drawn birds of 4 species, 10% flipped labels, a 1-epoch CNN at 32 px and its explainer."""
-    from saywhy.data.cub import read_cub
-    from saywhy.data.images import Preprocess
-    from saywhy.data.synthbirds import SynthConfig, generate
-    from saywhy.model.checkpoint import build_model, save_checkpoint
-    from saywhy.model.train import TrainConfig, train_classifier
-    from saywhy.pipeline import ExplainerSession, fit_explainer
-    from saywhy.text.phrases import PhraseExtractor
-
-    base = tmp_path_factory.mktemp("debugging")
-    root = generate(base / "birds", SynthConfig(n_images=96, image_size=64, n_species=4, label_noise=0.1),
-                    workers=1, progress=False)
-    dataset = read_cub(root)
-    preprocess = Preprocess(image_size=32)
-    model = build_model("saywhy:smallcnn", len(dataset.class_ids))
-    train_classifier(model, dataset, preprocess, TrainConfig(epochs=1), progress=False)
-    ckpt = save_checkpoint(base / "ckpt", model, {"arch": "saywhy:smallcnn", "arch_kwargs": {},
-                                                  "classes": [dataset.class_names[c] for c in dataset.class_ids],
-                                                  "preprocess": preprocess.to_dict()})
-    extractor = PhraseExtractor(cache_dir=base / "phrases")
-    explainer, _ = fit_explainer(dataset, model, preprocess, ExplainerConfig(min_df=1), extractor=extractor,
-                                 progress=False, metadata={"checkpoint": str(ckpt)})
-    explainer.save(base / "exp")
-    return {"base": base, "root": root, "dataset": dataset, "session": ExplainerSession(explainer, model),
-            "extractor": extractor, "exp": base / "exp"}
+    return tiny_noisy_synthbirds
 
 
 def _cli(argv: list[str]) -> int:

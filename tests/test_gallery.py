@@ -16,7 +16,6 @@ from PIL import Image
 from saywhy.cli import main
 from saywhy.data.records import Dataset
 from saywhy.errors import SaywhyError
-from saywhy.explain.explainer import ExplainerConfig
 from saywhy.apps.gallery import build_gallery, class_activation_map
 from saywhy.render.gallery import write_gallery
 
@@ -34,31 +33,10 @@ def test_cam_shape_mismatch_is_an_error():
 
 # ----- end to end on a tiny synthbirds ------------------------------------------------------------
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> dict:
-    """96 drawn birds of 4 species, a 1-epoch CNN at 32 px, its explainer and the test predictions."""
-    from saywhy.data.cub import read_cub
-    from saywhy.data.images import Preprocess
-    from saywhy.data.synthbirds import SynthConfig, generate
-    from saywhy.model.checkpoint import build_model, save_checkpoint
-    from saywhy.model.train import TrainConfig, train_classifier
-    from saywhy.pipeline import ExplainerSession, fit_explainer
-    from saywhy.text.phrases import PhraseExtractor
-
-    base = tmp_path_factory.mktemp("gallery")
-    root = generate(base / "birds", SynthConfig(n_images=96, image_size=64, n_species=4, label_noise=0.1),
-                    workers=1, progress=False)
-    dataset = read_cub(root)
-    preprocess = Preprocess(image_size=32)
-    model = build_model("saywhy:smallcnn", len(dataset.class_ids))
-    train_classifier(model, dataset, preprocess, TrainConfig(epochs=1), progress=False)
-    ckpt = save_checkpoint(base / "ckpt", model, {"arch": "saywhy:smallcnn", "arch_kwargs": {},
-                                                  "classes": [dataset.class_names[c] for c in dataset.class_ids],
-                                                  "preprocess": preprocess.to_dict()})
-    explainer, _ = fit_explainer(dataset, model, preprocess, ExplainerConfig(min_df=1),
-                                 extractor=PhraseExtractor(cache_dir=base / "phrases"), progress=False,
-                                 metadata={"checkpoint": str(ckpt)})
-    explainer.save(base / "exp")
-    session = ExplainerSession(explainer, model)
+def tiny(tiny_noisy_synthbirds) -> dict:
+    """The shared tiny synthbirds, with the network's prediction for every test image."""
+    base, root, dataset = (tiny_noisy_synthbirds[k] for k in ("base", "root", "dataset"))
+    session = tiny_noisy_synthbirds["session"]
     test = dataset.split(train=False)
     predicted = session.activations(test, strict=True).logits.argmax(axis=1)
     return {"base": base, "root": root, "dataset": dataset, "session": session, "exp": base / "exp",
