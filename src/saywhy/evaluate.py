@@ -100,8 +100,9 @@ def evaluate(session: ExplainerSession, dataset: Dataset, extractor: PhraseExtra
     labels = np.array([dataset.class_index(r.class_id) for r in kept])
     predicted = explainer.predict(acts.pooled)
     correct = predicted == labels
-    sentences = [e.sentence for e in explainer.explain(acts.pooled)]
-    used = Counter(t for e in explainer.explain(acts.pooled) for t, _ in e.attributes)
+    explanations = explainer.explain(acts.pooled)
+    sentences = [e.sentence for e in explanations]
+    used = Counter(t for e in explanations for t, _ in e.attributes)
 
     synonyms = truth.get("synonyms") if truth else None
     ground_docs = ([truth["images"][r.image_id]["attributes"] for r in kept]
