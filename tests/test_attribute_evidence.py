@@ -1,0 +1,55 @@
+"""The evidence model (saywhy's alternative to eq. 1-4): known answers on tiny arrays."""
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from saywhy.core.attribute_evidence import AttributeEvidence, fit_attribute_evidence
+from saywhy.errors import SaywhyError
+
+
+def _images(n: int = 300, seed: int = 0):
+    """Filter 0 fires on red crowns, filter 1 on long tails, filter 2 on every image."""
+    rng = np.random.default_rng(seed)
+    red, tail = rng.random(n) < 0.3, rng.random(n) < 0.5
+    pooled = np.stack([np.where(red, 4.0, 0.5), np.where(tail, 3.0, 0.3), np.full(n, 2.0)], axis=1)
+    pooled += rng.random((n, 3)) * 0.2
+    return pooled, sp.csr_matrix(np.stack([red, tail], axis=1).astype(float))
+
+
+def test_each_attribute_is_tied_to_its_own_filter():
+    pooled, incidence = _images()
+    model = fit_attribute_evidence(pooled, incidence, l2=1e-4)
+    assert model.weights.shape == (2, 3) and model.bias.shape == (2,)
+    assert model.weights[0].argmax() == 0 and model.weights[1].argmax() == 1
+    p = model.probability(pooled)
+    red = incidence.toarray()[:, 0] > 0
+    assert p[red, 0].min() > 0.9 and p[~red, 0].max() < 0.1
+
+
+def test_uniform_filter_weights_give_back_the_image_probability():
+    pooled, incidence = _images()
+    model = fit_attribute_evidence(pooled, incidence)
+    np.testing.assert_allclose(model.probability(pooled, np.full(pooled.shape, 1 / 3)), model.probability(pooled))
+
+
+def test_filter_weights_scale_each_filters_evidence():
+    model = AttributeEvidence(np.array([[2.0, -1.0]]), np.array([0.5]))
+    pooled = np.array([[1.0, 3.0]])
+    # F * p(f|x,c) = [2, 0]: filter 0's evidence doubled, filter 1's dropped.
+    np.testing.assert_allclose(model.logits(pooled, np.array([[1.0, 0.0]])), [[0.5 + 2 * 2.0]])
+    np.testing.assert_allclose(model.logits(pooled), [[0.5 + 2.0 - 3.0]])
+
+
+def test_filter_evidence_counts_positive_weights_only():
+    model = AttributeEvidence(np.array([[2.0, -1.0], [1.0, 1.0]]), np.zeros(2))
+    np.testing.assert_allclose(model.filter_evidence(np.array([[1.0, 3.0]]), np.array([[0, 1]])), [[3.0, 3.0]])
+
+
+def test_bad_inputs_are_clear_errors():
+    pooled, incidence = _images(20)
+    with pytest.raises(SaywhyError, match="19 have activations"):
+        fit_attribute_evidence(pooled[:19], incidence)
+    with pytest.raises(SaywhyError, match="must be positive"):
+        fit_attribute_evidence(pooled, incidence, l2=0)
+    with pytest.raises(SaywhyError, match="filters"):
+        AttributeEvidence(np.ones((1, 3)), np.zeros(1)).logits(np.ones((1, 2)))
