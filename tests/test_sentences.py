@@ -36,7 +36,7 @@ def test_adjectives_sharing_a_noun_are_merged_in_order():
 
 
 def test_three_adjectives_and_duplicates():
-    assert merge_adjectives(["thick beak", "pointy beak", "black beak", "pointy beak"]) == ["thick and pointy and black beak"]
+    assert merge_adjectives(["thick beak", "pointy beak", "black beak", "pointy beak"]) == ["thick, pointy, and black beak"]
 
 
 def test_multiword_noun_merges_on_the_whole_noun():
