@@ -37,10 +37,12 @@ MARKDOWN = HERE.parent / "BENCHMARKS.md"
 BEGIN, END = "<!-- synthbirds:begin -->", "<!-- synthbirds:end -->"
 
 VARIANTS = {
-    "saywhy default (top 10% / l1, tfidf, sum, margin contrast)": ExplainerConfig(),
-    "saywhy, top 5%": ExplainerConfig(top_fraction=0.05),
-    "saywhy, top 20%": ExplainerConfig(top_fraction=0.2),
-    "saywhy, difference contrast": ExplainerConfig(contrast="difference"),
+    "saywhy default (evidence model, margin contrast)": ExplainerConfig(),
+    "saywhy, evidence model, difference contrast": ExplainerConfig(contrast="difference"),
+    "saywhy, p(t|f) top 10% / l1, margin contrast": ExplainerConfig(attribute_model="cooccurrence"),
+    "saywhy, p(t|f) top 5%": ExplainerConfig(attribute_model="cooccurrence", top_fraction=0.05),
+    "saywhy, p(t|f) top 20%": ExplainerConfig(attribute_model="cooccurrence", top_fraction=0.2),
+    "saywhy, p(t|f), difference contrast": ExplainerConfig(attribute_model="cooccurrence", contrast="difference"),
     "paper (l1 / l1, tfidf prior, sum, difference contrast)": ExplainerConfig.paper(),
     "paper, sigma softmax / l1": ExplainerConfig.paper(sigma_activation="softmax"),
     "paper, sigma minmax / l1": ExplainerConfig.paper(sigma_activation="minmax"),

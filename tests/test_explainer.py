@@ -54,9 +54,17 @@ def test_contrast_names_the_differing_crowns():
 
 
 def test_class_description_uses_eq_7_8():
-    explainer, _ = _fitted()
+    explainer, _ = _fitted(ExplainerConfig.paper(top_k=2, min_df=1))
     assert explainer.describe(1).attributes[0][0] == "blue crown"
     np.testing.assert_allclose(explainer.class_pdf().sum(axis=1), 1.0)
+
+
+def test_class_description_with_the_evidence_model():
+    explainer, _ = _fitted()
+    assert explainer.describe(1).attributes[0][0] == "blue crown"
+    assert explainer.describe(0).attributes[0][0] == "red crown"
+    pdf = explainer.class_pdf()
+    assert pdf.shape == (2, 4) and ((pdf > 0) & (pdf < 1)).all()
 
 
 def test_save_load_round_trip_gives_identical_explanations(tmp_path):
@@ -98,9 +106,12 @@ def test_every_option_still_finds_the_red_crown(field, value):
     assert explainer.explain(pooled[:1])[0].attributes[0][0] == "red crown"
 
 
-@pytest.mark.parametrize("contrast", ["margin", "difference"])
-def test_both_contrast_modes_name_the_differing_crowns(contrast):
-    explainer, pooled = _fitted(ExplainerConfig(top_k=2, min_df=1, contrast=contrast))
+# With the evidence model, "difference" reads the image's own evidence through the other class's
+# filters; it does not say what the other class would have, so it is tested with p(t|f) only.
+@pytest.mark.parametrize("contrast, model", [("margin", "evidence"), ("margin", "cooccurrence"),
+                                             ("difference", "cooccurrence")])
+def test_both_contrast_modes_name_the_differing_crowns(contrast, model):
+    explainer, pooled = _fitted(ExplainerConfig(top_k=2, min_df=1, contrast=contrast, attribute_model=model))
     result = explainer.contrast(pooled[25], 1, 0)  # a blue-crowned image: why blue-capped, not red-capped
     assert result.favour[0][0] == "blue crown"
     assert result.against[0][0] == "red crown"
@@ -115,6 +126,52 @@ def test_paper_config_is_the_papers_method():
     paper = ExplainerConfig.paper()
     assert (paper.sigma_activation, paper.sigma_decision, paper.prior, paper.likelihood, paper.contrast, paper.top_k) == \
         ("l1", "l1", "tfidf", "sum", "difference", 5)
+    assert (paper.attribute_model, paper.sentence) == ("cooccurrence", "paper")
+
+
+def test_paper_mode_explains_with_eq_5_exactly():
+    explainer, pooled = _fitted(ExplainerConfig.paper(top_k=2, min_df=1))
+    assert explainer.evidence_ is None
+    contributions = np.maximum(pooled[:3] * explainer.weights_[explainer.predict(pooled[:3])], 0)
+    expected = (contributions / contributions.sum(axis=1, keepdims=True)) @ explainer.filter_attribute_pdf_
+    np.testing.assert_allclose(explainer.attribute_pdf(pooled[:3]), expected)
+
+
+def test_unknown_setting_is_one_clear_error():
+    with pytest.raises(SaywhyError, match="unknown attribute model 'bayes': choose one of evidence, cooccurrence"):
+        ExplainerConfig(attribute_model="bayes")
+
+
+def test_evidence_model_reads_each_filter_through_eq_6():
+    """p(t|x,c) = sigmoid(b + F sum_k a_k phi_k p(f_k|x,c)); uniform p(f|x,c) gives back p(t|x)."""
+    explainer, pooled = _fitted()
+    evidence = explainer.evidence_
+    x = pooled[:2]
+    contributions = np.maximum(x * explainer.weights_[[0, 0]], 0)
+    p_filter = contributions / contributions.sum(axis=1, keepdims=True)
+    logits = (x * 4 * p_filter) @ evidence.weights.T + evidence.bias
+    np.testing.assert_allclose(explainer.attribute_pdf(x, np.array([0, 0])), 1 / (1 + np.exp(-logits)))
+    np.testing.assert_allclose(evidence.probability(x, np.full((2, 4), 0.25)), evidence.probability(x))
+
+
+def test_grounding_alphas_are_the_evidence_weights():
+    explainer, _ = _fitted()
+    np.testing.assert_array_equal(explainer.grounding_alphas(), explainer.evidence_.weights.T)
+    positive, _ = _fitted(ExplainerConfig(top_k=2, min_df=1, grounding="positive"))
+    np.testing.assert_array_equal(positive.grounding_alphas(), np.maximum(positive.evidence_.weights.T, 0))
+    assert int(explainer.grounding_alphas()[:, 0].argmax()) == 0  # red crown: the red-crown filter
+
+
+def test_natural_sentence_uses_learned_forms():
+    from saywhy.text.surface import learn_surface_forms
+
+    pooled, counts, weights = _data()
+    captions = ["this small bird has a red crown and a white eyebrow", "a bird with a blue crown", "small bird"]
+    explainer = Explainer(ExplainerConfig(top_k=4, min_df=1)).fit(
+        pooled, counts, VOCAB, weights, CLASSES, surface_forms=learn_surface_forms(captions, VOCAB))
+    sentence = explainer.explain(pooled[:1])[0].sentence
+    assert sentence.startswith("This is a Red-capped Wren, a small bird, because it has a red")
+    assert "small bird" not in sentence.split("because")[1]
 
 
 def test_top_sigma_counts_each_filters_most_activating_images():

@@ -96,9 +96,9 @@ def test_figure1_explains_a_misclassified_image_both_ways(tiny, two_wrong):
     f1, session = two_wrong["gallery"].figure1, tiny["session"]
     assert f1.misclassified and f1.path in two_wrong["flipped"] and f1.other_class == f1.true_class
     assert f1.predicted_sentence == session.explain([f1.path])[0].sentence
-    assert f1.predicted_sentence.startswith(f"This is a {f1.predicted_class} because")
+    assert f1.predicted_sentence.startswith(f"This is a {f1.predicted_class}") and " because it has " in f1.predicted_sentence
     assert f1.other_sentence == session.explain([f1.path], class_=f1.true_class)[0].sentence
-    assert f1.other_sentence.startswith(f"This is a {f1.true_class} because")
+    assert f1.other_sentence.startswith(f"This is a {f1.true_class}") and " because it has " in f1.other_sentence
     assert f1.contrast == session.contrast(f1.path, f1.true_class).sentence
     width, height = Image.open(f1.path).size
     assert f1.cam_predicted.shape == f1.cam_other.shape == (height, width)

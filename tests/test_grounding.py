@@ -131,7 +131,7 @@ def test_geometry_matches_what_preprocess_does():
 def _small_explainer() -> Explainer:
     pooled = np.array([[5.0, 0.1], [0.1, 5.0], [4.0, 0.2]])
     counts = sp.csr_matrix(np.array([[1, 0, 1], [0, 1, 0], [1, 0, 1]]))
-    return Explainer(ExplainerConfig(min_df=1, sigma_activation="l1")).fit(
+    return Explainer(ExplainerConfig(min_df=1, sigma_activation="l1", attribute_model="cooccurrence")).fit(
         pooled, counts, ["red crown", "blue wing", "grey bill"], np.eye(2), ["A", "B"])
 
 

@@ -31,3 +31,21 @@ def test_cached_features_give_the_same_activations_and_explanations(tiny_cub, tm
     np.testing.assert_allclose(first.logits, plain.logits, rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(second.pooled, first.pooled)
     assert [e.sentence for e in session.explain(records)] == [e.sentence for e in explainer.explain(plain.pooled)]
+
+
+def test_sessions_sharing_a_map_memo_run_the_network_once(tiny_noisy_synthbirds, monkeypatch):
+    import saywhy.pipeline as pipeline
+
+    shared = tiny_noisy_synthbirds["session"]
+    records = tiny_noisy_synthbirds["dataset"].split(train=False)[:3]
+    calls = []
+    real = pipeline.extract_activations
+    monkeypatch.setattr(pipeline, "extract_activations", lambda *a, **k: calls.append(1) or real(*a, **k))
+    memo: dict = {}
+    first = ExplainerSession(shared.explainer, shared.model, shared.preprocess, map_memo=memo)
+    second = ExplainerSession(shared.explainer, shared.model, shared.preprocess, map_memo=memo)
+    maps = first.activations(records, keep_maps=True).maps
+    np.testing.assert_array_equal(second.activations(records, keep_maps=True).maps, maps)
+    assert len(calls) == 1
+    ExplainerSession(shared.explainer, shared.model, shared.preprocess).activations(records, keep_maps=True)
+    assert len(calls) == 2  # without a memo every call runs the network

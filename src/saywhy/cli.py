@@ -41,10 +41,16 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prior", default=None, help=f"attribute prior of eq. 1: tfidf, tfidf_sum, uniform (default {d.prior})")
     p.add_argument("--likelihood", default=None, help=f"eq. 2-4: sum (paper) or mean (default {d.likelihood})")
     p.add_argument("--min-df", type=int, default=None, help=f"minimum number of caption files an attribute appears in (default {d.min_df})")
+    p.add_argument("--attribute-model", default=None, help=f"evidence (logistic model per attribute) or cooccurrence (the paper's p(t|f)) (default {d.attribute_model})")
+    p.add_argument("--evidence-l2", type=float, default=None, help=f"L2 penalty of the evidence model (default {d.evidence_l2})")
+    p.add_argument("--no-class-weighting", dest="class_weighting", action="store_const", const=False, default=None,
+                   help="evidence model: explain with p(t|x), the image alone, instead of weighing filters by p(f|x,c)")
+    p.add_argument("--grounding", default=None, help=f"eq. 9 weights with the evidence model: signed or positive (default {d.grounding})")
+    p.add_argument("--sentence", default=None, help=f"natural (articles, plurals) or paper (the paper's template) (default {d.sentence})")
 
 
 CONFIG_OPTIONS = ("top_k", "sigma_activation", "top_fraction", "contrast", "filter_scale", "sigma_decision", "prior",
-                  "likelihood", "min_df")
+                  "likelihood", "min_df", "attribute_model", "evidence_l2", "class_weighting", "grounding", "sentence")
 
 
 def _config_from(args: argparse.Namespace):
@@ -125,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grounding-source", choices=["captions", "truth"], default="captions",
                    help="ground each image's caption attributes (the paper) or its true attributes (synthbirds)")
     p.add_argument("--grounding-size", type=int, help="network input size for grounding only (default: the model's own)")
-    p.add_argument("--ablation", action="store_true", help="also compare the paper's method with saywhy's defaults")
+    p.add_argument("--ablation", action="store_true", help="also compare, on the same images, the paper's exact method and each of saywhy's choices (ablation_configs)")
     p.add_argument("--seed", type=int, default=0)
     add_session_options(p)
     return parser
@@ -267,20 +273,19 @@ def cmd_describe(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from saywhy.evaluate import ablation, evaluate, markdown, record_sample
-    from saywhy.explain.explainer import ExplainerConfig
+    from saywhy.evaluate import ablation, ablation_configs, evaluate, markdown, record_sample
     from saywhy.text.phrases import PhraseExtractor
 
     ws = workspace(args)
     dataset, session, truth = dataset_and_session(args)
+    session.map_memo = {} if args.ablation else None  # one forward pass per image for every ablation row
     name = args.name or ("synthbirds" if args.root is None else args.root.name)
     extractor = PhraseExtractor(cache_dir=ws.phrase_cache, progress=not args.quiet)
     result = evaluate(session, dataset, extractor, truth, args.seed, args.grounding_source,
                       grounding_size=args.grounding_size)
     result["sample"] = record_sample(session, dataset, dataset.split(train=False), seed=args.seed)
     if args.ablation:
-        result["ablation"] = ablation(session, dataset, extractor, {"paper": ExplainerConfig.paper(),
-                                                                    "saywhy": ExplainerConfig()}, truth, args.seed)
+        result["ablation"] = ablation(session, dataset, extractor, ablation_configs(), truth, args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{name}_eval.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
     (args.out / f"{name}_eval.md").write_text(markdown(result, f"{name}: saywhy evaluate"))

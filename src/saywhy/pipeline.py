@@ -26,6 +26,7 @@ from saywhy.model.feature_cache import FeatureCache
 from saywhy.model.hooks import get_module
 from saywhy.model.layers import LayerChoice, find_layers
 from saywhy.text.phrases import PhraseExtractor
+from saywhy.text.surface import learn_surface_forms
 from saywhy.text.vocabulary import AttributeVocabulary
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,10 @@ def fit_explainer(
         "images_used": len(kept), "skipped": report.skipped, **(metadata or {}),
     }
     class_names = [dataset.class_names[c] for c in dataset.class_ids]
-    explainer = Explainer(config).fit(activations.pooled, counts, vocabulary.terms_, weights, class_names, bias, meta)
+    captions = [c for r in kept for c in (r.captions or ())]  # none for attribute files: lemmas as given
+    forms = learn_surface_forms(captions, vocabulary.terms_)
+    explainer = Explainer(config).fit(activations.pooled, counts, vocabulary.terms_, weights, class_names, bias, meta,
+                                      surface_forms=forms)
     report.images_used, report.vocabulary_size = len(kept), len(vocabulary.terms_)
     return explainer, report
 
@@ -143,8 +147,10 @@ class ExplainerSession:
     """
 
     def __init__(self, explainer: Explainer, model: nn.Module, preprocess: Preprocess | None = None,
-                 feature_cache: FeatureCache | None = None):
-        self.explainer, self.model, self.feature_cache = explainer, model, feature_cache
+                 feature_cache: FeatureCache | None = None, map_memo: dict | None = None):
+        # ``map_memo``: a dict shared by sessions over the same network and preprocessing, so
+        # that comparing explainers (an ablation) runs one forward pass per image for the maps.
+        self.explainer, self.model, self.feature_cache, self.map_memo = explainer, model, feature_cache, map_memo
         meta = explainer.metadata_
         self.preprocess = preprocess or Preprocess.from_dict(meta["preprocess"])
         digest = meta.get("weights_digest")
@@ -157,7 +163,12 @@ class ExplainerSession:
         """Activations of ``items``; with ``strict`` an unreadable image is an error naming it,
         otherwise it is dropped (``Activations.index`` says which rows remain)."""
         if keep_maps:
-            acts = extract_activations(self.model, items, self.preprocess, self.layers, keep_maps=True, progress=progress)
+            key = (tuple(str(i.path if isinstance(i, ImageRecord) else i) for i in items), repr(self.preprocess.to_dict()))
+            acts = None if self.map_memo is None else self.map_memo.get(key)
+            if acts is None:
+                acts = extract_activations(self.model, items, self.preprocess, self.layers, keep_maps=True, progress=progress)
+                if self.map_memo is not None:
+                    self.map_memo[key] = acts
         else:
             acts = pooled_activations(self.model, items, self.preprocess, self.layers, self.feature_cache, progress)
         if strict and acts.n_unreadable:

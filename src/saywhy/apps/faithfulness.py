@@ -13,21 +13,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from saywhy.core.image_class import filter_given_image_class
 from saywhy.explain.explainer import Explainer
 
 
 def explanation_filters(explainer: Explainer, pooled: np.ndarray, classes: np.ndarray, n_filters: int) -> np.ndarray:
     """Per image, the ``n_filters`` filters that carry most of its top-k attributes' probability.
 
-    A filter's share in eq. 5 of the explained attributes S is p(f_k|x,c) * sum_{t in S} p(t|f_k).
+    A filter's share in eq. 5 of the explained attributes S is p(f_k|x,c) * sum_{t in S} p(t|f_k)
+    (with the evidence model, p(f_k|x,c) times its positive evidence for S).
     """
     pooled = np.atleast_2d(np.asarray(pooled, np.float64))
-    p_filter = filter_given_image_class(pooled, explainer.weights_[classes], explainer.config.sigma_decision)
     pdf = explainer.attribute_pdf(pooled, classes)
     top = np.argsort(-pdf, axis=1, kind="stable")[:, : explainer.config.top_k]
-    carried = explainer.filter_attribute_pdf_.T[top].sum(axis=1)  # (images, filters)
-    return np.argsort(-(p_filter * carried), axis=1, kind="stable")[:, :n_filters]
+    shares = explainer.filter_shares(pooled, classes, top)  # (images, filters)
+    return np.argsort(-shares, axis=1, kind="stable")[:, :n_filters]
 
 
 @dataclass

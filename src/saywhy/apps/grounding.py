@@ -76,7 +76,8 @@ def canonical(phrase: str, synonyms: Mapping[str, str] | None) -> str:
 
 def attribute_alphas(explainer: Explainer, attributes: Sequence[str],
                      synonyms: Mapping[str, str] | None = None) -> np.ndarray:
-    """alpha of eq. 9 for each attribute, (T, F): the column p(t|f_k) of the fitted p.d.f.
+    """alpha of eq. 9 for each attribute, (T, F): the column p(t|f_k) of the fitted p.d.f., or the
+    evidence model's weights a_t (:meth:`Explainer.grounding_alphas`).
 
     With ``synonyms``, an attribute is matched on its canonical form and alpha sums the
     columns of all its spellings ("grey beak" = "gray bill" + "grey bill" + ...), the
@@ -88,8 +89,7 @@ def attribute_alphas(explainer: Explainer, attributes: Sequence[str],
     >>> attribute_alphas(ex, ["red crown"]).shape
     (1, 2)
     """
-    explainer._check_fitted()
-    pdf = explainer.filter_attribute_pdf_
+    pdf = explainer.grounding_alphas()
     columns: dict[str, list[int]] = {}
     for j, term in enumerate(explainer.vocabulary_):
         columns.setdefault(canonical(term, synonyms) if synonyms else term, []).append(j)

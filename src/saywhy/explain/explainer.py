@@ -16,6 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 from safetensors.numpy import load_file, save_file
 
+from saywhy.core.attribute_evidence import AttributeEvidence, fit_attribute_evidence
 from saywhy.core.filter_attribute import (
     FilterAttributeStatistics,
     attribute_incidence,
@@ -27,10 +28,14 @@ from saywhy.core.image_class import class_attribute_pdf, filter_given_image_clas
 from saywhy.core.prior import attribute_prior
 from saywhy.errors import SaywhyError
 from saywhy.explain.names import readable_class_name
-from saywhy.explain.sentence import because_sentence, class_sentence, contrast_sentence
+from saywhy.explain.sentence import because_sentence, class_sentence, contrast_sentence, natural_sentence
 from saywhy.files import atomic_folder
+from saywhy.text.surface import SurfaceForms
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+ATTRIBUTE_MODELS = ("evidence", "cooccurrence")
+GROUNDINGS = ("signed", "positive")
+SENTENCES = ("natural", "paper")
 
 
 @dataclass(frozen=True)
@@ -51,9 +56,21 @@ class ExplainerConfig:
       weighs filters by their share of the logit margin, phi_k (w_X,k - w_Y,k), which is
       exactly what separates the two scores.
     - ``min_df``: attributes must occur in at least this many images' caption files.
+    - ``attribute_model``: how filters tie to attributes in eq. 5-9. "cooccurrence" is the
+      paper's p(t|f) of eq. 1-4; "evidence" fits one logistic model per attribute on the
+      pooled activations and weighs each filter's log-odds evidence by p(f|x,c) (see
+      :mod:`saywhy.core.attribute_evidence`). p(t|f) is fitted either way (Figure 5 uses it).
+    - ``evidence_l2``: the evidence model's L2 penalty on standardized activations.
+    - ``class_weighting``: with the evidence model, read each filter's evidence through
+      p(f|x,c) of eq. 6 (True), or use p(t|x), the image alone, for every class (False).
+    - ``grounding``: eq. 9 weights with the evidence model: "signed" (alpha = a_t, the
+      heatmap is the attribute's logit laid out in space) or "positive" (only evidence for t).
+    - ``sentence``: "paper" (the paper's template, lemmas as parsed) or "natural" (the
+      same template written as the captions write: articles, plurals, an apposition for
+      the object's own phrases, see :mod:`saywhy.text.surface`).
 
-    The defaults are saywhy's measured best on synthbirds (BENCHMARKS.md);
-    :meth:`paper` gives the paper's method with sigma = l1.
+    The defaults are saywhy's measured best (BENCHMARKS.md); :meth:`paper` gives the
+    paper's method with sigma = l1.
     """
 
     top_k: int = 5
@@ -65,11 +82,23 @@ class ExplainerConfig:
     likelihood: str = "sum"
     contrast: str = "margin"
     min_df: int = 3
+    attribute_model: str = "evidence"
+    evidence_l2: float = 1e-3
+    class_weighting: bool = True
+    grounding: str = "signed"
+    sentence: str = "natural"
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("attribute_model", ATTRIBUTE_MODELS), ("grounding", GROUNDINGS), ("sentence", SENTENCES)):
+            if getattr(self, name) not in allowed:
+                raise SaywhyError(f"unknown {name.replace('_', ' ')} {getattr(self, name)!r}: choose one of {', '.join(allowed)}")
 
     @classmethod
     def paper(cls, **changes: Any) -> ExplainerConfig:
-        """The paper's method: sigma = l1 in eq. 3, 6 and 8, p(t|x,X) against p(t|x,Y) for contrasts."""
-        return cls(**{"sigma_activation": "l1", "contrast": "difference", **changes})
+        """The paper's method: p(t|f) of eq. 1-4 with sigma = l1 in eq. 3, 6 and 8, p(t|x,X) against
+        p(t|x,Y) for contrasts, and the paper's sentence template."""
+        return cls(**{"sigma_activation": "l1", "contrast": "difference", "attribute_model": "cooccurrence",
+                      "sentence": "paper", **changes})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ExplainerConfig:
@@ -134,12 +163,14 @@ class Explainer:
 
     # ----- fitting ---------------------------------------------------------------------
     def fit(self, pooled: np.ndarray, term_counts: sp.spmatrix, vocabulary: list[str], weights: np.ndarray,
-            class_names: list[str], bias: np.ndarray | None = None, metadata: dict[str, Any] | None = None) -> Explainer:
-        """Learn p(t|f) from the fitting images' pooled activations and attribute counts.
+            class_names: list[str], bias: np.ndarray | None = None, metadata: dict[str, Any] | None = None,
+            surface_forms: SurfaceForms | None = None) -> Explainer:
+        """Learn p(t|f) (and the evidence model) from the fitting images' pooled activations and attribute counts.
 
         ``pooled`` (images x filters) and ``term_counts`` (images x attributes, TF per
         caption file) must describe the same images in the same order; ``weights`` is the
-        linear head's (classes x filters) matrix.
+        linear head's (classes x filters) matrix; ``surface_forms`` say how the captions
+        write each noun (for ``sentence="natural"``).
         """
         pooled = np.asarray(pooled, dtype=np.float64)
         weights = np.asarray(weights, dtype=np.float64)
@@ -166,6 +197,16 @@ class Explainer:
         self.bias_ = np.zeros(weights.shape[0]) if bias is None else np.asarray(bias, dtype=np.float64)
         self.class_names_ = list(class_names)
         self.metadata_ = dict(metadata or {})
+        self.surface_forms_ = surface_forms or SurfaceForms()
+        self.evidence_ = None
+        if cfg.attribute_model == "evidence":
+            self.evidence_ = fit_attribute_evidence(pooled, attribute_incidence(term_counts), cfg.evidence_l2)
+        # eq. 7-8 with the evidence model needs activations for a class: the mean of the fitting
+        # images the network puts in that class (the overall mean where it puts none).
+        predicted = (pooled @ weights.T + self.bias_).argmax(axis=1) if len(pooled) else np.zeros(0, int)
+        overall = pooled.mean(axis=0) if len(pooled) else np.zeros(pooled.shape[1])
+        self.class_mean_pooled_ = np.stack([pooled[predicted == c].mean(axis=0) if (predicted == c).any() else overall
+                                            for c in range(weights.shape[0])])
         return self
 
     def _check_fitted(self) -> None:
@@ -200,13 +241,40 @@ class Explainer:
         self._check_fitted()
         pooled = np.atleast_2d(np.asarray(pooled, np.float64))
         classes = self.predict(pooled) if classes is None else np.broadcast_to(np.asarray(classes), (len(pooled),))
-        return image_class_attribute_pdf(self.filter_attribute_pdf_, pooled, self.weights_[classes],
-                                          self.config.sigma_decision)
+        if self.evidence_ is None:
+            return image_class_attribute_pdf(self.filter_attribute_pdf_, pooled, self.weights_[classes],
+                                              self.config.sigma_decision)
+        if not self.config.class_weighting:
+            return self.evidence_.probability(pooled)
+        return self.evidence_.probability(pooled, filter_given_image_class(pooled, self.weights_[classes],
+                                                                           self.config.sigma_decision))
 
     def class_pdf(self) -> np.ndarray:
         """Eq. 7-8: p(t|c) for every class (classes x attributes)."""
         self._check_fitted()
-        return class_attribute_pdf(self.filter_attribute_pdf_, self.weights_, self.config.sigma_decision)
+        if self.evidence_ is None:
+            return class_attribute_pdf(self.filter_attribute_pdf_, self.weights_, self.config.sigma_decision)
+        means = self.class_mean_pooled_
+        if not self.config.class_weighting:
+            return self.evidence_.probability(means)
+        return self.evidence_.probability(means, filter_given_image_class(means, self.weights_, self.config.sigma_decision))
+
+    def grounding_alphas(self) -> np.ndarray:
+        """Eq. 9's alpha for every attribute (filters x attributes): p(t|f), or the evidence model's weights."""
+        self._check_fitted()
+        if self.evidence_ is None:
+            return self.filter_attribute_pdf_
+        weights = self.evidence_.weights.T
+        return weights if self.config.grounding == "signed" else np.maximum(weights, 0.0)
+
+    def filter_shares(self, pooled: np.ndarray, classes: np.ndarray, attributes: np.ndarray) -> np.ndarray:
+        """(images x filters): how much each filter carries the given attributes (one row of indices per
+        image) in eq. 5: p(f_k|x,c) sum_t p(t|f_k), or p(f_k|x,c) times the filter's positive evidence."""
+        pooled = np.atleast_2d(np.asarray(pooled, np.float64))
+        p_filter = filter_given_image_class(pooled, self.weights_[classes], self.config.sigma_decision)
+        if self.evidence_ is None:
+            return p_filter * self.filter_attribute_pdf_.T[np.asarray(attributes)].sum(axis=1)
+        return p_filter * self.evidence_.filter_evidence(pooled, attributes)
 
     def _top(self, scores: np.ndarray, k: int, positive_only: bool = False) -> list[tuple[str, float]]:
         order = np.argsort(-scores, kind="stable")[:k]
@@ -223,7 +291,7 @@ class Explainer:
         for i, c in enumerate(classes):
             top = self._top(pdf[i], self.config.top_k)
             name = self.readable_name(int(c))
-            out.append(Explanation(int(c), name, because_sentence(name, [t for t, _ in top]), top, float(logits[i, c])))
+            out.append(Explanation(int(c), name, self._because(name, [t for t, _ in top]), top, float(logits[i, c])))
         return out
 
     def contrast_scores(self, pooled: np.ndarray, a: int, b: int) -> np.ndarray:
@@ -240,7 +308,9 @@ class Explainer:
         margin = (self.weights_[a] - self.weights_[b])[None, :]
         for_a = filter_given_image_class(pooled, margin, self.config.sigma_decision)
         for_b = filter_given_image_class(pooled, -margin, self.config.sigma_decision)
-        return ((for_a - for_b) @ self.filter_attribute_pdf_)[0]
+        if self.evidence_ is None:
+            return ((for_a - for_b) @ self.filter_attribute_pdf_)[0]
+        return (self.evidence_.probability(pooled, for_a) - self.evidence_.probability(pooled, for_b))[0]
 
     def contrast(self, pooled: np.ndarray, class_a: str | int, class_b: str | int, k: int = 3) -> Contrast:
         """Why class A and not class B for one image: the attributes with most evidence for each side."""
@@ -249,7 +319,7 @@ class Explainer:
         scores = self.contrast_scores(pooled, a, b)
         favour, against = self._top(scores, k, True), self._top(-scores, k, True)
         sentence = contrast_sentence(self.readable_name(a), self.readable_name(b),
-                                     [t for t, _ in favour], [t for t, _ in against])
+                                     [t for t, _ in favour], [t for t, _ in against], self._forms())
         return Contrast(sentence, favour, against, self.explain(pooled, np.array([a]))[0],
                         self.explain(pooled, np.array([b]))[0])
 
@@ -258,7 +328,18 @@ class Explainer:
         c = self.class_index(class_)
         top = self._top(self.class_pdf()[c], self.config.top_k)
         name = self.readable_name(c)
-        return ClassDescription(c, name, class_sentence(name, [t for t, _ in top]), top)
+        return ClassDescription(c, name, class_sentence(name, [t for t, _ in top], self._forms()), top)
+
+    def write(self, class_index: int, attributes: list[str]) -> str:
+        """The explanation sentence for ``attributes`` (best first), in this explainer's style."""
+        return self._because(self.readable_name(class_index), attributes)
+
+    def _forms(self) -> SurfaceForms | None:
+        return self.surface_forms_ if self.config.sentence == "natural" else None
+
+    def _because(self, name: str, attributes: list[str]) -> str:
+        forms = self._forms()
+        return because_sentence(name, attributes) if forms is None else natural_sentence(name, attributes, forms)
 
     # ----- persistence -----------------------------------------------------------------
     def save(self, folder: str | Path) -> Path:
@@ -270,10 +351,14 @@ class Explainer:
                 "filter_attribute_pdf": self.filter_attribute_pdf_, "prior": self.prior_, "weights": self.weights_,
                 "bias": self.bias_, "filter_max": self.filter_max_, "filter_threshold": self.filter_threshold_,
                 "likelihood_sum": self.statistics_.likelihood_sum, "attribute_images": self.statistics_.attribute_images,
+                "class_mean_pooled": self.class_mean_pooled_,
             }
+            if self.evidence_ is not None:
+                arrays.update(evidence_weights=self.evidence_.weights, evidence_bias=self.evidence_.bias)
             save_file({k: np.ascontiguousarray(v, dtype=np.float64) for k, v in arrays.items()}, tmp / "explainer.safetensors")
             meta = {"format_version": FORMAT_VERSION, "config": asdict(self.config), "vocabulary": self.vocabulary_,
-                    "class_names": self.class_names_, "n_images": self.statistics_.n_images, "metadata": self.metadata_}
+                    "class_names": self.class_names_, "n_images": self.statistics_.n_images, "metadata": self.metadata_,
+                    "surface_forms": self.surface_forms_.to_dict()}
             (tmp / "explainer.json").write_text(json.dumps(meta, indent=1))
         return folder
 
@@ -299,6 +384,10 @@ class Explainer:
         explainer.vocabulary_ = meta["vocabulary"]
         explainer.class_names_ = meta["class_names"]
         explainer.metadata_ = meta.get("metadata", {})
+        explainer.surface_forms_ = SurfaceForms.from_dict(meta.get("surface_forms"))
+        explainer.class_mean_pooled_ = arrays["class_mean_pooled"]
+        explainer.evidence_ = (AttributeEvidence(arrays["evidence_weights"], arrays["evidence_bias"])
+                               if "evidence_weights" in arrays else None)
         return explainer
 
 
