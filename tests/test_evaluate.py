@@ -37,8 +37,21 @@ def test_every_table_has_its_baselines(evaluated):
 def test_truth_checks_and_ablation_use_the_synthbirds_ground_truth(evaluated):
     result, markdown = evaluated
     assert 0 <= result["truth"]["precision_at_k"] <= 1
-    assert set(result["ablation"]) == {"paper", "saywhy"}
+    from saywhy.evaluate import ablation_configs
+
+    assert list(result["ablation"]) == list(ablation_configs()) and "paper (--method paper)" in result["ablation"]
     assert all("precision_at_k" in row for row in result["ablation"].values())
     assert len(result["sample"]) == 10 and all(s["captions"] for s in result["sample"])
-    for heading in ("Table 1", "Table 2", "Table 3", "Faithfulness", "Ablation"):
+    for heading in ("Table 1", "Table 2", "Table 3", "Faithfulness", "Ablation", "never look at the image"):
         assert heading in markdown
+
+
+def test_text_only_baselines_are_measured_like_the_method(evaluated):
+    result, _ = evaluated
+    baselines = result["baselines"]
+    assert set(baselines) == {"class caption frequency", "fixed sentence", "own captions (upper reference)"}
+    assert baselines["fixed sentence"]["distinct_attributes"] <= 5
+    assert baselines["fixed sentence"]["most_common_share"] == 1.0  # the same sentence for every image
+    assert 0 <= baselines["class caption frequency"]["retrieval_map"] <= 1
+    own, fixed = baselines["own captions (upper reference)"]["bleu"], baselines["fixed sentence"]["bleu"]
+    assert own["BLEU-1"] >= fixed["BLEU-1"]  # it is built from the references it is scored against

@@ -21,9 +21,10 @@ import numpy as np
 
 from saywhy.apps.debugging import debug_network
 from saywhy.apps.faithfulness import faithfulness
-from saywhy.apps.grounding import filter_figure, grounding_pck
+from saywhy.apps.grounding import METHODS, filter_figure, grounding_pck
 from saywhy.apps.phrase_stats import top_phrases
-from saywhy.apps.retrieval import evaluate_attribute_retrieval
+from saywhy.apps.retrieval import evaluate_attribute_retrieval, score_retrieval
+from saywhy.apps.text_baselines import class_attribute_frequency, fixed_attributes, own_attributes, top_attributes
 from saywhy.data.records import Dataset, ImageRecord
 from saywhy.explain.names import readable_class_name
 from saywhy.metrics.bleu import bleu_by_correctness, bleu_signature
@@ -82,15 +83,52 @@ def parsed_split(session: ExplainerSession, records: Sequence[ImageRecord], extr
     return kept, acts, [next(parsed) if r.captions is not None else None for r in kept]
 
 
+def text_baselines(session: ExplainerSession, dataset: Dataset, extractor: PhraseExtractor,
+                   documents: Sequence[list[str] | None], kept: Sequence[ImageRecord], predicted: np.ndarray,
+                   correct: np.ndarray, seed: int = 0) -> dict[str, dict]:
+    """Retrieval and BLEU of explanations that never look at the image (:mod:`saywhy.apps.text_baselines`),
+    on the same captioned test images as the method, written in the explainer's sentence style."""
+    explainer = session.explainer
+    k, vocabulary = explainer.config.top_k, explainer.vocabulary_
+    train = dataset.with_captions(dataset.split(train=True))
+    train_docs = extractor.extract_documents([list(r.captions) for r in train])
+    labels = [dataset.class_index(r.class_id) for r in train]
+    frequency = class_attribute_frequency(train_docs, labels, vocabulary, len(explainer.class_names_))
+    rows = [i for i, d in enumerate(documents) if d is not None]
+    classes, captions, right = predicted[rows], [kept[i].captions for i in rows], correct[rows]
+    fixed = fixed_attributes(train_docs, k)
+    chosen = {
+        "class caption frequency": top_attributes(frequency[classes], vocabulary, k),
+        "fixed sentence": [fixed] * len(rows),
+        "own captions (upper reference)": [own_attributes(documents[i], k) for i in rows],
+    }
+    out = {}
+    for name, attributes in chosen.items():
+        sentences = [explainer.write(int(c), a) for c, a in zip(classes, attributes)]
+        used = Counter(t for a in attributes for t in a)
+        row = {"bleu": bleu_by_correctness(sentences, captions, right).means["overall"],
+               "distinct_attributes": len(used),
+               "most_common_share": used.most_common(1)[0][1] / max(1, len(rows)) if used else 0.0,
+               "example": sentences[0] if sentences else None}
+        if name == "class caption frequency":
+            macro = score_retrieval(frequency[classes], vocabulary, documents, k, 50, 10, seed).report.to_dict()["method"]["macro"]
+            row.update(retrieval_map=macro["average_precision"], retrieval_recall=macro["recall"],
+                       retrieval_tnr=macro["true_negative_rate"])
+        out[name] = row
+    return out
+
+
 def evaluate(session: ExplainerSession, dataset: Dataset, extractor: PhraseExtractor, truth: dict | None = None,
              seed: int = 0, grounding_source: str = "captions", n_figure_filters: int = 3,
-             grounding_size: int | None = None) -> dict[str, Any]:
+             grounding_size: int | None = None, grounding_methods: Sequence[str] = METHODS,
+             baselines: bool = True) -> dict[str, Any]:
     """Run every evaluation on the dataset's test split and return JSON-able results.
 
     ``grounding_source``: ground the attributes parsed from each image's captions (the
     paper's protocol) or, where ``truth`` is given, the true attributes ("truth").
     ``grounding_size``: run the network at this input size for grounding only (finer
     final maps from a fully convolutional network); None keeps the model's own size.
+    ``baselines``: also measure the text-only explanations of :func:`text_baselines`.
     """
     started = time.perf_counter()
     explainer = session.explainer
@@ -110,8 +148,10 @@ def evaluate(session: ExplainerSession, dataset: Dataset, extractor: PhraseExtra
     grounding_session = session
     if grounding_size and grounding_size != session.preprocess.image_size:
         grounding_session = ExplainerSession(explainer, session.model,
-                                             replace(session.preprocess, image_size=grounding_size))
-    pck_table = grounding_pck(grounding_session, kept, ground_docs, synonyms=synonyms, seed=seed)
+                                             replace(session.preprocess, image_size=grounding_size),
+                                             map_memo=session.map_memo)
+    pck_table = grounding_pck(grounding_session, kept, ground_docs, synonyms=synonyms, seed=seed,
+                              methods=grounding_methods)
     retrieval = evaluate_attribute_retrieval(explainer, acts.pooled, documents, n_attributes=50, k=10, seed=seed)
     bleu = bleu_by_correctness(sentences, [r.captions for r in kept], correct)
     debug = debug_network(session, dataset, kept, canonical=False)
@@ -137,6 +177,8 @@ def evaluate(session: ExplainerSession, dataset: Dataset, extractor: PhraseExtra
         "figure9": top_phrases([d for d in documents if d is not None], 100).to_dict(),
         "paper": PAPER,
     }
+    if baselines and with_captions:
+        result["baselines"] = text_baselines(session, dataset, extractor, documents, kept, predicted, correct, seed)
     if truth:
         result["truth"] = truth_checks(session, acts.pooled, kept, dataset, truth)
     result["seconds"] = round(time.perf_counter() - started, 1)
@@ -179,6 +221,16 @@ def markdown(result: dict[str, Any], title: str) -> str:
         means = b["means"][group]
         lines.append(f"| {group} | " + " | ".join("n/a" if means[f"BLEU-{n}"] is None else f"{means[f'BLEU-{n}']:.3f}"
                                                    for n in range(1, 5)) + f" | {b['counts'][group]} | {PAPER['bleu'][group]} |")
+    if result.get("baselines"):
+        lines += ["", "Explanations that never look at the image, on the same captioned images, written in the "
+                  "explainer's sentence style (see apps/text_baselines.py):", "",
+                  "| baseline | retrieval mAP | recall | TNR | BLEU-1/2/4 | distinct attributes | top attribute's share |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        for name, row in result["baselines"].items():
+            bleu = "/".join(f"{row['bleu'][f'BLEU-{n}']:.3f}" for n in (1, 2, 4))
+            lines.append(f"| {name} | {_pct(row.get('retrieval_map'))} | {_pct(row.get('retrieval_recall'))} | "
+                         f"{_pct(row.get('retrieval_tnr'))} | {bleu} | {row['distinct_attributes']} | "
+                         f"{100 * row['most_common_share']:.0f}% |")
     f = result["faithfulness"]["10"]
     lines += ["", "Faithfulness: class-score drop when 10 filters per image are zeroed:", "",
               "| filters removed | logit drop | probability drop | prediction flipped |", "| --- | --- | --- | --- |"]
@@ -227,14 +279,31 @@ def ablation(session: ExplainerSession, dataset: Dataset, extractor: PhraseExtra
 
     fitting = dataset.with_captions(dataset.split(train=True))
     train_activations = session.activations(fitting, strict=False)
+    memo = session.map_memo if session.map_memo is not None else {}
     rows = {}
     for name, config in configs.items():
         explainer, _ = fit_explainer(dataset, session.model, session.preprocess, config, extractor=extractor,
                                      progress=False, activations=train_activations)
-        variant = ExplainerSession(explainer, session.model, session.preprocess, session.feature_cache)
-        result = evaluate(variant, dataset, extractor, truth, seed, n_figure_filters=0)
+        variant = ExplainerSession(explainer, session.model, session.preprocess, session.feature_cache, memo)
+        result = evaluate(variant, dataset, extractor, truth, seed, n_figure_filters=0,
+                          grounding_methods=("proposed", "constant"), baselines=False)
         rows[name] = summary_row(result)
     return rows
+
+
+def ablation_configs() -> dict[str, Any]:
+    """The rows of ``saywhy evaluate --ablation``: the paper's exact method and each of saywhy's choices."""
+    from saywhy.explain.explainer import ExplainerConfig
+
+    return {
+        "paper (--method paper)": ExplainerConfig.paper(),
+        "paper + natural sentences": ExplainerConfig.paper(sentence="natural"),
+        "p(t|f) top 10%, margin contrast, natural sentences": ExplainerConfig(attribute_model="cooccurrence"),
+        "evidence model, image only (no eq. 6 weighting)": ExplainerConfig(class_weighting=False),
+        "evidence model, paper sentences": ExplainerConfig(sentence="paper"),
+        "evidence model, positive grounding": ExplainerConfig(grounding="positive"),
+        "saywhy default (evidence model, eq. 6 weighting, signed grounding)": ExplainerConfig(),
+    }
 
 
 def summary_row(result: dict[str, Any]) -> dict[str, Any]:

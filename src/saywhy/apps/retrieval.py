@@ -202,21 +202,36 @@ def evaluate_attribute_retrieval(explainer: Explainer, pooled: np.ndarray, docum
     if len(documents) != len(pooled):
         raise SaywhyError(f"{len(documents)} caption documents for {len(pooled)} images")
     keep = np.array([d is not None for d in documents], dtype=bool)
-    skipped = {"images without captions": int((~keep).sum())}
-    kept_docs = [d for d in documents if d is not None]
-    if not kept_docs:
+    scores = explainer.attribute_pdf(pooled[keep]) if keep.any() else np.zeros((0, len(explainer.vocabulary_)))
+    evaluation = score_retrieval(scores, explainer.vocabulary_, documents, explainer.config.top_k, n_attributes, k, seed)
+    evaluation.report.notes["ranking"] = "p(t|x, predicted class), eq. 5-6"
+    return evaluation
+
+
+def score_retrieval(scores: np.ndarray, vocabulary: Sequence[str], documents: Sequence[Sequence[str] | None],
+                    top_k: int = 5, n_attributes: int = 50, k: int = 10, seed: int = 0) -> RetrievalEvaluation:
+    """Table 2 for any ranking: ``scores`` (captioned images x ``vocabulary``), one row per
+    non-None document; an image is retrieved for an attribute in its ``top_k`` scores.
+
+    This is how baselines that never look at the image (a class's caption frequencies)
+    are measured exactly like the method.
+    """
+    keep = [d for d in documents if d is not None]
+    skipped = {"images without captions": len(documents) - len(keep)}
+    if not keep:
         raise SaywhyError("no evaluated image has captions: retrieval needs caption ground truth")
-    attributes = frequent_attributes(kept_docs, n_attributes, explainer.vocabulary_)
-    overall = frequent_attributes(kept_docs, n_attributes)
+    if len(scores) != len(keep):
+        raise SaywhyError(f"{len(scores)} score rows for {len(keep)} captioned images")
+    attributes = frequent_attributes(keep, n_attributes, vocabulary)
+    overall = frequent_attributes(keep, n_attributes)
     skipped["frequent caption attributes outside the vocabulary"] = len(set(overall) - set(attributes))
     if not attributes:
         raise SaywhyError("no caption attribute of these images is in the explainer's vocabulary")
-    columns = query_indices(explainer, attributes)
-    pdf = explainer.attribute_pdf(pooled[keep])
-    relevant = np.array([[t in set(d) for t in attributes] for d in kept_docs], dtype=bool)
-    retrieved = top_k_mask(pdf, explainer.config.top_k)[:, columns]
-    report = evaluate_retrieval(pdf[:, columns], retrieved, relevant, attributes, k=k, seed=seed)
-    report.notes = {"ranking": "p(t|x, predicted class), eq. 5-6",
-                    "set decision": f"attribute in the top-{explainer.config.top_k} explanation",
+    index = {t: j for j, t in enumerate(vocabulary)}
+    columns = [index[t] for t in attributes]
+    relevant = np.array([[t in set(d) for t in attributes] for d in keep], dtype=bool)
+    retrieved = top_k_mask(scores, top_k)[:, columns]
+    report = evaluate_retrieval(scores[:, columns], retrieved, relevant, attributes, k=k, seed=seed)
+    report.notes = {"ranking": "the given scores", "set decision": f"attribute in the top-{top_k} explanation",
                     "ground truth": "attribute among the phrases parsed from the image's captions"}
     return RetrievalEvaluation(report, skipped)
