@@ -35,3 +35,13 @@ def test_round_trip_through_json_dict():
 
 def test_regular_plurals():
     assert plural_candidates("body")[0] == "bodies" and plural_candidates("eye ring") == ["eye rings"]
+
+
+def test_adjectives_are_ordered_as_the_captions_order_them():
+    captions = ["a small yellow bird", "small brown bird", "this small yellow bird has yellow feet"]
+    forms = learn_surface_forms(captions, ["small bird", "yellow bird", "brown bird", "yellow foot"])
+    assert forms.order(["yellow", "small"]) == ["small", "yellow"]
+    assert forms.form("foot") == NounForm("feet", False)
+    from saywhy.explain.sentence import natural_sentence
+
+    assert natural_sentence("Wren", ["yellow bird", "small bird"], forms) == "This is a Wren: a small yellow bird."

@@ -61,7 +61,7 @@ def written_parts(attributes: Sequence[str], forms: SurfaceForms) -> tuple[list[
     object_adjectives: list[str] = []
     parts = []
     for noun, adjectives in _adjectives_by_noun(attributes).items():
-        adjectives = [a for a in adjectives if a]
+        adjectives = forms.order([a for a in adjectives if a])
         if forms.object_noun is not None and noun == forms.object_noun:
             object_adjectives += adjectives
             continue

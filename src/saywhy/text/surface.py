@@ -20,17 +20,24 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 
+# English irregular plurals a caption may use; general English, nothing about birds.
+_IRREGULAR_PLURALS = {"foot": "feet", "tooth": "teeth", "goose": "geese", "mouse": "mice", "child": "children",
+                      "leaf": "leaves", "knife": "knives", "half": "halves", "wolf": "wolves", "man": "men"}
+
+
 def plural_candidates(noun: str) -> list[str]:
-    """English plural spellings of the last word of ``noun`` (regular rules only).
+    """English plural spellings of the last word of ``noun``.
 
     >>> plural_candidates("wing"), plural_candidates("eye ring")[0], plural_candidates("body")
     (['wings'], 'eye rings', ['bodies', 'bodys'])
-    >>> plural_candidates("patch")
-    ['patches', 'patchs']
+    >>> plural_candidates("patch"), plural_candidates("foot")
+    (['patches', 'patchs'], ['feet', 'foots'])
     """
     head, _, last = noun.rpartition(" ")
     prefix = head + " " if head else ""
-    if last.endswith("y") and len(last) > 1 and last[-2] not in "aeiou":
+    if last in _IRREGULAR_PLURALS:
+        forms = [_IRREGULAR_PLURALS[last], last + "s"]
+    elif last.endswith("y") and len(last) > 1 and last[-2] not in "aeiou":
         forms = [last[:-1] + "ies", last + "s"]
     elif last.endswith(("s", "x", "z", "ch", "sh")):
         forms = [last + "es", last + "s"]
@@ -49,23 +56,34 @@ class NounForm:
 
 @dataclass
 class SurfaceForms:
-    """Learned forms per noun, and the object noun (None when no noun is that common)."""
+    """Learned forms per noun, the object noun (None when no noun is that common), and how
+    often each adjective comes first when two stand together ("small yellow bird")."""
 
     nouns: dict[str, NounForm] = field(default_factory=dict)
     object_noun: str | None = None
+    adjective_lead: dict[str, float] = field(default_factory=dict)
 
     def form(self, noun: str) -> NounForm:
         return self.nouns.get(noun, NounForm(noun, False))
 
+    def order(self, adjectives: Sequence[str]) -> list[str]:
+        """Adjectives in the order the captions put them (stable for ties and unseen ones).
+
+        >>> SurfaceForms(adjective_lead={"small": 0.9, "yellow": 0.3}).order(["yellow", "small", "odd"])
+        ['small', 'odd', 'yellow']
+        """
+        return sorted(adjectives, key=lambda a: -self.adjective_lead.get(a, 0.5))
+
     def to_dict(self) -> dict:
-        return {"object_noun": self.object_noun,
+        return {"object_noun": self.object_noun, "adjective_lead": self.adjective_lead,
                 "nouns": {n: [f.written, f.article] for n, f in self.nouns.items()}}
 
     @classmethod
     def from_dict(cls, data: dict | None) -> SurfaceForms:
         if not data:
             return cls()
-        return cls({n: NounForm(w, bool(a)) for n, (w, a) in data.get("nouns", {}).items()}, data.get("object_noun"))
+        return cls({n: NounForm(w, bool(a)) for n, (w, a) in data.get("nouns", {}).items()}, data.get("object_noun"),
+                   dict(data.get("adjective_lead", {})))
 
 
 def _noun(term: str) -> str:
@@ -96,6 +114,9 @@ def learn_surface_forms(captions: Iterable[str], terms: Sequence[str]) -> Surfac
     (NounForm(written='wings', article=False), NounForm(written='belly', article=True))
     """
     nouns = {_noun(t) for t in terms}
+    adjectives = {t.partition(" ")[0] for t in terms if " " in t}
+    first: Counter[str] = Counter()  # adjective directly before another adjective
+    second: Counter[str] = Counter()
     longest = max((len(n.split()) for n in nouns), default=1)
     counts: Counter[str] = Counter()
     after_article: Counter[str] = Counter()
@@ -105,6 +126,10 @@ def learn_surface_forms(captions: Iterable[str], terms: Sequence[str]) -> Surfac
         n_captions += 1
         words = re.findall(r"[a-z]+(?:-[a-z]+)*", caption.lower())
         in_captions.update({w for w in words if w in nouns} | {w[:-1] for w in words if w[:-1] in nouns})
+        for a, b in zip(words, words[1:]):
+            if a in adjectives and b in adjectives and a != b:
+                first[a] += 1
+                second[b] += 1
         for i in range(len(words)):
             # "a white belly", "an orange and black crown": an article up to three words before the noun.
             article = any(w in ("a", "an") for w in words[max(0, i - 3):i])
@@ -122,4 +147,6 @@ def learn_surface_forms(captions: Iterable[str], terms: Sequence[str]) -> Surfac
             found[noun] = NounForm(plural, False)
         else:
             found[noun] = NounForm(noun, 2 * after_article[noun] > singular)
-    return SurfaceForms(found, object_noun({n: in_captions[n] for n in found}, n_captions))
+    # Smoothed share of "first of two" places, so an adjective seen once stays near the middle.
+    lead = {a: round((first[a] + 1) / (first[a] + second[a] + 2), 4) for a in sorted(adjectives) if first[a] + second[a]}
+    return SurfaceForms(found, object_noun({n: in_captions[n] for n in found}, n_captions), lead)
