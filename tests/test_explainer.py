@@ -180,3 +180,15 @@ def test_top_sigma_counts_each_filters_most_activating_images():
     # "blue crown" gets no probability from it at all
     assert explainer.statistics_.likelihood_sum[VOCAB.index("blue crown"), 0] == 0
     assert explainer.statistics_.likelihood_sum[VOCAB.index("red crown"), 0] == 10
+
+
+def test_strong_evidence_is_ranked_by_log_odds_not_by_rounded_probabilities():
+    from saywhy.core.attribute_evidence import AttributeEvidence
+
+    explainer, pooled = _fitted(ExplainerConfig(top_k=2, min_df=1, class_weighting=False))
+    # logits 50 and 80 both round to p = 1.0; vocabulary order alone would put "red crown" first
+    explainer.evidence_ = AttributeEvidence(np.zeros((4, 4)), np.array([50.0, 80.0, -5.0, -5.0]))
+    explanation = explainer.explain(pooled[:1])[0]
+    assert [t for t, _ in explanation.attributes] == ["blue crown", "red crown"]
+    assert [p for _, p in explanation.attributes] == [1.0, 1.0]
+    np.testing.assert_allclose(explainer.attribute_log_pdf(pooled[:1])[0, :2], [-np.exp(-50.0), -np.exp(-80.0)])

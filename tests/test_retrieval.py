@@ -55,6 +55,10 @@ class PdfExplainer:
     def attribute_pdf(self, pooled, classes=None):
         return self.pdf[np.asarray(pooled)[:, 0].astype(int)]
 
+    def attribute_log_pdf(self, pooled, classes=None):
+        with np.errstate(divide="ignore"):
+            return np.log(self.attribute_pdf(pooled, classes))
+
 
 def rows(n: int) -> np.ndarray:
     return np.arange(n, dtype=float)[:, None]

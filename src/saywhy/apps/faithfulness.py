@@ -23,8 +23,8 @@ def explanation_filters(explainer: Explainer, pooled: np.ndarray, classes: np.nd
     (with the evidence model, p(f_k|x,c) times its positive evidence for S).
     """
     pooled = np.atleast_2d(np.asarray(pooled, np.float64))
-    pdf = explainer.attribute_pdf(pooled, classes)
-    top = np.argsort(-pdf, axis=1, kind="stable")[:, : explainer.config.top_k]
+    log_pdf = explainer.attribute_log_pdf(pooled, classes)
+    top = np.argsort(-log_pdf, axis=1, kind="stable")[:, : explainer.config.top_k]
     shares = explainer.filter_shares(pooled, classes, top)  # (images, filters)
     return np.argsort(-shares, axis=1, kind="stable")[:, :n_filters]
 

@@ -117,9 +117,9 @@ def rank_images(explainer: Explainer, pooled: np.ndarray, query: Sequence[str]) 
     """
     columns = query_indices(explainer, query)
     pooled = np.atleast_2d(np.asarray(pooled, np.float64))
-    pdf = explainer.attribute_pdf(pooled)
-    log_scores = query_log_probability(pdf, columns)
-    in_explanation = top_k_mask(pdf, explainer.config.top_k)[:, columns].all(axis=1)
+    log_pdf = explainer.attribute_log_pdf(pooled)
+    log_scores = log_pdf[:, columns].sum(axis=1)  # the log of the product of probabilities
+    in_explanation = top_k_mask(log_pdf, explainer.config.top_k)[:, columns].all(axis=1)
     order = np.argsort(-log_scores, kind="stable")
     return order, log_scores, in_explanation
 
@@ -202,7 +202,8 @@ def evaluate_attribute_retrieval(explainer: Explainer, pooled: np.ndarray, docum
     if len(documents) != len(pooled):
         raise SaywhyError(f"{len(documents)} caption documents for {len(pooled)} images")
     keep = np.array([d is not None for d in documents], dtype=bool)
-    scores = explainer.attribute_pdf(pooled[keep]) if keep.any() else np.zeros((0, len(explainer.vocabulary_)))
+    # log p(t|x,c): the same order as p, without ties where the evidence model's p rounds to 1
+    scores = explainer.attribute_log_pdf(pooled[keep]) if keep.any() else np.zeros((0, len(explainer.vocabulary_)))
     evaluation = score_retrieval(scores, explainer.vocabulary_, documents, explainer.config.top_k, n_attributes, k, seed)
     evaluation.report.notes["ranking"] = "p(t|x, predicted class), eq. 5-6"
     return evaluation

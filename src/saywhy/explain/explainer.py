@@ -238,16 +238,25 @@ class Explainer:
 
     def attribute_pdf(self, pooled: np.ndarray, classes: np.ndarray | None = None) -> np.ndarray:
         """Eq. 5-6: p(t|x_i, c_i) for each image (images x attributes); classes default to predictions."""
+        return np.exp(self.attribute_log_pdf(pooled, classes))
+
+    def attribute_log_pdf(self, pooled: np.ndarray, classes: np.ndarray | None = None) -> np.ndarray:
+        """log p(t|x_i, c_i), what rankings use: the evidence model's probabilities round to exactly 1
+        for strong evidence, its log-probabilities keep the order (log sigmoid(z) = -log(1 + e^-z))."""
         self._check_fitted()
         pooled = np.atleast_2d(np.asarray(pooled, np.float64))
         classes = self.predict(pooled) if classes is None else np.broadcast_to(np.asarray(classes), (len(pooled),))
         if self.evidence_ is None:
-            return image_class_attribute_pdf(self.filter_attribute_pdf_, pooled, self.weights_[classes],
-                                              self.config.sigma_decision)
+            with np.errstate(divide="ignore"):
+                return np.log(image_class_attribute_pdf(self.filter_attribute_pdf_, pooled, self.weights_[classes],
+                                                        self.config.sigma_decision))
+        return -np.logaddexp(0.0, -self._evidence_logits(pooled, classes))
+
+    def _evidence_logits(self, pooled: np.ndarray, classes: np.ndarray) -> np.ndarray:
         if not self.config.class_weighting:
-            return self.evidence_.probability(pooled)
-        return self.evidence_.probability(pooled, filter_given_image_class(pooled, self.weights_[classes],
-                                                                           self.config.sigma_decision))
+            return self.evidence_.logits(pooled)
+        return self.evidence_.logits(pooled, filter_given_image_class(pooled, self.weights_[classes],
+                                                                      self.config.sigma_decision))
 
     def class_pdf(self) -> np.ndarray:
         """Eq. 7-8: p(t|c) for every class (classes x attributes)."""
@@ -285,11 +294,11 @@ class Explainer:
         """One explanation per image: "This is a X because it has ...", for the given or predicted class."""
         pooled = np.atleast_2d(np.asarray(pooled, np.float64))
         classes = self.predict(pooled) if classes is None else np.broadcast_to(np.asarray(classes), (len(pooled),))
-        pdf = self.attribute_pdf(pooled, classes)
+        log_pdf = self.attribute_log_pdf(pooled, classes)
         logits = pooled @ self.weights_.T + self.bias_
         out = []
         for i, c in enumerate(classes):
-            top = self._top(pdf[i], self.config.top_k)
+            top = [(t, float(np.exp(v))) for t, v in self._top(log_pdf[i], self.config.top_k)]
             name = self.readable_name(int(c))
             out.append(Explanation(int(c), name, self._because(name, [t for t, _ in top]), top, float(logits[i, c])))
         return out
@@ -299,9 +308,13 @@ class Explainer:
 
         "difference": p(t|x,a) - p(t|x,b), eq. 5 for both classes. "margin": eq. 5 with
         eq. 6 re-weighted by the logit margin phi_k (w_a,k - w_b,k), for a minus for b.
+        With the evidence model both compare log-odds instead of probabilities, which
+        round to 1 for strong evidence on both sides.
         """
         pooled = np.atleast_2d(np.asarray(pooled, np.float64))[:1]
         if self.config.contrast == "difference":
+            if self.evidence_ is not None:
+                return (self._evidence_logits(pooled, np.array([a])) - self._evidence_logits(pooled, np.array([b])))[0]
             return (self.attribute_pdf(pooled, np.array([a])) - self.attribute_pdf(pooled, np.array([b])))[0]
         if self.config.contrast != "margin":
             raise SaywhyError(f"unknown contrast {self.config.contrast!r}: choose margin or difference")
@@ -310,7 +323,7 @@ class Explainer:
         for_b = filter_given_image_class(pooled, -margin, self.config.sigma_decision)
         if self.evidence_ is None:
             return ((for_a - for_b) @ self.filter_attribute_pdf_)[0]
-        return (self.evidence_.probability(pooled, for_a) - self.evidence_.probability(pooled, for_b))[0]
+        return (self.evidence_.logits(pooled, for_a) - self.evidence_.logits(pooled, for_b))[0]
 
     def contrast(self, pooled: np.ndarray, class_a: str | int, class_b: str | int, k: int = 3) -> Contrast:
         """Why class A and not class B for one image: the attributes with most evidence for each side."""
