@@ -238,6 +238,12 @@ class Explainer:
 
     def attribute_pdf(self, pooled: np.ndarray, classes: np.ndarray | None = None) -> np.ndarray:
         """Eq. 5-6: p(t|x_i, c_i) for each image (images x attributes); classes default to predictions."""
+        if getattr(self, "evidence_", None) is None:  # the paper's eq. 5 exactly, not exp(log(.))
+            self._check_fitted()
+            pooled = np.atleast_2d(np.asarray(pooled, np.float64))
+            classes = self.predict(pooled) if classes is None else np.broadcast_to(np.asarray(classes), (len(pooled),))
+            return image_class_attribute_pdf(self.filter_attribute_pdf_, pooled, self.weights_[classes],
+                                              self.config.sigma_decision)
         return np.exp(self.attribute_log_pdf(pooled, classes))
 
     def attribute_log_pdf(self, pooled: np.ndarray, classes: np.ndarray | None = None) -> np.ndarray:
@@ -294,11 +300,13 @@ class Explainer:
         """One explanation per image: "This is a X because it has ...", for the given or predicted class."""
         pooled = np.atleast_2d(np.asarray(pooled, np.float64))
         classes = self.predict(pooled) if classes is None else np.broadcast_to(np.asarray(classes), (len(pooled),))
-        log_pdf = self.attribute_log_pdf(pooled, classes)
+        log_pdf = self.attribute_log_pdf(pooled, classes)  # ranks like p, without p's rounding to 1
+        pdf = self.attribute_pdf(pooled, classes)
         logits = pooled @ self.weights_.T + self.bias_
         out = []
         for i, c in enumerate(classes):
-            top = [(t, float(np.exp(v))) for t, v in self._top(log_pdf[i], self.config.top_k)]
+            order = np.argsort(-log_pdf[i], kind="stable")[: self.config.top_k]
+            top = [(self.vocabulary_[j], float(pdf[i, j])) for j in order]
             name = self.readable_name(int(c))
             out.append(Explanation(int(c), name, self._because(name, [t for t, _ in top]), top, float(logits[i, c])))
         return out
