@@ -192,3 +192,12 @@ def test_strong_evidence_is_ranked_by_log_odds_not_by_rounded_probabilities():
     assert [t for t, _ in explanation.attributes] == ["blue crown", "red crown"]
     assert [p for _, p in explanation.attributes] == [1.0, 1.0]
     np.testing.assert_allclose(explainer.attribute_log_pdf(pooled[:1])[0, :2], [-np.exp(-50.0), -np.exp(-80.0)])
+
+
+def test_evidence_explanations_carry_the_evidence_they_are_ranked_by():
+    explainer, pooled = _fitted()
+    explanation = explainer.explain(pooled[:1])[0]
+    assert explanation.evidence is not None and explanation.evidence == sorted(explanation.evidence, reverse=True)
+    np.testing.assert_allclose([p for _, p in explanation.attributes], 1 / (1 + np.exp(-np.array(explanation.evidence))))
+    paper, _ = _fitted(ExplainerConfig.paper(top_k=2, min_df=1))
+    assert paper.explain(pooled[:1])[0].evidence is None

@@ -143,7 +143,14 @@ def _print_explanation(image, explanation, as_json: bool) -> None:
         print(json.dumps({"image": str(image), **explanation.to_dict()}))
         return
     print(f"{image}: {explanation.sentence}")
-    print("   " + ", ".join(f"{t} {p:.3f}" for t, p in explanation.attributes))
+    print("   " + _attribute_line(explanation))
+
+
+def _attribute_line(explanation) -> str:
+    """p(t|x,c) for the paper's model; the evidence model's class-weighted evidence (its p rounds to 1.000)."""
+    if explanation.evidence is None:
+        return ", ".join(f"{t} {p:.3f}" for t, p in explanation.attributes)
+    return "evidence: " + ", ".join(f"{t} {z:+.1f}" for (t, _), z in zip(explanation.attributes, explanation.evidence))
 
 
 def cmd_demo(args) -> None:
@@ -163,7 +170,7 @@ def cmd_demo(args) -> None:
         truth = art.explainer.readable_name(art.dataset.class_index(record.class_id))
         mark = "right" if explanation.class_name == truth else f"wrong, truly {truth}"
         print(f"{record.path.name} ({mark})\n  {explanation.sentence}")
-        print("  top attributes: " + ", ".join(f"{t} ({p:.3f})" for t, p in explanation.attributes))
+        print("  top attributes, " + _attribute_line(explanation))
     pair = art.truth.get("confusable_pairs", [None])[0]
     if pair:
         candidates = [r for r in test if r.class_id == pair["a"]]

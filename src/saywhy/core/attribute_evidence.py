@@ -21,6 +21,12 @@ conditional evidence weighs each filter by p(f_k|x,c) of eq. 6,
 
 where F is the number of filters, so a uniform p(f|x,c) = 1/F gives back p(t|x). What
 the image shows through the filters that carry the class decision is what explains it.
+p(t|x) is a calibrated probability (fitted by maximum likelihood); p(t|x,c) is not: the
+weighting multiplies the evidence of the few filters that carry the decision (by F times
+their share), so it ranks attributes for the class and rounds to 1 for strong evidence.
+Weights that only down-weight (p / max p) leave the bias in charge and every image gets
+the same frequent attributes again (a scratch comparison on cub50: 20 distinct
+attributes across the test explanations, against 189).
 Eq. 9 grounding uses alpha_k = a_tk: the heatmap sum_k a_tk f_k(x) averages, over the
 map, to the attribute's logit minus b_t, so the heatmap is the logit laid out in space.
 

@@ -115,6 +115,12 @@ class Explanation:
     sentence: str
     attributes: list[tuple[str, float]]  # top attributes with p(t|x,c), best first
     score: float | None = None  # the class's logit, when known
+    # With the evidence model, each attribute's class-weighted evidence b_t + F sum_k a_tk phi_k
+    # p(f_k|x,c), what the ranking uses. Its sigmoid is the p(t|x,c) above, a ranking score and
+    # not a calibrated probability: the weighting multiplies the evidence of the filters that
+    # carry the decision (on cub50 the top attribute's is about +30), so p rounds to 1 and these
+    # are the numbers to compare. None with the paper's p(t|f).
+    evidence: list[float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -302,13 +308,15 @@ class Explainer:
         classes = self.predict(pooled) if classes is None else np.broadcast_to(np.asarray(classes), (len(pooled),))
         log_pdf = self.attribute_log_pdf(pooled, classes)  # ranks like p, without p's rounding to 1
         pdf = self.attribute_pdf(pooled, classes)
+        evidence = None if self.evidence_ is None else self._evidence_logits(pooled, classes)
         logits = pooled @ self.weights_.T + self.bias_
         out = []
         for i, c in enumerate(classes):
             order = np.argsort(-log_pdf[i], kind="stable")[: self.config.top_k]
             top = [(self.vocabulary_[j], float(pdf[i, j])) for j in order]
             name = self.readable_name(int(c))
-            out.append(Explanation(int(c), name, self._because(name, [t for t, _ in top]), top, float(logits[i, c])))
+            out.append(Explanation(int(c), name, self._because(name, [t for t, _ in top]), top, float(logits[i, c]),
+                                   None if evidence is None else [float(evidence[i, j]) for j in order]))
         return out
 
     def contrast_scores(self, pooled: np.ndarray, a: int, b: int) -> np.ndarray:
