@@ -61,11 +61,11 @@ def run_search(args: argparse.Namespace) -> None:
         print(json.dumps(result.to_dict()))
         return
     unreadable = f", {result.n_unreadable} unreadable skipped" if result.n_unreadable else ""
-    print(f"query: {' + '.join(result.query)}; score = product of p(attribute | image, predicted class); "
+    print(f"query: {' + '.join(result.query)}; score = sum of log p(attribute | image, predicted class); "
           f"* = all in the top-{result.top_k} explanation ({result.n_in_explanation} of {result.n_images} images"
           f"{unreadable})")
     for hit in result.hits:
-        print(f"{hit.rank:4d}  {hit.score:.4g}  {'*' if hit.in_explanation else ' '}  {hit.path}  ({hit.predicted_class})")
+        print(f"{hit.rank:4d}  {hit.log_score:.4g}  {'*' if hit.in_explanation else ' '}  {hit.path}  ({hit.predicted_class})")
     if args.sheet:
         print(f"contact sheet: {args.sheet}")
 

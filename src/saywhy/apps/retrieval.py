@@ -89,6 +89,7 @@ class SearchHit:
     rank: int
     path: str
     score: float  # product over the query of p(t|x, predicted class)
+    log_score: float  # its log, which still orders hits where the evidence model's p rounds to 1
     probabilities: dict[str, float]  # each query attribute's p(t|x, predicted class)
     in_explanation: bool  # every query attribute is in the image's top-k explanation
     predicted_class: str
@@ -155,7 +156,7 @@ def search_images(session: Any, items: Sequence[ImageRecord | str | Path], query
     for rank, (row, probs) in enumerate(zip(shown, pdf), start=1):
         item = items[int(acts.index[row])]
         path = item.path if isinstance(item, ImageRecord) else Path(item)
-        hits.append(SearchHit(rank, str(path), float(np.exp(log_scores[row])),
+        hits.append(SearchHit(rank, str(path), float(np.exp(log_scores[row])), float(log_scores[row]),
                               {explainer.vocabulary_[c]: float(probs[c]) for c in columns},
                               bool(in_explanation[row]), explainer.readable_name(int(predicted[row]))))
     return SearchResult(query, hits, len(acts.index), int(in_explanation.sum()), acts.n_unreadable,
