@@ -28,13 +28,19 @@ from saywhy.core.image_class import class_attribute_pdf, filter_given_image_clas
 from saywhy.core.prior import attribute_prior
 from saywhy.errors import SaywhyError
 from saywhy.explain.names import readable_class_name
-from saywhy.explain.sentence import because_sentence, class_sentence, contrast_sentence, natural_sentence
+from saywhy.explain.sentence import (
+    because_sentence,
+    class_sentence,
+    contrast_sentence,
+    natural_sentence,
+    split_attribute,
+)
 from saywhy.files import atomic_folder
 from saywhy.text.surface import SurfaceForms
 
 FORMAT_VERSION = 3
 ATTRIBUTE_MODELS = ("evidence", "cooccurrence")
-GROUNDINGS = ("signed", "positive")
+GROUNDINGS = ("part", "signed", "positive")
 SENTENCES = ("natural", "paper")
 
 
@@ -64,7 +70,10 @@ class ExplainerConfig:
     - ``class_weighting``: with the evidence model, read each filter's evidence through
       p(f|x,c) of eq. 6 (True), or use p(t|x), the image alone, for every class (False).
     - ``grounding``: eq. 9 weights with the evidence model: "signed" (alpha = a_t, the
-      heatmap is the attribute's logit laid out in space) or "positive" (only evidence for t).
+      heatmap is the attribute's logit laid out in space), "positive" (only evidence for
+      t), or "part" (the mean of a_t' over every attribute t' naming the same part, weighted
+      by how many images carry each: where the part is, whatever its colour; a single
+      attribute's weights are fitted on few images and locate its part less well).
     - ``sentence``: "paper" (the paper's template, lemmas as parsed) or "natural" (the
       same template written as the captions write: articles, plurals, an apposition for
       the object's own phrases, see :mod:`saywhy.text.surface`).
@@ -85,7 +94,7 @@ class ExplainerConfig:
     attribute_model: str = "evidence"
     evidence_l2: float = 1e-3
     class_weighting: bool = True
-    grounding: str = "signed"
+    grounding: str = "part"
     sentence: str = "natural"
 
     def __post_init__(self) -> None:
@@ -286,7 +295,11 @@ class Explainer:
         if self.evidence_ is None:
             return self.filter_attribute_pdf_
         weights = self.evidence_.weights.T
-        return weights if self.config.grounding == "signed" else np.maximum(weights, 0.0)
+        if self.config.grounding == "positive":
+            return np.maximum(weights, 0.0)
+        if self.config.grounding == "signed":
+            return weights
+        return part_weights(weights, self.vocabulary_, self.statistics_.attribute_images)
 
     def filter_shares(self, pooled: np.ndarray, classes: np.ndarray, attributes: np.ndarray) -> np.ndarray:
         """(images x filters): how much each filter carries the given attributes (one row of indices per
@@ -418,6 +431,25 @@ class Explainer:
         explainer.evidence_ = (AttributeEvidence(arrays["evidence_weights"], arrays["evidence_bias"])
                                if "evidence_weights" in arrays else None)
         return explainer
+
+
+def part_weights(weights: np.ndarray, vocabulary: list[str], images: np.ndarray) -> np.ndarray:
+    """(filters x attributes): each column replaced by the mean of the columns of every attribute
+    with the same noun, weighted by the number of images carrying each ("white belly" and
+    "yellow belly" both get the belly's weights).
+
+    >>> part_weights(np.array([[1.0, 3.0, 5.0]]), ["white belly", "yellow belly", "red crown"], np.array([3, 1, 2])).tolist()
+    [[1.5, 1.5, 5.0]]
+    """
+    out = np.empty_like(weights)
+    columns: dict[str, list[int]] = {}
+    for j, term in enumerate(vocabulary):
+        columns.setdefault(split_attribute(term)[1], []).append(j)
+    counts = np.asarray(images, np.float64)
+    for js in columns.values():
+        share = counts[js] / counts[js].sum() if counts[js].sum() > 0 else np.full(len(js), 1 / len(js))
+        out[:, js] = (weights[:, js] @ share)[:, None]
+    return out
 
 
 def _normalize(name: str) -> str:
