@@ -155,12 +155,12 @@ def test_evidence_model_reads_each_filter_through_eq_6():
 
 
 def test_grounding_alphas_are_the_evidence_weights():
-    explainer, _ = _fitted(ExplainerConfig(top_k=2, min_df=1, grounding="signed"))
+    explainer, _ = _fitted()
     np.testing.assert_array_equal(explainer.grounding_alphas(), explainer.evidence_.weights.T)
     positive, _ = _fitted(ExplainerConfig(top_k=2, min_df=1, grounding="positive"))
     np.testing.assert_array_equal(positive.grounding_alphas(), np.maximum(positive.evidence_.weights.T, 0))
     assert int(explainer.grounding_alphas()[:, 0].argmax()) == 0  # red crown: the red-crown filter
-    part, _ = _fitted()  # the default: one map per part, "red crown" and "blue crown" share the crown's
+    part, _ = _fitted(ExplainerConfig(top_k=2, min_df=1, grounding="part"))  # "red crown" and "blue crown" share one map
     alphas, evidence = part.grounding_alphas(), part.evidence_.weights.T
     images = part.statistics_.attribute_images
     crown = (evidence[:, 0] * images[0] + evidence[:, 1] * images[1]) / (images[0] + images[1])

@@ -45,7 +45,7 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--evidence-l2", type=float, default=None, help=f"L2 penalty of the evidence model (default {d.evidence_l2})")
     p.add_argument("--no-class-weighting", dest="class_weighting", action="store_const", const=False, default=None,
                    help="evidence model: explain with p(t|x), the image alone, instead of weighing filters by p(f|x,c)")
-    p.add_argument("--grounding", default=None, help=f"eq. 9 weights with the evidence model: part (the mean over attributes with the same noun), signed or positive (the attribute's own weights) (default {d.grounding})")
+    p.add_argument("--grounding", default=None, help=f"eq. 9 weights with the evidence model: signed or positive (the attribute's own weights), or part (the mean over attributes with the same noun) (default {d.grounding})")
     p.add_argument("--sentence", default=None, help=f"natural (articles, plurals) or paper (the paper's template) (default {d.sentence})")
 
 

@@ -301,9 +301,9 @@ def ablation_configs() -> dict[str, Any]:
         "p(t|f) top 10%, margin contrast, natural sentences": ExplainerConfig(attribute_model="cooccurrence"),
         "evidence model, image only (no eq. 6 weighting)": ExplainerConfig(class_weighting=False),
         "evidence model, paper sentences": ExplainerConfig(sentence="paper"),
-        "evidence model, signed grounding (each attribute's own weights)": ExplainerConfig(grounding="signed"),
+        "evidence model, part grounding (the mean over a part's attributes)": ExplainerConfig(grounding="part"),
         "evidence model, positive grounding": ExplainerConfig(grounding="positive"),
-        "saywhy default (evidence model, eq. 6 weighting, part grounding)": ExplainerConfig(),
+        "saywhy default (evidence model, eq. 6 weighting, signed grounding)": ExplainerConfig(),
     }
 
 

@@ -27,10 +27,9 @@ their share), so it ranks attributes for the class and rounds to 1 for strong ev
 Weights that only down-weight (p / max p) leave the bias in charge and every image gets
 the same frequent attributes again (a scratch comparison on cub50: 20 distinct
 attributes across the test explanations, against 189).
-Eq. 9 grounding can use alpha_k = a_tk: the heatmap sum_k a_tk f_k(x) averages, over the
-map, to the attribute's logit minus b_t, so the heatmap is the logit laid out in space.
-saywhy's default grounds the part instead: alpha = the mean of a_t' over the attributes
-t' with the same noun, weighted by their image counts (``Explainer.grounding_alphas``).
+Eq. 9 grounding uses alpha_k = a_tk: the heatmap sum_k a_tk f_k(x) averages, over the
+map, to the attribute's logit minus b_t, so the heatmap is the logit laid out in space
+(other choices in ``Explainer.grounding_alphas``).
 
 Everything here is arrays in, arrays out. Unlike eq. 2, the fit is iterative, not a sum
 of per-chunk statistics; it needs the pooled activations (F numbers per image) in memory.

@@ -40,7 +40,7 @@ from saywhy.text.surface import SurfaceForms
 
 FORMAT_VERSION = 3
 ATTRIBUTE_MODELS = ("evidence", "cooccurrence")
-GROUNDINGS = ("part", "signed", "positive")
+GROUNDINGS = ("signed", "positive", "part")
 SENTENCES = ("natural", "paper")
 
 
@@ -72,8 +72,9 @@ class ExplainerConfig:
     - ``grounding``: eq. 9 weights with the evidence model: "signed" (alpha = a_t, the
       heatmap is the attribute's logit laid out in space), "positive" (only evidence for
       t), or "part" (the mean of a_t' over every attribute t' naming the same part, weighted
-      by how many images carry each: where the part is, whatever its colour; a single
-      attribute's weights are fitted on few images and locate its part less well).
+      by how many images carry each: where the part is, whatever its colour). "part" is
+      the best on cub50 but collapses where a part's attributes are mutually exclusive
+      colours, whose signed weights cancel (synthbirds, BENCHMARKS.md).
     - ``sentence``: "paper" (the paper's template, lemmas as parsed) or "natural" (the
       same template written as the captions write: articles, plurals, an apposition for
       the object's own phrases, see :mod:`saywhy.text.surface`).
@@ -94,7 +95,7 @@ class ExplainerConfig:
     attribute_model: str = "evidence"
     evidence_l2: float = 1e-3
     class_weighting: bool = True
-    grounding: str = "part"
+    grounding: str = "signed"
     sentence: str = "natural"
 
     def __post_init__(self) -> None:
