@@ -94,7 +94,7 @@ class ExplainerConfig:
     contrast: str = "margin"
     min_df: int = 3
     attribute_model: str = "evidence"
-    evidence_l2: float = 0.3
+    evidence_l2: float = 1.0
     class_weighting: bool = True
     grounding: str = "signed"
     sentence: str = "natural"
