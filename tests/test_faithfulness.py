@@ -11,8 +11,7 @@ def _explainer():
     pooled = np.array([[4.0, 1.0, 0.5], [3.0, 1.0, 0.5], [0.1, 1.0, 4.0], [0.2, 1.0, 3.0]])
     counts = sp.csr_matrix(np.array([[1, 0, 1], [1, 0, 1], [0, 1, 1], [0, 1, 1]]))
     weights = np.array([[2.0, 0.0, 0.0], [0.0, 0.0, 2.0]])
-    # Four images: a light L2 lets the evidence model learn them (the default is for hundreds).
-    config = ExplainerConfig(top_k=1, min_df=1, sigma_activation="l1", evidence_l2=0.01)
+    config = ExplainerConfig(top_k=1, min_df=1, sigma_activation="l1")
     return Explainer(config).fit(pooled, counts, ["red crown", "blue crown", "small bird"], weights, ["A", "B"]), pooled
 
 

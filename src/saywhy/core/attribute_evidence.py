@@ -33,8 +33,6 @@ map, to the attribute's logit minus b_t, so the heatmap is the logit laid out in
 
 Everything here is arrays in, arrays out. Unlike eq. 2, the fit is iterative, not a sum
 of per-chunk statistics; it needs the pooled activations (F numbers per image) in memory.
-Each attribute's problem is independent of the others, so attributes are fitted in
-blocks: memory is bounded by a block, and blocks could go to different machines.
 """
 from __future__ import annotations
 
@@ -80,21 +78,18 @@ class AttributeEvidence:
         return pooled * summed
 
 
-def fit_attribute_evidence(pooled: np.ndarray, incidence: sp.spmatrix | np.ndarray, l2: float = 1.0,
-                           max_iter: int = 300, block_size: int = 256) -> AttributeEvidence:
-    """Fit every attribute's logistic model: per attribute, the mean cross-entropy over the
-    images plus ``l2`` / 2 * ||a_t||^2, by L-BFGS.
+def fit_attribute_evidence(pooled: np.ndarray, incidence: sp.spmatrix | np.ndarray, l2: float = 1e-3,
+                           max_iter: int = 300) -> AttributeEvidence:
+    """Fit every attribute's logistic model at once (L-BFGS on the mean cross-entropy).
 
-    Activations are standardized per filter for the fit (so the penalty treats every
-    filter alike), then the weights are mapped back to raw activations. Biases start at
-    the attributes' log base-rate odds and are not penalized. The attributes' problems are
-    independent, so they are solved ``block_size`` at a time: memory stays bounded by the
-    block, not the vocabulary, and blocks could be fitted on different machines.
+    Activations are standardized per filter for the fit (so the L2 penalty ``l2`` / 2 *
+    ||a||^2 treats every filter alike), then the weights are mapped back to raw
+    activations. Biases start at the attributes' log base-rate odds and are not penalized.
 
     >>> rng = np.random.default_rng(0)
     >>> x = rng.normal(size=(200, 3))
     >>> y = (x[:, [0]] > 0).astype(float)       # the attribute is there when filter 0 is high
-    >>> model = fit_attribute_evidence(x, y, l2=0.01)
+    >>> model = fit_attribute_evidence(x, y, l2=1e-4)
     >>> int(np.argmax(model.weights[0])), bool(model.weights[0, 0] > 1)
     (0, True)
     """
@@ -105,35 +100,25 @@ def fit_attribute_evidence(pooled: np.ndarray, incidence: sp.spmatrix | np.ndarr
         raise SaywhyError(f"{y.shape[0]} images have attributes but {x.shape[0]} have activations")
     if l2 <= 0:
         raise SaywhyError(f"the attribute model's L2 penalty must be positive, got {l2}")
-    if block_size < 1:
-        raise SaywhyError(f"block_size must be at least 1, got {block_size}")
+    n, f = x.shape
+    t = y.shape[1]
     mean, std = x.mean(axis=0), x.std(axis=0) + 1e-6
     xs = (x - mean) / std
-    blocks = [_fit_block(xs, y[:, i:i + block_size], l2, max_iter) for i in range(0, y.shape[1], block_size)]
-    a = np.concatenate([w for w, _ in blocks]) if blocks else np.zeros((0, x.shape[1]))
-    b = np.concatenate([c for _, c in blocks]) if blocks else np.zeros(0)
-    weights = a / std
-    return AttributeEvidence(weights, b - weights @ mean)
-
-
-def _fit_block(xs: np.ndarray, y: np.ndarray, l2: float, max_iter: int) -> tuple[np.ndarray, np.ndarray]:
-    """Standardized weights and biases of the attributes in ``y``'s columns (their summed objectives)."""
-    n, f = xs.shape
-    t = y.shape[1]
     base = np.clip(y.mean(axis=0), 1e-4, 1 - 1e-4)
     start = np.concatenate([np.zeros(t * f), np.log(base / (1 - base))])
+    scale = 1.0 / (n * t)
 
     def loss_and_grad(theta: np.ndarray) -> tuple[float, np.ndarray]:
         a, b = theta[: t * f].reshape(t, f), theta[t * f:]
         z = xs @ a.T + b
-        # BCE with logits: log(1 + e^z) - y z, computed stably; a mean over images per attribute,
-        # averaged over the block (the same optimum as the sum, on the scale L-BFGS's
-        # stopping tolerances were set for).
-        loss = float(np.sum(np.logaddexp(0.0, z) - y * z)) / (n * t) + 0.5 * l2 * float(np.sum(a * a)) / t
-        residual = (_sigmoid(z) - y) / (n * t)
-        grad_a = residual.T @ xs + l2 * a / t
+        # BCE with logits: log(1 + e^z) - y z, computed stably.
+        loss = scale * float(np.sum(np.logaddexp(0.0, z) - y * z)) + 0.5 * l2 * float(np.sum(a * a))
+        residual = scale * (_sigmoid(z) - y)
+        grad_a = residual.T @ xs + l2 * a
         return loss, np.concatenate([grad_a.ravel(), residual.sum(axis=0)])
 
     result = scipy.optimize.minimize(loss_and_grad, start, jac=True, method="L-BFGS-B",
                                      options={"maxiter": max_iter, "maxcor": 20})
-    return result.x[: t * f].reshape(t, f), result.x[t * f:]
+    a, b = result.x[: t * f].reshape(t, f), result.x[t * f:]
+    weights = a / std
+    return AttributeEvidence(weights, b - weights @ mean)

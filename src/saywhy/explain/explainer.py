@@ -66,8 +66,7 @@ class ExplainerConfig:
       paper's p(t|f) of eq. 1-4; "evidence" fits one logistic model per attribute on the
       pooled activations and weighs each filter's log-odds evidence by p(f|x,c) (see
       :mod:`saywhy.core.attribute_evidence`). p(t|f) is fitted either way (Figure 5 uses it).
-    - ``evidence_l2``: the evidence model's L2 penalty per attribute, on standardized
-      activations, beside the mean cross-entropy over the fitting images.
+    - ``evidence_l2``: the evidence model's L2 penalty on standardized activations.
     - ``class_weighting``: with the evidence model, read each filter's evidence through
       p(f|x,c) of eq. 6 (True), or use p(t|x), the image alone, for every class (False).
     - ``grounding``: eq. 9 weights with the evidence model: "signed" (alpha = a_t, the
@@ -94,7 +93,7 @@ class ExplainerConfig:
     contrast: str = "margin"
     min_df: int = 3
     attribute_model: str = "evidence"
-    evidence_l2: float = 1.0
+    evidence_l2: float = 1e-3
     class_weighting: bool = True
     grounding: str = "signed"
     sentence: str = "natural"
