@@ -254,25 +254,30 @@ class Explainer:
 
     def attribute_pdf(self, pooled: np.ndarray, classes: np.ndarray | None = None) -> np.ndarray:
         """Eq. 5-6: p(t|x_i, c_i) for each image (images x attributes); classes default to predictions."""
-        if getattr(self, "evidence_", None) is None:  # the paper's eq. 5 exactly, not exp(log(.))
-            self._check_fitted()
-            pooled = np.atleast_2d(np.asarray(pooled, np.float64))
-            classes = self.predict(pooled) if classes is None else np.broadcast_to(np.asarray(classes), (len(pooled),))
-            return image_class_attribute_pdf(self.filter_attribute_pdf_, pooled, self.weights_[classes],
-                                              self.config.sigma_decision)
-        return np.exp(self.attribute_log_pdf(pooled, classes))
+        return self._scores(pooled, classes)[0]
 
     def attribute_log_pdf(self, pooled: np.ndarray, classes: np.ndarray | None = None) -> np.ndarray:
         """log p(t|x_i, c_i), what rankings use: the evidence model's probabilities round to exactly 1
         for strong evidence, its log-probabilities keep the order (log sigmoid(z) = -log(1 + e^-z))."""
+        return self._scores(pooled, classes)[1]
+
+    def _scores(self, pooled: np.ndarray, classes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(p(t|x,c), log p(t|x,c), the evidence model's logits or None), each computed once.
+
+        With p(t|f), p is eq. 5 exactly (not exp(log p)); with the evidence model, log p comes
+        straight from the logits, so it keeps their order where p rounds to 1.
+        """
         self._check_fitted()
         pooled = np.atleast_2d(np.asarray(pooled, np.float64))
         classes = self.predict(pooled) if classes is None else np.broadcast_to(np.asarray(classes), (len(pooled),))
         if self.evidence_ is None:
+            pdf = image_class_attribute_pdf(self.filter_attribute_pdf_, pooled, self.weights_[classes],
+                                            self.config.sigma_decision)
             with np.errstate(divide="ignore"):
-                return np.log(image_class_attribute_pdf(self.filter_attribute_pdf_, pooled, self.weights_[classes],
-                                                        self.config.sigma_decision))
-        return -np.logaddexp(0.0, -self._evidence_logits(pooled, classes))
+                return pdf, np.log(pdf), None
+        logits = self._evidence_logits(pooled, classes)
+        log_pdf = -np.logaddexp(0.0, -logits)
+        return np.exp(log_pdf), log_pdf, logits
 
     def _evidence_logits(self, pooled: np.ndarray, classes: np.ndarray) -> np.ndarray:
         if not self.config.class_weighting:
@@ -320,9 +325,7 @@ class Explainer:
         """One explanation per image: "This is a X because it has ...", for the given or predicted class."""
         pooled = np.atleast_2d(np.asarray(pooled, np.float64))
         classes = self.predict(pooled) if classes is None else np.broadcast_to(np.asarray(classes), (len(pooled),))
-        log_pdf = self.attribute_log_pdf(pooled, classes)  # ranks like p, without p's rounding to 1
-        pdf = self.attribute_pdf(pooled, classes)
-        evidence = None if self.evidence_ is None else self._evidence_logits(pooled, classes)
+        pdf, log_pdf, evidence = self._scores(pooled, classes)  # rank by log p: it keeps order where p rounds to 1
         logits = pooled @ self.weights_.T + self.bias_
         out = []
         for i, c in enumerate(classes):

@@ -50,8 +50,9 @@ def _adjectives_by_noun(attributes: Sequence[str]) -> dict[str, list[str]]:
     return adjectives
 
 
-def written_parts(attributes: Sequence[str], forms: SurfaceForms) -> tuple[list[str], list[str]]:
-    """(object adjectives, part phrases as written): merged adjectives, the noun's number and article.
+def written_parts(attributes: Sequence[str], forms: SurfaceForms, articles: bool = True) -> tuple[list[str], list[str]]:
+    """(object adjectives, part phrases as written): merged adjectives, the noun's number and,
+    with ``articles``, its article.
 
     >>> from saywhy.text.surface import NounForm
     >>> forms = SurfaceForms({"wing": NounForm("wings", False), "belly": NounForm("belly", True)}, "bird")
@@ -67,15 +68,18 @@ def written_parts(attributes: Sequence[str], forms: SurfaceForms) -> tuple[list[
             continue
         form = forms.form(noun)
         phrase = " ".join(filter(None, [join_list(adjectives), form.written]))
-        parts.append(with_article(phrase) if form.article else phrase)
+        parts.append(with_article(phrase) if form.article and articles else phrase)
     return object_adjectives, parts
+
+
+def _object_phrase(object_adjectives: Sequence[str], forms: SurfaceForms) -> str:
+    """ "a small brown bird": the object's adjectives (never empty here) before the object noun."""
+    return with_article(" ".join(object_adjectives) + " " + str(forms.object_noun))
 
 
 def _named(class_name: str, object_adjectives: Sequence[str], forms: SurfaceForms) -> str:
     named = with_article(class_name)
-    if object_adjectives and forms.object_noun:
-        named += ", " + with_article(" ".join(object_adjectives) + " " + forms.object_noun) + ","
-    return named
+    return f"{named}, {_object_phrase(object_adjectives, forms)}," if object_adjectives else named
 
 
 def natural_sentence(class_name: str, attributes: Sequence[str], forms: SurfaceForms) -> str:
@@ -90,8 +94,8 @@ def natural_sentence(class_name: str, attributes: Sequence[str], forms: SurfaceF
     """
     object_adjectives, parts = written_parts(attributes, forms)
     if not parts:
-        if object_adjectives and forms.object_noun:
-            return f"This is {with_article(class_name)}: {with_article(' '.join(object_adjectives) + ' ' + forms.object_noun)}."
+        if object_adjectives:
+            return f"This is {with_article(class_name)}: {_object_phrase(object_adjectives, forms)}."
         return f"This is {with_article(class_name)}, but no known attribute supports it."
     return f"This is {_named(class_name, object_adjectives, forms)} because it has {join_list(parts)}."
 
@@ -144,8 +148,8 @@ def _clause(attributes: Sequence[str], forms: SurfaceForms | None, have: str, be
         return f"{have} {join_list(merge_adjectives(attributes))}"
     object_adjectives, parts = written_parts(attributes, forms)
     clauses = [f"{have} {join_list(parts)}"] if parts else []
-    if object_adjectives and forms.object_noun:
-        clauses.append(f"{be} {with_article(' '.join(object_adjectives) + ' ' + forms.object_noun)}")
+    if object_adjectives:
+        clauses.append(f"{be} {_object_phrase(object_adjectives, forms)}")
     return " and ".join(clauses)
 
 
@@ -160,9 +164,8 @@ def class_sentence(class_name: str, attributes: Sequence[str], forms: SurfaceFor
     """
     if forms is None:
         return f"The network recognizes {with_article(class_name)} by its {join_list(merge_adjectives(attributes))}."
-    object_adjectives, parts = written_parts(attributes, forms)
-    bare = [p.split(" ", 1)[1] if p.startswith(("a ", "an ")) else p for p in parts]
+    object_adjectives, parts = written_parts(attributes, forms, articles=False)  # "by its short beak"
     named = _named(class_name, object_adjectives, forms)
-    if not bare:
+    if not parts:
         return f"The network recognizes {named.rstrip(',')}."
-    return f"The network recognizes {named} by its {join_list(bare)}."
+    return f"The network recognizes {named} by its {join_list(parts)}."
