@@ -247,10 +247,38 @@ class Explainer:
     def readable_name(self, index: int) -> str:
         return readable_class_name(self.class_names_[index])
 
+    def decision_function(self, pooled: np.ndarray) -> np.ndarray:
+        """The head's logits W phi + b (images x classes), recomputed exactly from pooled activations."""
+        self._check_fitted()
+        return np.atleast_2d(np.asarray(pooled, np.float64)) @ self.weights_.T + self.bias_
+
+    logits = decision_function
+
     def predict(self, pooled: np.ndarray) -> np.ndarray:
         """The head's decision, recomputed from pooled activations: argmax(W phi + b)."""
+        return self.decision_function(pooled).argmax(axis=1)
+
+    def predict_proba(self, pooled: np.ndarray) -> np.ndarray:
+        """Softmax of the logits: the network's class probabilities (images x classes)."""
+        z = self.decision_function(pooled)
+        z = np.exp(z - z.max(axis=1, keepdims=True))
+        return z / z.sum(axis=1, keepdims=True)
+
+    @property
+    def head_weights_(self) -> np.ndarray:
+        """The linear head's W (classes x filters), read-only."""
         self._check_fitted()
-        return (np.asarray(pooled, np.float64) @ self.weights_.T + self.bias_).argmax(axis=1)
+        return _read_only(self.weights_)
+
+    @property
+    def head_bias_(self) -> np.ndarray:
+        self._check_fitted()
+        return _read_only(self.bias_)
+
+    def unnormalized_filter_pdf(self, filter_index: int) -> np.ndarray:
+        """Eq. 1 before normalizing, p(t) sum_x p(f|x) p(x|t), for one filter (the bars of Figure 5)."""
+        self._check_fitted()
+        return self.prior_ * self.statistics_.likelihood_sum[:, filter_index]
 
     def attribute_pdf(self, pooled: np.ndarray, classes: np.ndarray | None = None) -> np.ndarray:
         """Eq. 5-6: p(t|x_i, c_i) for each image (images x attributes); classes default to predictions."""
@@ -454,6 +482,12 @@ def part_weights(weights: np.ndarray, vocabulary: list[str], images: np.ndarray)
         share = counts[js] / counts[js].sum() if counts[js].sum() > 0 else np.full(len(js), 1 / len(js))
         out[:, js] = (weights[:, js] @ share)[:, None]
     return out
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    view = np.asarray(array).view()
+    view.flags.writeable = False
+    return view
 
 
 def _normalize(name: str) -> str:
