@@ -8,6 +8,7 @@ from saywhy.core.filter_attribute import (
     attribute_incidence,
     filter_attribute_pdf,
     filter_given_image,
+    top_fraction_thresholds,
 )
 from saywhy.core.image_class import class_attribute_pdf, filter_given_class, image_class_attribute_pdf
 from saywhy.core.normalization import SIGMAS, get_sigma
@@ -53,12 +54,16 @@ def test_eq2_likelihood_is_incidence_times_filter_given_image():
     assert stats.attribute_images.tolist() == [3, 3, 6]
 
 
-def test_statistics_of_chunks_add_up_to_the_whole():
-    p = filter_given_image(POOLED, "l1")
-    whole = FilterAttributeStatistics.from_chunk(p, COUNTS)
-    halves = FilterAttributeStatistics.from_chunk(p[:2], COUNTS[:2]) + FilterAttributeStatistics.from_chunk(p[2:], COUNTS[2:])
-    np.testing.assert_allclose(halves.likelihood_sum, whole.likelihood_sum)
-    assert halves.n_images == whole.n_images == 6
+def test_top_threshold_of_a_mostly_zero_filter_counts_only_images_that_activate_it():
+    # filter 0 is zero on 95% of the images: the 90% quantile is 0, and "activation >= 0" used
+    # to count every image as one of its top images
+    pooled = np.zeros((20, 2))
+    pooled[0, 0] = 4.0
+    pooled[:, 1] = np.arange(20.0)
+    thresholds = top_fraction_thresholds(pooled, 0.1)
+    top = filter_given_image(pooled, "top", thresholds=thresholds)
+    assert top[:, 0].tolist() == [1.0] + [0.0] * 19
+    assert top[:, 1].sum() == 2  # the 10% most activating of an ordinary filter
 
 
 def test_red_crown_filter_puts_red_crown_first():

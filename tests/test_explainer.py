@@ -56,15 +56,15 @@ def test_contrast_names_the_differing_crowns():
 def test_class_description_uses_eq_7_8():
     explainer, _ = _fitted(ExplainerConfig.paper(top_k=2, min_df=1))
     assert explainer.describe(1).attributes[0][0] == "blue crown"
-    np.testing.assert_allclose(explainer.class_pdf().sum(axis=1), 1.0)
+    np.testing.assert_allclose(np.exp(explainer.class_ranking()).sum(axis=1), 1.0)  # eq. 7: a p.d.f. per class
 
 
 def test_class_description_with_the_evidence_model():
     explainer, _ = _fitted()
     assert explainer.describe(1).attributes[0][0] == "blue crown"
     assert explainer.describe(0).attributes[0][0] == "red crown"
-    pdf = explainer.class_pdf()
-    assert pdf.shape == (2, 4) and ((pdf > 0) & (pdf < 1)).all()
+    scores = [p for _, p in explainer.describe(0).attributes]
+    assert all(0 < p < 1 for p in scores)  # calibrated p(t|x) at the class's mean activations
 
 
 def test_save_load_round_trip_gives_identical_explanations(tmp_path):
@@ -98,12 +98,138 @@ def test_loading_a_non_explainer_folder_is_one_clear_error(tmp_path):
         Explainer.load(tmp_path)
 
 
-@pytest.mark.parametrize("field, value", [("sigma_activation", "softmax"), ("sigma_decision", "minmax"),
-                                          ("likelihood", "mean"), ("filter_scale", "max"), ("prior", "uniform")])
-def test_every_option_still_finds_the_red_crown(field, value):
-    config = ExplainerConfig(top_k=2, min_df=1, **{field: value})
-    explainer, pooled = _fitted(config)
-    assert explainer.explain(pooled[:1])[0].attributes[0][0] == "red crown"
+# Each attribute model's own settings, tested on the output that model computes from them:
+# the paper's p(t|f) (fitted with either model, Figure 5 shows it) and the evidence model's.
+# filter_scale only matters for a sigma over filters, top_fraction only for sigma "top"
+@pytest.mark.parametrize("field, value, sigma", [("sigma_activation", "softmax", "l1"), ("likelihood", "mean", "l1"),
+                                                 ("filter_scale", "max", "l1"), ("prior", "uniform", "l1"),
+                                                 ("top_fraction", 0.5, "top")])
+def test_every_cooccurrence_setting_changes_p_t_f_and_keeps_the_red_crown(field, value, sigma):
+    config = ExplainerConfig.paper(top_k=2, min_df=1, sigma_activation=sigma)
+    base, pooled = _fitted(config)
+    changed, _ = _fitted(ExplainerConfig(**{**config.__dict__, field: value}))
+    assert not np.allclose(changed.filter_attribute_pdf_, base.filter_attribute_pdf_)
+    assert VOCAB[int(changed.filter_attribute_pdf_[0].argmax())] == "red crown"
+    assert changed.explain(pooled[:1])[0].attributes[0][0] == "red crown"
+
+
+@pytest.mark.parametrize("field, value", [("evidence_l2", 0.1), ("class_weighting", False), ("grounding", "positive")])
+def test_every_evidence_setting_changes_the_evidence_models_output(field, value):
+    base, pooled = _fitted()
+    changed, _ = _fitted(ExplainerConfig(top_k=2, min_df=1, **{field: value}))
+    outputs = lambda e: (e.attribute_log_pdf(pooled[:5]), e.grounding_alphas())  # noqa: E731
+    assert any(not np.allclose(x, y) for x, y in zip(outputs(changed), outputs(base)))
+    assert changed.explain(pooled[:1])[0].attributes[0][0] == "red crown"
+
+
+def test_sigma_decision_changes_eq_6_for_both_models():
+    for config in (ExplainerConfig(top_k=2, min_df=1), ExplainerConfig.paper(top_k=2, min_df=1)):
+        base, pooled = _fitted(config)
+        changed, _ = _fitted(ExplainerConfig(**{**config.__dict__, "sigma_decision": "softmax"}))
+        assert not np.allclose(changed.attribute_log_pdf(pooled[:3]), base.attribute_log_pdf(pooled[:3]))
+
+
+def test_every_registered_attribute_model_finds_the_red_crown():
+    from saywhy.explain.attribute_models import ATTRIBUTE_MODELS
+
+    for name in ATTRIBUTE_MODELS:
+        explainer, pooled = _fitted(ExplainerConfig(top_k=2, min_df=1, attribute_model=name))
+        assert explainer.explain(pooled[:1])[0].attributes[0][0] == "red crown"
+        assert explainer.explain(pooled[25:26])[0].attributes[0][0] == "blue crown"
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"contrast": "bogus"}, "unknown contrast 'bogus'"), ({"top_k": 0}, "top k must be a whole number"),
+    ({"min_df": 1.5}, "min df must be a whole number"), ({"top_fraction": 0.0}, "top fraction"),
+    ({"top_fraction": float("nan")}, "top fraction"), ({"evidence_l2": float("nan")}, "evidence L2"),
+    ({"evidence_l2": -1.0}, "evidence L2"), ({"sigma_decision": "top"}, "unknown sigma decision"),
+    ({"prior": "idf"}, "unknown prior"), ({"likelihood": "max"}, "unknown likelihood"),
+    ({"class_weighting": "yes"}, "class weighting")])
+def test_every_setting_is_validated_when_the_config_is_made(changes, message):
+    with pytest.raises(SaywhyError, match=message):
+        ExplainerConfig(**changes)
+
+
+def test_settings_another_model_reads_are_named():
+    assert ExplainerConfig(attribute_model="cooccurrence").without_effect(["evidence_l2", "grounding", "prior"]) == \
+        ["evidence_l2", "grounding"]
+    assert ExplainerConfig().without_effect(["evidence_l2", "prior", "top_k"]) == []
+
+
+def test_an_all_zero_image_gets_no_attributes():
+    for config in (ExplainerConfig(top_k=2, min_df=1), ExplainerConfig.paper(top_k=2, min_df=1)):
+        explainer, _ = _fitted(config)
+        explanation = explainer.explain(np.zeros((1, 4)))[0]
+        assert explanation.attributes == []
+        assert "no known attribute supports it" in explanation.sentence
+
+
+def test_non_finite_activations_are_refused():
+    explainer, pooled = _fitted()
+    bad = pooled[:2].copy()
+    bad[1, 2] = np.nan
+    with pytest.raises(SaywhyError, match="NaN or infinite"):
+        explainer.explain(bad)
+    with pytest.raises(SaywhyError, match="NaN or infinite"):
+        Explainer(ExplainerConfig(min_df=1)).fit(bad, sp.csr_matrix(np.ones((2, 4))), VOCAB, np.ones((2, 4)), CLASSES)
+
+
+def test_a_class_is_not_contrasted_with_itself():
+    explainer, pooled = _fitted()
+    with pytest.raises(SaywhyError, match="cannot contrast Red-capped Wren with itself"):
+        explainer.contrast(pooled[0], 0, "Red-capped Wren")
+
+
+def test_contrast_refuses_a_batch_instead_of_keeping_its_first_image():
+    explainer, pooled = _fitted()
+    with pytest.raises(SaywhyError, match="one image at a time, got 3"):
+        explainer.contrast(pooled[:3], 0, 1)
+
+
+def test_describe_ranks_by_log_odds_where_probabilities_round_to_one():
+    from saywhy.core.attribute_evidence import AttributeEvidence
+
+    explainer, _ = _fitted(ExplainerConfig(top_k=2, min_df=1, class_weighting=False))
+    # class means give logits of about 50 and 80 for the two crowns: both p = 1.0 in float64
+    weights = np.zeros((4, 4))
+    weights[:2, 3] = [25.0, 40.0]
+    explainer.attribute_model_.evidence_ = AttributeEvidence(weights, np.array([0.0, 0.0, -5.0, -5.0]))
+    assert [t for t, _ in explainer.describe(0).attributes] == ["blue crown", "red crown"]
+
+
+def test_targets_may_be_given_one_per_image():
+    explainer, pooled = _fitted()
+    both = explainer.explain(pooled[:2], [0, 1])
+    assert [e.class_index for e in both] == [0, 1]
+    assert [e.predicted for e in both] == [True, False]  # both images are red-crowned
+    assert 0.5 < both[0].probability <= 1 and both[1].probability < 0.5
+    assert both[1].alternatives[0][0] == "Red-capped Wren"
+    with pytest.raises(SaywhyError, match="3 target classes for 2 images"):
+        explainer.explain(pooled[:2], [0, 1, 1])
+    with pytest.raises(SaywhyError, match="out of range"):
+        explainer.explain(pooled[:2], [0, 2])
+
+
+def test_a_damaged_or_edited_explainer_is_refused_on_load(tmp_path):
+    import json
+
+    explainer, _ = _fitted()
+    folder = explainer.save(tmp_path / "exp")
+    arrays = folder / "explainer.safetensors"
+    data = bytearray(arrays.read_bytes())
+    data[-3] ^= 0xFF
+    arrays.write_bytes(bytes(data))
+    with pytest.raises(SaywhyError, match="does not match the digest"):
+        Explainer.load(folder)
+    folder = explainer.save(tmp_path / "exp2")
+    meta = json.loads((folder / "explainer.json").read_text())
+    meta["vocabulary"] = meta["vocabulary"][:-1]
+    (folder / "explainer.json").write_text(json.dumps(meta))
+    with pytest.raises(SaywhyError, match="shape"):
+        Explainer.load(folder)
+    (folder / "explainer.json").write_text("{not json")
+    with pytest.raises(SaywhyError, match="damaged"):
+        Explainer.load(folder)
 
 
 # With the evidence model, "difference" reads the image's own evidence through the other class's
@@ -131,8 +257,8 @@ def test_paper_config_is_the_papers_method():
 
 def test_paper_mode_explains_with_eq_5_exactly():
     explainer, pooled = _fitted(ExplainerConfig.paper(top_k=2, min_df=1))
-    assert explainer.evidence_ is None
-    contributions = np.maximum(pooled[:3] * explainer.weights_[explainer.predict(pooled[:3])], 0)
+    assert explainer.attribute_model_ is explainer.cooccurrence_
+    contributions = np.maximum(pooled[:3] * explainer.head_weights_[explainer.predict(pooled[:3])], 0)
     expected = (contributions / contributions.sum(axis=1, keepdims=True)) @ explainer.filter_attribute_pdf_
     np.testing.assert_allclose(explainer.attribute_pdf(pooled[:3]), expected)
 
@@ -145,9 +271,9 @@ def test_unknown_setting_is_one_clear_error():
 def test_evidence_model_reads_each_filter_through_eq_6():
     """p(t|x,c) = sigmoid(b + F sum_k a_k phi_k p(f_k|x,c)); uniform p(f|x,c) gives back p(t|x)."""
     explainer, pooled = _fitted()
-    evidence = explainer.evidence_
+    evidence = explainer.attribute_model_.evidence_
     x = pooled[:2]
-    contributions = np.maximum(x * explainer.weights_[[0, 0]], 0)
+    contributions = np.maximum(x * explainer.head_weights_[[0, 0]], 0)
     p_filter = contributions / contributions.sum(axis=1, keepdims=True)
     logits = (x * 4 * p_filter) @ evidence.weights.T + evidence.bias
     np.testing.assert_allclose(explainer.attribute_pdf(x, np.array([0, 0])), 1 / (1 + np.exp(-logits)))
@@ -156,13 +282,13 @@ def test_evidence_model_reads_each_filter_through_eq_6():
 
 def test_grounding_alphas_are_the_evidence_weights():
     explainer, _ = _fitted()
-    np.testing.assert_array_equal(explainer.grounding_alphas(), explainer.evidence_.weights.T)
+    np.testing.assert_array_equal(explainer.grounding_alphas(), explainer.attribute_model_.evidence_.weights.T)
     positive, _ = _fitted(ExplainerConfig(top_k=2, min_df=1, grounding="positive"))
-    np.testing.assert_array_equal(positive.grounding_alphas(), np.maximum(positive.evidence_.weights.T, 0))
+    np.testing.assert_array_equal(positive.grounding_alphas(), np.maximum(positive.attribute_model_.evidence_.weights.T, 0))
     assert int(explainer.grounding_alphas()[:, 0].argmax()) == 0  # red crown: the red-crown filter
     part, _ = _fitted(ExplainerConfig(top_k=2, min_df=1, grounding="part"))  # "red crown" and "blue crown" share one map
-    alphas, evidence = part.grounding_alphas(), part.evidence_.weights.T
-    images = part.statistics_.attribute_images
+    alphas, evidence = part.grounding_alphas(), part.attribute_model_.evidence_.weights.T
+    images = part.cooccurrence_.statistics_.attribute_images
     crown = (evidence[:, 0] * images[0] + evidence[:, 1] * images[1]) / (images[0] + images[1])
     np.testing.assert_allclose(alphas[:, 0], crown, atol=1e-9)
     np.testing.assert_allclose(alphas[:, 1], crown, atol=1e-9)
@@ -185,26 +311,32 @@ def test_top_sigma_counts_each_filters_most_activating_images():
     explainer, pooled = _fitted(ExplainerConfig(top_k=2, min_df=1, sigma_activation="top", top_fraction=0.25))
     # filter 0 (red crowns) counts its 10 most activating images: all red-crowned, so
     # "blue crown" gets no probability from it at all
-    assert explainer.statistics_.likelihood_sum[VOCAB.index("blue crown"), 0] == 0
-    assert explainer.statistics_.likelihood_sum[VOCAB.index("red crown"), 0] == 10
+    assert explainer.cooccurrence_.statistics_.likelihood_sum[VOCAB.index("blue crown"), 0] == 0
+    assert explainer.cooccurrence_.statistics_.likelihood_sum[VOCAB.index("red crown"), 0] == 10
 
 
 def test_strong_evidence_is_ranked_by_log_odds_not_by_rounded_probabilities():
     from saywhy.core.attribute_evidence import AttributeEvidence
 
-    explainer, pooled = _fitted(ExplainerConfig(top_k=2, min_df=1, class_weighting=False))
+    explainer, _ = _fitted(ExplainerConfig(top_k=2, min_df=1, class_weighting=False))
     # logits 50 and 80 both round to p = 1.0; vocabulary order alone would put "red crown" first
-    explainer.evidence_ = AttributeEvidence(np.zeros((4, 4)), np.array([50.0, 80.0, -5.0, -5.0]))
-    explanation = explainer.explain(pooled[:1])[0]
+    weights = np.zeros((4, 4))
+    weights[:2, 3] = [25.0, 40.0]
+    explainer.attribute_model_.evidence_ = AttributeEvidence(weights, np.array([0.0, 0.0, -5.0, -5.0]))
+    image = np.array([[0.0, 0.0, 0.0, 2.0]])
+    explanation = explainer.explain(image)[0]
     assert [t for t, _ in explanation.attributes] == ["blue crown", "red crown"]
-    assert [p for _, p in explanation.attributes] == [1.0, 1.0]
-    np.testing.assert_allclose(explainer.attribute_log_pdf(pooled[:1])[0, :2], [-np.exp(-50.0), -np.exp(-80.0)])
+    np.testing.assert_allclose(explainer.attribute_log_pdf(image)[0, :2], [-np.exp(-50.0), -np.exp(-80.0)])
 
 
 def test_evidence_explanations_carry_the_evidence_they_are_ranked_by():
     explainer, pooled = _fitted()
     explanation = explainer.explain(pooled[:1])[0]
     assert explanation.evidence is not None and explanation.evidence == sorted(explanation.evidence, reverse=True)
-    np.testing.assert_allclose([p for _, p in explanation.attributes], 1 / (1 + np.exp(-np.array(explanation.evidence))))
+    # the scores shown are the calibrated p(t|x) of the image alone, not the ranking's sigmoid(evidence)
+    calibrated = explainer.attribute_model_.evidence_.probability(pooled[:1])[0]
+    np.testing.assert_allclose([p for _, p in explanation.attributes],
+                               [calibrated[VOCAB.index(t)] for t, _ in explanation.attributes])
+    assert all(0 < p < 0.9999 for _, p in explanation.attributes)
     paper, _ = _fitted(ExplainerConfig.paper(top_k=2, min_df=1))
     assert paper.explain(pooled[:1])[0].evidence is None

@@ -105,7 +105,7 @@ def test_figure1_explains_a_misclassified_image_both_ways(tiny, two_wrong):
     assert 0.0 <= f1.cam_predicted.min() and f1.cam_predicted.max() <= 1.0
     # the overlay peaks in the cell where the CAM of the predicted class peaks
     maps = session.activations([f1.path], keep_maps=True).maps[0]
-    cam = class_activation_map(session.explainer.weights_[session.explainer.class_index(f1.predicted_class)], maps)
+    cam = class_activation_map(session.explainer.head_weights_[session.explainer.class_index(f1.predicted_class)], maps)
     y, x = np.unravel_index(f1.cam_predicted.argmax(), f1.cam_predicted.shape)
     assert np.unravel_index(cam.argmax(), cam.shape) == (y * cam.shape[0] // height, x * cam.shape[1] // width)
     html = section(two_wrong["html"], "figure1")

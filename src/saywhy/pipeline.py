@@ -6,6 +6,7 @@ and counted; unreadable images are skipped and counted.
 """
 from __future__ import annotations
 
+import difflib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,10 +17,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from PIL import Image
+
+from saywhy.core.grounding import attribute_scores, cells_to_image, normalize_heatmaps, peak_cells, upsample_heatmap
 from saywhy.data.images import Preprocess, open_image
+from saywhy.data.inputs import as_items, has_box, item_name, with_boxes
 from saywhy.data.records import Dataset, ImageRecord
 from saywhy.errors import SaywhyError
-from saywhy.explain.explainer import Contrast, Explainer, ExplainerConfig, Explanation
+from saywhy.explain.explainer import ClassDescription, Contrast, Explainer, ExplainerConfig, Explanation
 from saywhy.model.activations import Activations, extract_activations
 from saywhy.model.checkpoint import weights_digest
 from saywhy.model.feature_cache import FeatureCache
@@ -39,6 +44,8 @@ class FitReport:
     images_used: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
     vocabulary_size: int = 0
+    accuracy: float | None = None  # the network's accuracy on the fitting images
+    warnings: list[str] = field(default_factory=list)
 
 
 def image_documents(records: Sequence[ImageRecord], source: str, extractor: PhraseExtractor | None) -> list[list[str]]:
@@ -78,13 +85,23 @@ def fit_explainer(
     progress: bool = True,
     activations: Activations | None = None,
     feature_cache: FeatureCache | None = None,
+    model_classes: Sequence[str] | None = None,
 ) -> tuple[Explainer, FitReport]:
     """Fit eq. 1-4 on the training images that have captions (or attributes).
 
     ``activations`` may be passed in to reuse one forward pass across several configs;
-    ``feature_cache`` reads pooled features computed by an earlier run (or by training).
+    ``feature_cache`` reads pooled features computed by an earlier run (or by training);
+    ``model_classes``, the checkpoint's class names, must be the dataset's. A network near
+    chance on the fitting images is fitted, with a warning in the report and the metadata.
     """
     layers = resolve_layers(model, preprocess, layer, head)
+    class_names = [dataset.class_names[c] for c in dataset.class_ids]
+    if model_classes is not None and list(model_classes) != class_names:
+        differ = next(((a, b) for a, b in zip(model_classes, class_names) if a != b), None)
+        raise SaywhyError(
+            f"the dataset's classes differ from the checkpoint's ({len(class_names)} against {len(model_classes)}"
+            + (f"; first difference: {differ[1]!r} where the checkpoint has {differ[0]!r}" if differ else "")
+            + "): fit on the dataset the network was trained on")
     if layers.n_classes != len(dataset.class_ids):
         raise SaywhyError(
             f"model predicts {layers.n_classes} classes but the dataset has {len(dataset.class_ids)}: "
@@ -105,6 +122,17 @@ def fit_explainer(
         report.skipped["unreadable images"] = activations.n_unreadable
         log.warning("%d images could not be read and were skipped", activations.n_unreadable)
     kept = [records[i] for i in activations.index]
+    if not np.isfinite(activations.pooled).all():
+        raise SaywhyError("the network's activations contain NaN or infinite numbers: check its weights "
+                          "(a damaged checkpoint?) and the preprocessing")
+    labels = np.array([dataset.class_index(r.class_id) for r in kept])
+    report.accuracy = float(np.mean(activations.logits.argmax(axis=1) == labels)) if len(kept) else None
+    chance = 1.0 / len(dataset.class_ids)
+    if report.accuracy is not None and report.accuracy < 2 * chance:
+        report.warnings.append(
+            f"the network is near chance on the fitting images ({report.accuracy:.1%} correct, chance is {chance:.1%}): "
+            "its explanations will not mean much; train it first ('saywhy train') or check the classes and preprocessing")
+        log.warning("%s", report.warnings[-1])
     documents = image_documents(kept, source, extractor)
     vocabulary = AttributeVocabulary(min_df=config.min_df).fit(documents)
     counts = vocabulary.transform(documents)
@@ -112,9 +140,9 @@ def fit_explainer(
     meta = {
         "layer": layers.feature_layer, "head": layers.head, "preprocess": preprocess.to_dict(),
         "weights_digest": weights_digest(model), "source": source, "dataset_root": str(dataset.root),
-        "images_used": len(kept), "skipped": report.skipped, **(metadata or {}),
+        "images_used": len(kept), "skipped": report.skipped, "fit_accuracy": report.accuracy,
+        "warnings": report.warnings, **(metadata or {}),
     }
-    class_names = [dataset.class_names[c] for c in dataset.class_ids]
     captions = [c for r in kept for c in (r.captions or ())]  # none for attribute files: lemmas as given
     forms = learn_surface_forms(captions, vocabulary.terms_)
     explainer = Explainer(config).fit(activations.pooled, counts, vocabulary.terms_, weights, class_names, bias, meta,
@@ -139,14 +167,45 @@ def pooled_activations(model: nn.Module, items: Sequence[ImageRecord | str | Pat
     return Activations(pooled=pooled, logits=logits, index=np.asarray(cached.index), n_items=cached.n_items)
 
 
-class ExplainerSession:
-    """A fitted explainer with its network: explain image files end to end.
+@dataclass
+class Heatmaps:
+    """Eq. 9 for several attributes of one image, at layer and at image resolution.
 
-    The session checks that the network is the one the explainer was fitted on. With a
-    ``feature_cache``, pooled features of images seen before are read, not recomputed.
+    ``layer``: (T, h, w) raw sums sum_k alpha_k f_k(x) (signed: negative where the map
+    speaks against the attribute). ``image``: (T, H, W), each rescaled to [0, 1] (eq. 9's
+    sigma = min-max) and placed on the input: the original image's pixels for files and
+    PIL images (0 outside the box the network saw), the tensor's own for tensors.
+    ``class_map``: the CAM of the explained class, sum_k w_ck f_k(x), (h, w) at layer
+    resolution and ``class_image`` (H, W) like ``image``.
     """
 
-    def __init__(self, explainer: Explainer, model: nn.Module, preprocess: Preprocess | None = None,
+    attributes: list[str]
+    layer: np.ndarray
+    image: np.ndarray
+    class_map: np.ndarray
+    class_image: np.ndarray
+    box: tuple[int, int, int, int]  # (x0, y0, x1, y1): the region of the input the network saw
+    image_size: tuple[int, int]  # (W, H) of the input
+
+    def peaks(self) -> np.ndarray:
+        """(T, 2): the (x, y) input pixel of each attribute's strongest cell."""
+        return cells_to_image(peak_cells(self.layer), self.layer.shape[-2:], self.box)
+
+
+class ExplainerSession:
+    """A fitted explainer with its network: the one object that explains images end to end.
+
+    ``session(inputs, target=None)`` (= :meth:`explain`) takes tensors (already
+    preprocessed), PIL images, paths, folders or records, alone or in a list, and
+    ``target`` as None (the network's decision), one class, or one per input. Grounding
+    (:meth:`ground`), contrast, class description and attribute search are methods of the
+    same object. The session checks that the network is the one the explainer was fitted
+    on; with a ``feature_cache``, pooled features of image files seen before are read, not
+    recomputed. ``preprocess`` defaults to the explainer's (a torchvision transform is
+    accepted too).
+    """
+
+    def __init__(self, explainer: Explainer, model: nn.Module, preprocess: Any = None,
                  feature_cache: FeatureCache | None = None, map_memo: dict | None = None):
         # ``map_memo``: a dict shared by sessions over the same network and preprocessing, so
         # that comparing explainers (an ablation) runs one forward pass per image for the maps.
@@ -155,22 +214,30 @@ class ExplainerSession:
         self.preprocess = preprocess or Preprocess.from_dict(meta["preprocess"])
         digest = meta.get("weights_digest")
         if digest and digest != weights_digest(model):
-            raise SaywhyError("this explainer was fitted on another network's weights: refit it with 'saywhy fit'")
-        self.layers = resolve_layers(model, self.preprocess, meta.get("layer"), meta.get("head"))
+            raise SaywhyError("this explainer was fitted on another network's weights: refit it with 'saywhy fit', "
+                              "or pass the checkpoint it was fitted on (--model)")
+        self.layers = resolve_layers(model, self._probe_size(), meta.get("layer"), meta.get("head"))
 
-    def activations(self, items: Sequence[ImageRecord | str | Path], keep_maps: bool = False,
+    def _probe_size(self) -> Preprocess:
+        size = getattr(self.preprocess, "image_size", None) or self.explainer.metadata_.get("preprocess", {}).get("image_size", 224)
+        return Preprocess(image_size=int(size))
+
+    # ----- the network --------------------------------------------------------------------
+    def activations(self, items: Sequence[Any], keep_maps: bool = False,
                     progress: bool = False, strict: bool = True) -> Activations:
         """Activations of ``items``; with ``strict`` an unreadable image is an error naming it,
         otherwise it is dropped (``Activations.index`` says which rows remain)."""
+        cacheable = all(isinstance(i, (ImageRecord, str, Path)) for i in items) and isinstance(self.preprocess, Preprocess)
         if keep_maps:
-            key = (tuple(str(i.path if isinstance(i, ImageRecord) else i) for i in items), repr(self.preprocess.to_dict()))
-            acts = None if self.map_memo is None else self.map_memo.get(key)
+            key = (tuple(str(i.path if isinstance(i, ImageRecord) else i) for i in items), repr(self.preprocess))
+            acts = None if self.map_memo is None or not cacheable else self.map_memo.get(key)
             if acts is None:
                 acts = extract_activations(self.model, items, self.preprocess, self.layers, keep_maps=True, progress=progress)
-                if self.map_memo is not None:
+                if self.map_memo is not None and cacheable:
                     self.map_memo[key] = acts
         else:
-            acts = pooled_activations(self.model, items, self.preprocess, self.layers, self.feature_cache, progress)
+            acts = pooled_activations(self.model, items, self.preprocess, self.layers,
+                                      self.feature_cache if cacheable else None, progress)
         if strict and acts.n_unreadable:
             readable = set(acts.index.tolist())
             for position, item in enumerate(items):
@@ -178,12 +245,124 @@ class ExplainerSession:
                     open_image(item.path if isinstance(item, ImageRecord) else item)  # raises the clear error
         return acts
 
-    def explain(self, items: Sequence[ImageRecord | str | Path], class_: str | int | None = None) -> list[Explanation]:
-        acts = self.activations(items)
-        classes = None if class_ is None else np.full(len(acts.index), self.explainer.class_index(class_))
-        return self.explainer.explain(acts.pooled, classes)
+    # ----- explanations -------------------------------------------------------------------
+    def explain(self, inputs: Any, target: Any = None, *, box: Any = None, heatmaps: bool | Sequence[str] = False,
+                class_: Any = None, strict: bool = True) -> list[Explanation]:
+        """Explain each input's decision (or ``target``'s): sentence, attributes, probabilities.
 
-    def contrast(self, item: ImageRecord | str | Path, other: str | int, class_: str | int | None = None) -> Contrast:
-        acts = self.activations([item])
+        ``box``: (x, y, w, h) for all inputs or one per input, used where the checkpoint
+        was trained on box crops (records carry their dataset's box). ``heatmaps``: True
+        for the listed attributes' eq. 9 maps, or a list of attributes to map.
+        ``strict=False`` skips unreadable files (each explanation names its input).
+        """
+        target = class_ if target is None else target
+        items = with_boxes(as_items(inputs), box)
+        if not items:
+            raise SaywhyError("nothing to explain: give at least one image")
+        acts = self.activations(items, keep_maps=bool(heatmaps), strict=strict)
+        kept = [items[i] for i in acts.index]
+        explanations = self.explainer.explain(acts.pooled, self._targets(target, len(items), acts.index))
+        crops = getattr(self.preprocess, "crop", "none") == "bbox"
+        for row, (item, explanation) in enumerate(zip(kept, explanations)):
+            explanation.input = item_name(item, int(acts.index[row]))
+            if crops and not has_box(item):
+                explanation.notes.append("the network was trained on box crops, but no box was given: "
+                                         "the whole image was explained (pass box=(x, y, w, h) or --box)")
+            if heatmaps:
+                wanted = [t for t, _ in explanation.attributes] if heatmaps is True else list(heatmaps)
+                explanation.heatmaps = self._heatmaps(item, acts.maps[row], wanted, explanation.class_index)
+        return explanations
+
+    __call__ = explain
+
+    def _targets(self, target: Any, n_items: int, kept: np.ndarray) -> Any:
+        if target is None:
+            return None
+        if isinstance(target, (str, int, np.integer)):
+            return np.full(len(kept), self.explainer.class_index(target))
+        targets = list(target)
+        if len(targets) != n_items:
+            raise SaywhyError(f"{len(targets)} targets for {n_items} images: give one class, or one per image")
+        return np.array([self.explainer.class_index(targets[i]) for i in kept])
+
+    def ground(self, item: Any, attributes: Sequence[str]) -> Heatmaps:
+        """Where each attribute is in one image (eq. 9), from one forward pass."""
+        items = as_items(item)
+        if len(items) != 1:
+            raise SaywhyError(f"ground maps one image at a time, got {len(items)}")
+        alpha = self.attribute_alphas(attributes)  # unknown attributes fail before the pass
+        acts = self.activations(items, keep_maps=True, strict=True)
+        return self._heatmaps(items[0], acts.maps[0], list(attributes), int(self.explainer.predict(acts.pooled)[0]), alpha)
+
+    def attribute_columns(self, attributes: Sequence[str]) -> list[int]:
+        """Vocabulary positions of the named attributes; an unknown one is refused with the closest known."""
+        vocabulary = self.explainer.vocabulary_
+        position = {t: j for j, t in enumerate(vocabulary)}
+        columns = []
+        for attribute in attributes:
+            key = " ".join(str(attribute).lower().split())
+            if key not in position:
+                close = difflib.get_close_matches(key, vocabulary, n=5, cutoff=0.5)
+                raise SaywhyError(f"attribute {attribute!r} is not in the explainer's vocabulary; closest: "
+                                  f"{', '.join(close) or 'none'} (the vocabulary comes from the fitting captions)")
+            columns.append(position[key])
+        return columns
+
+    def attribute_alphas(self, attributes: Sequence[str]) -> np.ndarray:
+        """(T, F) eq. 9 weights of the named attributes."""
+        columns = self.attribute_columns(attributes)
+        return self.explainer.grounding_alphas()[:, columns].T
+
+    def _heatmaps(self, item: Any, maps: np.ndarray, attributes: list[str], class_index: int,
+                  alpha: np.ndarray | None = None) -> Heatmaps:
+        alpha = self.attribute_alphas(attributes) if alpha is None else alpha
+        layer = attribute_scores(maps, alpha)
+        cam = attribute_scores(maps, self.explainer.head_weights_[class_index])
+        if isinstance(item, (ImageRecord, str, Path)):
+            with Image.open(item.path if isinstance(item, ImageRecord) else item) as image:  # the header only
+                size = image.size
+            box = self.preprocess.seen_box(size, item.bbox if isinstance(item, ImageRecord) else None) \
+                if isinstance(self.preprocess, Preprocess) else (0, 0, *size)
+        elif isinstance(item, Image.Image):
+            size, box = item.size, (0, 0, *item.size)
+        else:
+            size = (int(item.shape[-1]), int(item.shape[-2]))
+            box = (0, 0, *size)
+        upsample = lambda m: upsample_heatmap(normalize_heatmaps(m), box, size)  # noqa: E731
+        return Heatmaps(list(attributes), layer, np.stack([upsample(m) for m in layer]) if len(layer)
+                        else np.zeros((0, size[1], size[0])), cam, upsample(cam), box, size)
+
+    def contrast(self, item: Any, other: str | int, class_: str | int | None = None, *, box: Any = None) -> Contrast:
+        """Why the network's class (or ``class_``) and not ``other``, for one image."""
+        items = with_boxes(as_items(item), box)
+        if len(items) != 1:
+            raise SaywhyError(f"a contrast explains one image at a time, got {len(items)}: contrast each on its own")
+        acts = self.activations(items)
         mine = self.explainer.predict(acts.pooled)[0] if class_ is None else self.explainer.class_index(class_)
         return self.explainer.contrast(acts.pooled, int(mine), other)
+
+    def describe(self, class_: str | int) -> ClassDescription:
+        """What the network looks for in a class (eq. 7-8)."""
+        return self.explainer.describe(class_)
+
+    def search(self, attributes: Sequence[str], images: Any, top: int | None = None) -> list[SearchHit]:
+        """Rank ``images`` by how strongly each shows all ``attributes`` (Figure 6): the sum of
+        log p(t|x,c) over the attributes, with c the network's class for the image."""
+        columns = self.attribute_columns(attributes)
+        items = as_items(images)
+        acts = self.activations(items, strict=False)
+        log_p = self.explainer.attribute_log_pdf(acts.pooled)[:, columns].sum(axis=1)
+        predicted = self.explainer.predict(acts.pooled)
+        order = np.argsort(-log_p, kind="stable")[:top]
+        return [SearchHit(rank + 1, item_name(items[acts.index[i]], int(acts.index[i])), float(log_p[i]),
+                          self.explainer.readable_name(int(predicted[i]))) for rank, i in enumerate(order)]
+
+
+@dataclass
+class SearchHit:
+    """One image of an attribute search: ``score`` is the summed log p(t|x,c) (0 is the best possible)."""
+
+    rank: int
+    input: str
+    score: float
+    predicted_class: str

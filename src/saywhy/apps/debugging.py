@@ -96,7 +96,7 @@ def canonical_rows(explainer: Explainer, pooled: np.ndarray, labels: Sequence[in
     """
     pooled = np.atleast_2d(np.asarray(pooled, np.float64))
     labels = np.asarray(labels)
-    logits = pooled @ explainer.weights_.T + explainer.bias_
+    logits = explainer.decision_function(pooled)
     rows = {}
     for c in np.unique(labels):
         members = np.flatnonzero(labels == c)
@@ -119,7 +119,7 @@ def explain_failures(explainer: Explainer, pooled: np.ndarray, true_classes: Seq
     image_ids = list(image_ids) if image_ids is not None else [None] * len(paths)
     canonical = canonical or {}
     predicted = explainer.predict(pooled)
-    logits = pooled @ explainer.weights_.T + explainer.bias_
+    logits = explainer.decision_function(pooled)
     failures, misleading, missed, pairs = [], Counter(), Counter(), Counter()
     for row in np.flatnonzero(predicted != true_classes):
         p, t = int(predicted[row]), int(true_classes[row])

@@ -49,10 +49,10 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 def removal_effect(explainer: Explainer, pooled: np.ndarray, classes: np.ndarray, removed: np.ndarray) -> RemovalResult:
     """Zero the ``removed`` filters of each image (row of indices) and compare the class's score."""
     rows = np.arange(len(pooled))
-    before = pooled @ explainer.weights_.T + explainer.bias_
+    before = explainer.decision_function(pooled)
     cut = np.array(pooled, np.float64, copy=True)
     np.put_along_axis(cut, removed, 0.0, axis=1)
-    after = cut @ explainer.weights_.T + explainer.bias_
+    after = explainer.decision_function(cut)
     return RemovalResult(
         logit_drop=float(np.mean(before[rows, classes] - after[rows, classes])),
         probability_drop=float(np.mean(_softmax(before)[rows, classes] - _softmax(after)[rows, classes])),
@@ -78,7 +78,7 @@ def faithfulness(explainer: Explainer, pooled: np.ndarray, classes: np.ndarray |
                  for _ in range(random_draws)]
         random_mean = RemovalResult(*(float(np.mean([getattr(d, f) for d in draws]))
                                       for f in ("logit_drop", "probability_drop", "flipped")))
-        top_weighted = np.argsort(-explainer.weights_[classes], axis=1, kind="stable")[:, :size]
+        top_weighted = np.argsort(-explainer.head_weights_[classes], axis=1, kind="stable")[:, :size]
         results[str(size)] = {
             "explanation filters": removal_effect(
                 explainer, pooled, classes, explanation_filters(explainer, pooled, classes, size)).to_dict(),

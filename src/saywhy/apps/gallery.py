@@ -185,7 +185,7 @@ def _figure1(session: Any, records: Sequence[ImageRecord], pooled: np.ndarray, l
              failures: Sequence[Failure], k: int) -> Misclassified:
     """The first failure in seeded order, or else the test image whose top two logits are closest."""
     explainer = session.explainer
-    logits = pooled @ explainer.weights_.T + explainer.bias_
+    logits = explainer.decision_function(pooled)
     if failures:
         row = next(i for i, r in enumerate(records) if str(r.path) == failures[0].path)
         predicted, other = failures[0].predicted_index, failures[0].true_index
@@ -206,7 +206,7 @@ def _figure1(session: Any, records: Sequence[ImageRecord], pooled: np.ndarray, l
     maps = session.activations([record], keep_maps=True, strict=True).maps[0]
     size = open_image(record.path).size
     box = crop_box(session.preprocess, size, record.bbox)
-    cams = [upsample_heatmap(normalize_heatmaps(class_activation_map(explainer.weights_[c], maps)), box, size)
+    cams = [upsample_heatmap(normalize_heatmaps(class_activation_map(explainer.head_weights_[c], maps)), box, size)
             for c in (predicted, other)]
     return Misclassified(str(record.path), record.image_id, explainer.readable_name(int(labels[row])),
                          explainer.readable_name(predicted), explainer.readable_name(other), bool(failures), note,

@@ -7,8 +7,7 @@
 
 Attribute incidence is sparse: (2) is computed as a sparse-dense product, so the cost
 grows with the number of (image, attribute) pairs times filters, never with
-images x filters x attributes. The sum in (2) adds up over images, so statistics from
-chunks of a dataset (or from several machines) can simply be added.
+images x filters x attributes.
 """
 from __future__ import annotations
 
@@ -28,10 +27,20 @@ def top_fraction_thresholds(pooled: np.ndarray, fraction: float) -> np.ndarray:
 
     >>> top_fraction_thresholds(np.arange(10.0)[:, None], 0.2).tolist()
     [7.2]
+    >>> bool(top_fraction_thresholds(np.array([[0.0]] * 9 + [[3.0]]), 0.05)[0] > 0)  # zero on 90%: zeros never count
+    True
     """
     if not 0.0 < fraction <= 1.0:
         raise SaywhyError(f"top fraction must be in (0, 1], got {fraction}")
-    return np.quantile(np.asarray(pooled, np.float64), 1.0 - fraction, axis=0)
+    pooled = np.asarray(pooled, np.float64)
+    thresholds = np.quantile(pooled, 1.0 - fraction, axis=0)
+    # A filter at its lowest value (0 after a ReLU) on more than 1 - fraction of the images would
+    # get that value as threshold, and every image would count as "top": images at the minimum
+    # never count, so such a filter keeps only the images that activate it at all.
+    lowest = pooled.min(axis=0)
+    at_floor = thresholds <= lowest
+    thresholds[at_floor] = np.nextafter(lowest[at_floor], np.inf)
+    return thresholds
 
 
 def filter_given_image(pooled: np.ndarray, sigma: str = "l1", filter_scale: str = "none",
@@ -75,11 +84,10 @@ def attribute_incidence(term_counts: sp.spmatrix) -> sp.csr_matrix:
 
 @dataclass
 class FilterAttributeStatistics:
-    """The additive part of eq. 2: sum over images of p(f|x_k) p(x_k|t), and the counts.
+    """The sum of eq. 2 over images, p(f|x_k) p(x_k|t), and the counts.
 
     ``likelihood_sum`` is (attributes x filters); ``attribute_images`` counts the images
-    holding each attribute. Two statistics over disjoint image sets add up to the
-    statistics over their union.
+    holding each attribute.
     """
 
     likelihood_sum: np.ndarray
@@ -98,13 +106,6 @@ class FilterAttributeStatistics:
         likelihood = np.asarray(incidence.T @ p_filter_given_image)
         counts = np.asarray(incidence.sum(axis=0)).ravel()
         return cls(likelihood, counts, incidence.shape[0])
-
-    def __add__(self, other: FilterAttributeStatistics) -> FilterAttributeStatistics:
-        return FilterAttributeStatistics(
-            self.likelihood_sum + other.likelihood_sum,
-            self.attribute_images + other.attribute_images,
-            self.n_images + other.n_images,
-        )
 
 
 LIKELIHOODS = ("sum", "mean")

@@ -46,7 +46,7 @@ class PriorStatistics:
     """The additive statistics behind p(t): N, D(t) and sum_d TF(t, d).
 
     >>> counts = sp.csr_matrix(np.array([[2, 1], [0, 1]]))
-    >>> stats = PriorStatistics.from_counts(counts[:1]) + PriorStatistics.from_counts(counts[1:])
+    >>> stats = PriorStatistics.from_counts(counts)
     >>> stats.n_documents, stats.document_frequency.tolist(), stats.term_frequency_sum.tolist()
     (2, [1, 2], [2.0, 2.0])
     """
@@ -78,22 +78,6 @@ class PriorStatistics:
         document_frequency = np.asarray((counts > 0).sum(axis=0)).ravel()
         term_frequency_sum = np.asarray(counts.sum(axis=0)).ravel()
         return cls(counts.shape[0], document_frequency, term_frequency_sum)
-
-    def __add__(self, other: PriorStatistics) -> PriorStatistics:
-        if not isinstance(other, PriorStatistics):
-            return NotImplemented
-        if other.document_frequency.shape != self.document_frequency.shape:
-            raise SaywhyError(f"cannot add prior statistics over {self.document_frequency.size} and "
-                              f"{other.document_frequency.size} terms: count every chunk with the same vocabulary")
-        return PriorStatistics(self.n_documents + other.n_documents,
-                               self.document_frequency + other.document_frequency,
-                               self.term_frequency_sum + other.term_frequency_sum)
-
-    def __radd__(self, other: object) -> PriorStatistics:
-        # Lets sum(chunks) start from its default 0.
-        if isinstance(other, int) and other == 0:
-            return self
-        return NotImplemented
 
     def inverse_document_frequency(self) -> np.ndarray:
         """IDF(t) = log(N / D(t)); +inf for a term in no document."""

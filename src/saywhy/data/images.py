@@ -38,6 +38,18 @@ class Preprocess:
             crop=data.get("crop", "none"),
         )
 
+    def seen_box(self, image_size: tuple[int, int], bbox: tuple[float, float, float, float] | None) -> tuple[int, int, int, int]:
+        """The (x0, y0, x1, y1) region of an image of (W, H) ``image_size`` that the network sees:
+        the whole image, or (int(x), int(y), ceil(x + w), ceil(y + h)) with ``crop="bbox"``.
+
+        >>> Preprocess(crop="bbox").seen_box((100, 80), (10.5, 20.0, 30.2, 40.0))
+        (10, 20, 41, 60)
+        """
+        if self.crop == "bbox" and bbox is not None:
+            x, y, w, h = bbox
+            return (int(x), int(y), int(np.ceil(x + w)), int(np.ceil(y + h)))
+        return (0, 0, int(image_size[0]), int(image_size[1]))
+
     def __call__(self, image: Image.Image, bbox: tuple[float, float, float, float] | None = None) -> torch.Tensor:
         image = image.convert("RGB")
         if self.crop == "bbox" and bbox is not None:
@@ -62,10 +74,32 @@ def open_image(path: str | Path) -> Image.Image:
         raise SaywhyError(f"image {path} cannot be read ({error.__class__.__name__}): replace or remove the file") from None
 
 
-class ImageDataset(torch.utils.data.Dataset):
-    """Records (or bare paths) as ``(tensor, index, ok)``; ``ok`` is False for unreadable files."""
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
-    def __init__(self, items: Sequence[ImageRecord | str | Path], preprocess: Preprocess):
+
+def apply_preprocess(preprocess, image: Image.Image, bbox: tuple[float, float, float, float] | None = None) -> torch.Tensor:
+    """A :class:`Preprocess`, or any callable from a PIL image to a (3, H, W) tensor (a torchvision
+    transform); a box crops first for either."""
+    if isinstance(preprocess, Preprocess):
+        return preprocess(image, bbox)
+    if bbox is not None:
+        x, y, w, h = bbox
+        image = image.crop((int(x), int(y), int(np.ceil(x + w)), int(np.ceil(y + h))))
+    tensor = preprocess(image.convert("RGB"))
+    if not isinstance(tensor, torch.Tensor) or tensor.ndim != 3:
+        raise SaywhyError(f"the transform returned {type(tensor).__name__}, not a (3, H, W) tensor: "
+                          "end it with transforms.ToTensor() (and Normalize)")
+    return tensor
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Inputs as ``(tensor, index, ok)``; ``ok`` is False for unreadable files.
+
+    An input is an :class:`ImageRecord` (its box is used where ``preprocess`` crops to it),
+    a path, a PIL image, or a (3, H, W) tensor that is already preprocessed and used as is.
+    """
+
+    def __init__(self, items: Sequence, preprocess):
         self.items = list(items)
         self.preprocess = preprocess
 
@@ -74,9 +108,13 @@ class ImageDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, bool]:
         item = self.items[index]
+        if isinstance(item, torch.Tensor):
+            return item, index, True
+        if isinstance(item, Image.Image):
+            return apply_preprocess(self.preprocess, item), index, True
         path, bbox = (item.path, item.bbox) if isinstance(item, ImageRecord) else (Path(item), None)
         try:
-            return self.preprocess(open_image(path), bbox), index, True
+            return apply_preprocess(self.preprocess, open_image(path), bbox), index, True
         except SaywhyError:
-            size = self.preprocess.image_size
+            size = getattr(self.preprocess, "image_size", 224)
             return torch.zeros(3, size, size), index, False

@@ -1,0 +1,245 @@
+"""How filters tie to attributes: one small class per model, behind one interface.
+
+The explainer owns the loop (eq. 5-8: pick the class, weigh the filters by p(f|x,c) of
+eq. 6, rank, write the sentence); an attribute model only says what a filter means for
+an attribute. Two are registered:
+
+- ``cooccurrence``: the paper's p(t|f) of eq. 1-4 (:mod:`saywhy.core.filter_attribute`).
+  Eq. 5 is ``p(f|x,c) @ p(t|f)``: a distribution over attributes.
+- ``evidence``: saywhy's default, one logistic model per attribute on the pooled
+  activations (:mod:`saywhy.core.attribute_evidence`). Eq. 5 weighs each filter's
+  log-odds evidence by p(f|x,c).
+
+Each model reads only its own settings (``settings``), and declares them so that the
+explainer can refuse a setting that would have no effect. The paper's p(t|f) is always
+fitted too, because Figure 5 shows it; its settings therefore always matter.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+
+from saywhy.core.attribute_evidence import AttributeEvidence, fit_attribute_evidence
+from saywhy.core.filter_attribute import (
+    FilterAttributeStatistics,
+    filter_attribute_pdf,
+    filter_given_image,
+    top_fraction_thresholds,
+)
+from saywhy.core.prior import attribute_prior
+from saywhy.errors import SaywhyError
+
+
+@dataclass
+class Scores:
+    """Eq. 5 for a batch (images x attributes), each array computed once.
+
+    ``log_p`` is what rankings use; ``own`` is the image's own evidence for each attribute
+    (zero where the image gives none: an all-zero image has none for any attribute);
+    ``evidence`` is the evidence model's class-weighted log-odds, None for p(t|f).
+    """
+
+    p: np.ndarray
+    log_p: np.ndarray
+    own: np.ndarray
+    evidence: np.ndarray | None = None
+
+
+class AttributeModel(ABC):
+    """The interface: fit on pooled activations and caption incidence, then score images."""
+
+    name: ClassVar[str]
+    settings: ClassVar[tuple[str, ...]]  # the ExplainerConfig fields this model reads
+    score_name: ClassVar[str]  # what an explanation's per-attribute score is, for users
+
+    def __init__(self, config: Any):
+        self.config = config
+
+    @abstractmethod
+    def fit(self, pooled: np.ndarray, incidence: sp.csr_matrix, term_counts: sp.spmatrix) -> AttributeModel:
+        """Learn from the fitting images (pooled: images x filters, incidence: images x attributes)."""
+
+    @abstractmethod
+    def scores(self, pooled: np.ndarray, p_filter: np.ndarray) -> Scores:
+        """Eq. 5 with p(f|x,c) = ``p_filter`` (images x filters)."""
+
+    @abstractmethod
+    def contrast_units(self, scores: Scores) -> np.ndarray:
+        """The numbers a contrast subtracts: probabilities for p(t|f), log-odds for the evidence model."""
+
+    @abstractmethod
+    def readable(self, pooled: np.ndarray, scores: Scores) -> np.ndarray:
+        """The per-attribute score shown to users (see ``score_name``), in [0, 1]."""
+
+    @abstractmethod
+    def class_ranking(self, class_pooled: np.ndarray, p_filter: np.ndarray, p_filter_class: np.ndarray) -> np.ndarray:
+        """Eq. 7-8, (classes x attributes), in log units so that the order survives rounding."""
+
+    @abstractmethod
+    def grounding_alphas(self, vocabulary: list[str], attribute_images: np.ndarray) -> np.ndarray:
+        """Eq. 9's alpha for every attribute (filters x attributes)."""
+
+    @abstractmethod
+    def filter_shares(self, pooled: np.ndarray, p_filter: np.ndarray, attributes: np.ndarray) -> np.ndarray:
+        """(images x filters): how much each filter carries the given attributes (a row of indices per image)."""
+
+    @abstractmethod
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The fitted state, for saving."""
+
+    @abstractmethod
+    def load_arrays(self, arrays: dict[str, np.ndarray], n_images: int) -> AttributeModel:
+        """Restore what :meth:`arrays` saved."""
+
+
+class CooccurrenceModel(AttributeModel):
+    """The paper's p(t|f), eq. 1-4: how often an attribute's images activate a filter.
+
+    Fitted state: ``pdf_`` (filters x attributes, rows sum to 1), ``prior_``,
+    ``statistics_`` (the sums of eq. 2), ``filter_max_`` and ``filter_threshold_``.
+    """
+
+    name = "cooccurrence"
+    settings = ("sigma_activation", "top_fraction", "filter_scale", "prior", "likelihood")
+    score_name = "p(t|x,c), eq. 5: the share of the decision's filters' attribute mass (sums to 1 over attributes)"
+
+    def fit(self, pooled, incidence, term_counts):
+        cfg = self.config
+        n_filters = pooled.shape[1]
+        self.filter_max_ = pooled.max(axis=0) if len(pooled) else np.zeros(n_filters)
+        self.filter_threshold_ = (top_fraction_thresholds(pooled, cfg.top_fraction) if len(pooled)
+                                  else np.full(n_filters, np.inf))
+        self.statistics_ = FilterAttributeStatistics.from_chunk(self.filter_given_image(pooled), incidence)
+        self.prior_ = np.asarray(attribute_prior(term_counts, kind=cfg.prior), dtype=np.float64)
+        self.pdf_ = filter_attribute_pdf(self.statistics_, self.prior_, cfg.likelihood)
+        return self
+
+    def filter_given_image(self, pooled: np.ndarray) -> np.ndarray:
+        """Eq. 3 with this model's sigma."""
+        cfg = self.config
+        return filter_given_image(pooled, cfg.sigma_activation, cfg.filter_scale, self.filter_max_,
+                                  self.filter_threshold_)
+
+    def scores(self, pooled, p_filter):
+        p = p_filter @ self.pdf_  # eq. 5
+        with np.errstate(divide="ignore"):
+            return Scores(p, np.log(p), p)
+
+    def contrast_units(self, scores):
+        return scores.p
+
+    def readable(self, pooled, scores):
+        return scores.p
+
+    def class_ranking(self, class_pooled, p_filter, p_filter_class):
+        with np.errstate(divide="ignore"):
+            return np.log(p_filter_class @ self.pdf_)  # eq. 7 with eq. 8
+
+    def grounding_alphas(self, vocabulary, attribute_images):
+        return self.pdf_
+
+    def filter_shares(self, pooled, p_filter, attributes):
+        return p_filter * self.pdf_.T[np.asarray(attributes)].sum(axis=1)
+
+    def unnormalized(self, filter_index: int) -> np.ndarray:
+        """Eq. 1 before normalizing, p(t) sum_x p(f|x) p(x|t), for one filter (Figure 5's bars)."""
+        return self.prior_ * self.statistics_.likelihood_sum[:, filter_index]
+
+    def arrays(self):
+        return {"filter_attribute_pdf": self.pdf_, "prior": self.prior_, "filter_max": self.filter_max_,
+                "filter_threshold": self.filter_threshold_, "likelihood_sum": self.statistics_.likelihood_sum,
+                "attribute_images": self.statistics_.attribute_images}
+
+    def load_arrays(self, arrays, n_images):
+        self.pdf_, self.prior_ = arrays["filter_attribute_pdf"], arrays["prior"]
+        self.filter_max_, self.filter_threshold_ = arrays["filter_max"], arrays["filter_threshold"]
+        self.statistics_ = FilterAttributeStatistics(arrays["likelihood_sum"], arrays["attribute_images"], n_images)
+        return self
+
+
+class EvidenceModel(AttributeModel):
+    """One logistic model per attribute; filter k carries evidence a_tk phi_k(x) for t.
+
+    With ``class_weighting`` eq. 5 reads each filter's evidence through F p(f_k|x,c);
+    without, every class gets p(t|x), the image alone. ``grounding`` picks eq. 9's alpha.
+    Fitted state: ``evidence_`` (:class:`~saywhy.core.attribute_evidence.AttributeEvidence`).
+    """
+
+    name = "evidence"
+    settings = ("evidence_l2", "class_weighting", "grounding")
+    score_name = ("p(t|x): the calibrated probability that the image's captions name the attribute, "
+                  "from the image alone (the ranking weighs the evidence by the class's filters)")
+
+    def fit(self, pooled, incidence, term_counts):
+        self.evidence_ = fit_attribute_evidence(pooled, incidence, self.config.evidence_l2)
+        return self
+
+    def _weighting(self, p_filter):
+        return p_filter if self.config.class_weighting else None
+
+    def scores(self, pooled, p_filter):
+        logits = self.evidence_.logits(pooled, self._weighting(p_filter))
+        log_p = -np.logaddexp(0.0, -logits)  # log sigmoid, exact where p rounds to 1
+        return Scores(np.exp(log_p), log_p, logits - self.evidence_.bias, logits)
+
+    def contrast_units(self, scores):
+        return scores.evidence
+
+    def readable(self, pooled, scores):
+        return self.evidence_.probability(pooled)
+
+    def class_ranking(self, class_pooled, p_filter, p_filter_class):
+        return self.evidence_.logits(class_pooled, self._weighting(p_filter))
+
+    def grounding_alphas(self, vocabulary, attribute_images):
+        weights = self.evidence_.weights.T
+        if self.config.grounding == "positive":
+            return np.maximum(weights, 0.0)
+        if self.config.grounding == "signed":
+            return weights
+        return part_weights(weights, vocabulary, attribute_images)
+
+    def filter_shares(self, pooled, p_filter, attributes):
+        return p_filter * self.evidence_.filter_evidence(pooled, attributes)
+
+    def arrays(self):
+        return {"evidence_weights": self.evidence_.weights, "evidence_bias": self.evidence_.bias}
+
+    def load_arrays(self, arrays, n_images):
+        self.evidence_ = AttributeEvidence(arrays["evidence_weights"], arrays["evidence_bias"])
+        return self
+
+
+ATTRIBUTE_MODELS: dict[str, type[AttributeModel]] = {m.name: m for m in (EvidenceModel, CooccurrenceModel)}
+
+
+def attribute_model(name: str, config: Any) -> AttributeModel:
+    """An unfitted attribute model by registered name."""
+    if name not in ATTRIBUTE_MODELS:
+        raise SaywhyError(f"unknown attribute model {name!r}: choose one of {', '.join(ATTRIBUTE_MODELS)}")
+    return ATTRIBUTE_MODELS[name](config)
+
+
+def part_weights(weights: np.ndarray, vocabulary: list[str], images: np.ndarray) -> np.ndarray:
+    """(filters x attributes): each column replaced by the mean of the columns of every attribute
+    with the same noun, weighted by the number of images carrying each ("white belly" and
+    "yellow belly" both get the belly's weights).
+
+    >>> part_weights(np.array([[1.0, 3.0, 5.0]]), ["white belly", "yellow belly", "red crown"], np.array([3, 1, 2])).tolist()
+    [[1.5, 1.5, 5.0]]
+    """
+    from saywhy.explain.sentence import split_attribute
+
+    out = np.empty_like(weights)
+    columns: dict[str, list[int]] = {}
+    for j, term in enumerate(vocabulary):
+        columns.setdefault(split_attribute(term)[1], []).append(j)
+    counts = np.asarray(images, np.float64)
+    for js in columns.values():
+        share = counts[js] / counts[js].sum() if counts[js].sum() > 0 else np.full(len(js), 1 / len(js))
+        out[:, js] = (weights[:, js] @ share)[:, None]
+    return out

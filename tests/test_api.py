@@ -1,0 +1,116 @@
+"""The library's three calls on a user's own torchvision model: tensors, PIL images, paths, targets, heatmaps."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import saywhy
+from saywhy.data.images import Preprocess, open_image
+
+IMAGENET = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+
+
+@pytest.fixture(scope="module")
+def resnet_session(tiny_noisy_synthbirds, tmp_path_factory):
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    base = tmp_path_factory.mktemp("api")
+    model = torchvision.models.resnet18(num_classes=4)  # random weights: near chance, and warned about
+    session = saywhy.fit(model, tiny_noisy_synthbirds["root"], preprocess=Preprocess(image_size=64, **IMAGENET),
+                         arch="torchvision:resnet18", out=base / "exp", home=base / "home", min_df=1)
+    test = tiny_noisy_synthbirds["dataset"].split(train=False)[:3]
+    return {"session": session, "base": base, "paths": [r.path for r in test]}
+
+
+def test_fit_on_a_live_model_finds_its_layers_and_warns_near_chance(resnet_session):
+    session = resnet_session["session"]
+    assert (session.layers.feature_layer, session.layers.head) == ("layer4", "fc")
+    assert any("near chance" in w for w in session.fit_report.warnings)
+    assert session.explainer.metadata_["warnings"] == session.fit_report.warnings
+
+
+def test_tensors_pil_images_and_paths_give_the_same_explanations(resnet_session):
+    session, paths = resnet_session["session"], resnet_session["paths"]
+    pil = [open_image(p) for p in paths]
+    import torch
+
+    tensors = torch.stack([session.preprocess(image) for image in pil])
+    by_tensor, by_pil, by_path = session(tensors), session(pil), session(paths)
+    for a, b, c in zip(by_tensor, by_pil, by_path):
+        assert a.sentence == b.sentence == c.sentence
+        assert a.class_index == b.class_index == c.class_index
+        np.testing.assert_allclose([s for _, s in a.attributes], [s for _, s in c.attributes], rtol=1e-5)
+    assert [e.input for e in by_tensor] == ["tensor[0]", "tensor[1]", "tensor[2]"]
+    assert [e.input for e in by_path] == [str(p) for p in paths]
+    assert session(str(paths[0]))[0].sentence == by_path[0].sentence  # one path is one image, not its characters
+
+
+def test_target_per_sample_and_probabilities(resnet_session):
+    session, paths = resnet_session["session"], resnet_session["paths"]
+    explained = session(paths, target=[0, 1, "2"])
+    assert [e.class_index for e in explained] == [0, 1, 2]
+    for e in explained:
+        assert 0 < e.probability < 1 and len(e.alternatives) == 3
+        assert e.probability + sum(p for _, p in e.alternatives) == pytest.approx(1.0)
+        assert all(0 <= s < 1 for _, s in e.attributes) and "p(t|x)" in e.score_name
+    with pytest.raises(saywhy.SaywhyError, match="2 targets for 3 images"):
+        session(paths, target=[0, 1])
+
+
+def test_heatmaps_at_layer_and_image_resolution(resnet_session):
+    session, paths = resnet_session["session"], resnet_session["paths"]
+    (explanation,) = session(paths[:1], heatmaps=True)
+    maps = explanation.heatmaps
+    assert maps.attributes == [t for t, _ in explanation.attributes]
+    assert maps.layer.shape == (len(maps.attributes), 2, 2)  # ResNet-18 at 64 px: 2 x 2 maps
+    assert maps.image.shape == (len(maps.attributes), 64, 64) and maps.image.max() == pytest.approx(1.0)
+    grounded = session.ground(paths[0], maps.attributes[:1])
+    np.testing.assert_allclose(grounded.layer[0], maps.layer[0])
+    with pytest.raises(saywhy.SaywhyError, match="not in the explainer's vocabulary"):
+        session.ground(paths[0], ["plaid crown"])
+
+
+def test_search_ranks_images_by_attributes(resnet_session):
+    session, paths = resnet_session["session"], resnet_session["paths"]
+    attribute = session.explainer.vocabulary_[0]
+    hits = session.search([attribute], paths)
+    assert [h.rank for h in hits] == [1, 2, 3] and sorted(h.input for h in hits) == sorted(map(str, paths))
+    assert hits[0].score >= hits[1].score >= hits[2].score and hits[0].score <= 0
+
+
+def test_the_explainer_fitted_in_python_works_from_the_command_line(resnet_session, capsys):
+    from saywhy.cli import main
+
+    base, paths = resnet_session["base"], resnet_session["paths"]
+    loaded = saywhy.load(base / "exp", home=base / "home")
+    expected = resnet_session["session"](paths[:1])[0].sentence
+    assert loaded(paths[:1])[0].sentence == expected
+    assert main(["--home", str(base / "home"), "explain", str(paths[0]), "--explainer", str(base / "exp")]) == 0
+    assert expected in capsys.readouterr().out
+
+
+def test_box_crop_checkpoints_use_the_box_or_say_they_did_not(resnet_session):
+    from dataclasses import replace
+
+    session, paths = resnet_session["session"], resnet_session["paths"]
+    cropping = saywhy.Session(session.explainer, session.model, replace(session.preprocess, crop="bbox"))
+    (whole,) = cropping(paths[:1])
+    assert whole.notes and "whole image was explained" in whole.notes[0]
+    (boxed,) = cropping(paths[:1], box=(4, 4, 40, 40))
+    assert boxed.notes == []
+    with pytest.raises(saywhy.SaywhyError, match="width, height > 0"):
+        cropping(paths[:1], box=(4, 4, 0, 40))
+
+
+def test_a_torchvision_transform_is_accepted_when_explaining(resnet_session):
+    import torch
+    from torchvision import transforms
+
+    session, paths = resnet_session["session"], resnet_session["paths"]
+    transform = transforms.Compose([transforms.Resize((64, 64)), transforms.ToTensor(),
+                                    transforms.Normalize(IMAGENET["mean"], IMAGENET["std"])])
+    with_transform = saywhy.Session(session.explainer, session.model, transform)
+    assert [e.class_index for e in with_transform(paths)] == [e.class_index for e in session(paths)]
+    assert isinstance(transform(open_image(paths[0])), torch.Tensor)
