@@ -34,6 +34,9 @@ from saywhy.core.prior import attribute_prior
 from saywhy.errors import SaywhyError
 
 
+SMALL_FIT = 3e7  # multiply-adds per evaluation below which the evidence fit uses one BLAS thread
+
+
 @dataclass
 class Scores:
     """Eq. 5 for a batch (images x attributes), each array computed once.
@@ -175,7 +178,15 @@ class EvidenceModel(AttributeModel):
                   "from the image alone (the ranking weighs the evidence by the class's filters)")
 
     def fit(self, pooled, incidence, term_counts):
-        self.evidence_ = fit_attribute_evidence(pooled, incidence, self.config.evidence_l2)
+        from threadpoolctl import threadpool_limits
+
+        # Each of the fit's hundreds of evaluations is two (images x filters x attributes)
+        # products. Below about 3e7 multiply-adds, BLAS threads cost more than they save, and
+        # after a forward pass they fight torch's for the cores: a 77 x 512 x 98 fit took 27 s
+        # with 2 OpenBLAS threads and 1.6 s with one (2-core machine, BENCHMARKS.md).
+        small = pooled.shape[0] * pooled.shape[1] * incidence.shape[1] < SMALL_FIT
+        with threadpool_limits(limits=1 if small else None, user_api="blas"):
+            self.evidence_ = fit_attribute_evidence(pooled, incidence, self.config.evidence_l2)
         return self
 
     def _weighting(self, p_filter):
