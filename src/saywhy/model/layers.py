@@ -219,7 +219,14 @@ def _run(model: nn.Module, example: torch.Tensor) -> _Trace:
         with torch.no_grad():
             model.eval()
             x = probe_batch(example)
-            out = model(x)
+            try:
+                out = model(x)
+            except SaywhyError:
+                raise
+            except (RuntimeError, AssertionError, ValueError, TypeError) as error:
+                detail = " ".join(str(error).split())[:160] or type(error).__name__
+                raise SaywhyError(f"the model fails on a batch of shape {tuple(x.shape)} ({detail}): check the "
+                                  "preprocessing's image size") from None
     finally:
         for handle in handles:
             handle.remove()
