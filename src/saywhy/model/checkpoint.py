@@ -8,6 +8,7 @@ one place that metadata is built; ``import_checkpoint`` turns a network trained 
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -276,16 +277,23 @@ def import_checkpoint(
 
 
 def _same_logits(model: nn.Module, rebuilt: nn.Module, x: torch.Tensor, target: str) -> None:
-    """A live module and its rebuilt copy must agree: same tensors in another structure (pooling, padding) would not."""
+    """A live module and its rebuilt copy must agree: same tensors in another structure (pooling, padding) would not.
+
+    Both run on the module's device and dtype (a copy of the rebuilt network goes there), so
+    TF32 or half-precision kernels round both alike; the module itself is not moved.
+    """
+    param = next(model.parameters(), None)
+    device, dtype = (param.device, param.dtype) if param is not None else (torch.device("cpu"), torch.float32)
+    twin = copy.deepcopy(rebuilt).to(device=device, dtype=dtype).eval()
     was_training = model.training
-    device = next(model.parameters(), torch.zeros(0)).device
     try:
         with torch.no_grad():
-            given = model.eval()(x.to(device)).detach().cpu().double()
-            again = rebuilt(x).double()
+            x = x.to(device=device, dtype=dtype)
+            given, again = model.eval()(x).detach().double(), twin(x).double()
     finally:
         model.train(was_training)
-    error = float((given - again).abs().max() / given.abs().max().clamp_min(1e-12))
-    if given.shape != again.shape or error > 1e-4:
+    tolerance = 1e-2 if dtype in (torch.float16, torch.bfloat16) else 1e-4
+    error = float((given - again).abs().max() / given.abs().max().clamp_min(1e-12)) if given.shape == again.shape else 1.0
+    if error > tolerance:
         raise SaywhyError(f"the network rebuilt as {target} computes other logits than the module given (relative "
                           f"difference {error:.2g}): pass the arch_kwargs the module was built with")

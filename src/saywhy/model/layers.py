@@ -102,8 +102,8 @@ class _Event:
     pooled: torch.Tensor | None = None  # (N, C) float64 spatial mean, maps only
     map_shape: tuple[int, ...] | None = None
     prefix: int | None = None  # token maps
-    head_in: torch.Tensor | None = None  # linear layers only
-    head_out: torch.Tensor | None = None
+    head_in: torch.Tensor | None = None  # (N, in_features) float64, linear layers on 2-D inputs only
+    is_norm: bool = False  # a LayerNorm over the channels of a pooled (N, C) or (N, C, 1, 1) vector
 
 
 @dataclass
@@ -119,9 +119,7 @@ class _Trace:
         """The last call of every module of a kind ('map', 'linear', 'norm'), in running order."""
         found: dict[str, _Event] = {}
         for e in self.events:
-            if (kind == "map" and e.pooled is not None) or (kind == "linear" and e.head_in is not None) \
-                    or (kind == "norm" and _is_channel_norm(e.module) and e.shape[1:2] == tuple(e.module.normalized_shape)[:1]
-                        and math.prod(e.shape[1:]) == e.shape[1]):
+            if {"map": e.pooled is not None, "linear": e.head_in is not None, "norm": e.is_norm}[kind]:
                 found.pop(e.name, None)
                 found[e.name] = e
         return list(found.values())
@@ -142,7 +140,7 @@ def layer_candidates(model: nn.Module, example: torch.Tensor) -> list[LayerCandi
     inputs. In running order (the map's, then the head's).
     """
     trace = _run(model, example)
-    return _pairs(model, trace, _heads(model, trace, None))
+    return _pairs(trace, _heads(model, trace, None))
 
 
 def find_layers(
@@ -163,7 +161,7 @@ def find_layers(
         get_module(model, feature_layer)
     trace = _run(model, example)
     heads = _heads(model, trace, head)
-    pairs = _pairs(model, trace, heads)
+    pairs = _pairs(trace, heads)
     hint = "; --layer/--head cannot make it exact: give the network global average pooling and one nn.Linear head"
     if feature_layer is not None:
         event = trace.last(feature_layer)
@@ -200,10 +198,6 @@ def _refusal(model: nn.Module, trace: _Trace, heads: list[_Event], pairs: list[L
         found = (f"heads: {', '.join(f'{h.name} ({h.module.in_features}->{h.module.out_features})' for h in heads)}; "
                  f"no layer outputs a map of that width (last maps: {seen})")
     return f"the head's output is not a linear function of the average-pooled map of any layer{vit}: {_WHAT} ({found}){hint}"
-
-
-def _is_channel_norm(module: nn.Module) -> bool:
-    return isinstance(module, nn.LayerNorm) and len(module.normalized_shape) == 1
 
 
 def _run(model: nn.Module, example: torch.Tensor) -> _Trace:
@@ -243,15 +237,17 @@ def _recorder(events: list[_Event], name: str, widths: set[int], prefix: int, mo
         event = _Event(len(events), name, module, tuple(result.shape))
         if isinstance(module, nn.Linear) and args and isinstance(args[0], torch.Tensor) and args[0].dim() == 2 \
                 and result.dim() == 2:
-            event.head_in, event.head_out = args[0].detach().double(), result.detach().double()
+            event.head_in = args[0].detach().double()
         elif result.is_floating_point() and result.dim() == 4 and result.shape[1] in widths:
-            event.pooled = result.detach().double().mean((2, 3))
+            event.pooled = result.detach().float().mean((2, 3)).double()  # float32 sums: no float64 copy of the map
             event.map_shape = tuple(result.shape[1:])
         elif result.is_floating_point() and result.dim() == 3 and result.shape[2] in widths and result.shape[1] > prefix:
             grid = token_grid(model, result.shape[1] - prefix)
             if grid is not None:
-                event.pooled = result.detach()[:, prefix:].double().mean(1)
+                event.pooled = result.detach()[:, prefix:].float().mean(1).double()
                 event.map_shape, event.prefix = (result.shape[2], *grid), prefix
+        if isinstance(module, nn.LayerNorm) and len(module.normalized_shape) == 1 and result.dim() >= 2:
+            event.is_norm = result.shape[1] == math.prod(result.shape[1:]) == module.normalized_shape[0]
         events.append(event)
 
     return hook
@@ -270,12 +266,14 @@ def _heads(model: nn.Module, trace: _Trace, head: str | None) -> list[_Event]:
     n_logits = trace.logits.shape[1]
     linears = trace.latest("linear")
     if head is not None:
-        get_module(model, head)
+        module = get_module(model, head)
+        if not isinstance(module, nn.Linear):
+            raise SaywhyError(f"head {head!r} is a {type(module).__name__}, not nn.Linear: pass --head with a linear layer")
         event = trace.last(head)
-        if event is None or not isinstance(event.module, nn.Linear):
-            kind = type(event.module).__name__ if event is not None else "module that does not run on a (batch, features) input"
-            raise SaywhyError(f"head {head!r} is a {kind}, not nn.Linear: pass --head with a linear layer")
-        if event.head_in is None or event.module.out_features != n_logits:
+        if event is None or event.head_in is None:
+            raise SaywhyError(f"head {head!r} does not run on a (batch, features) input in the forward pass: pass --head "
+                              "with the last linear layer")
+        if module.out_features != n_logits:
             raise SaywhyError(f"head {head!r} outputs {event.module.out_features} values but the model outputs {n_logits} "
                               "logits: pass --head with the last linear layer")
         return [event]
@@ -290,7 +288,7 @@ def _heads(model: nn.Module, trace: _Trace, head: str | None) -> list[_Event]:
     return heads
 
 
-def _pairs(model: nn.Module, trace: _Trace, heads: list[_Event]) -> list[LayerCandidate]:
+def _pairs(trace: _Trace, heads: list[_Event]) -> list[LayerCandidate]:
     tolerance = TOLERANCE_HALF if trace.dtype in (torch.float16, torch.bfloat16) else TOLERANCE
     maps, norms = trace.latest("map"), trace.latest("norm")
     pairs = []
