@@ -45,6 +45,12 @@ def _vgg11() -> nn.Module:
     return VGG(make_layers(cfgs["A"]), num_classes=5, init_weights=False)  # vgg11, without its slow init
 
 
+def _swin() -> nn.Module:
+    timm = pytest.importorskip("timm")
+    return timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, img_size=64, window_size=2,
+                             depths=(1, 1, 1, 1), embed_dim=16, num_heads=(1, 1, 1, 1), num_classes=5)
+
+
 SUPPORTED = {
     "smallcnn": (lambda: SmallCNN(5, pools=2), 64, ("features", "fc", 256, None, None)),
     "resnet18": (lambda: torchvision.models.resnet18(weights=None, num_classes=5), 64, ("layer4", "fc", 512, None, None)),
@@ -53,6 +59,7 @@ SUPPORTED = {
     "convnext": (_convnext, 64, ("features", "classifier.2", 32, None, "classifier.0")),
     "vit_avg": (lambda: _vit(global_pool="avg", fc_norm=False), 32, ("norm", "head", 192, 1, None)),
     "vit_avg_fc_norm": (lambda: _vit(global_pool="avg"), 32, ("norm", "head", 192, 1, "fc_norm")),
+    "swin_channels_last": (_swin, 64, ("norm", "head.fc", 128, None, None)),
 }
 
 
@@ -107,6 +114,14 @@ def test_vgg_flattening_into_an_mlp_is_refused():
     with pytest.raises(SaywhyError) as error:
         find_layers(_vgg11(), _zeros())
     _assert_one_line_refusal(error, "classifier.6 (4096->5)", "no layer outputs a map of that width", "avgpool 512x7x7")
+
+
+def test_a_1x1_conv_after_pooling_is_an_mlp_and_refused():
+    """timm's MobileNetV3 pools, then runs conv_head + act2 on the 1x1 vector: exact numbers, not phi = GAP(f)."""
+    timm = pytest.importorskip("timm")
+    with pytest.raises(SaywhyError) as error:
+        find_layers(timm.create_model("mobilenetv3_small_050", pretrained=False, num_classes=5), _zeros())
+    _assert_one_line_refusal(error, "act2 1024x1x1 after pooling -> classifier")
 
 
 def test_class_token_vit_is_refused_with_the_fix():

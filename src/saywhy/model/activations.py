@@ -5,7 +5,7 @@ head, i.e. exactly what the classifier sees) and the logits; the spatial maps f(
 the final conv layer only when asked, since they are H*W times larger.
 
 Maps are always (N, C, h, w) with ``maps.mean((2, 3)) == pooled``: a ViT's patch tokens
-are laid out on their grid, and a LayerNorm after pooling (ConvNeXt) is applied to the
+are laid out on their grid, channels-last maps (Swin) are permuted, and a LayerNorm after pooling (ConvNeXt) is applied to the
 maps with the per-image statistics of the pooled vector (see :mod:`saywhy.model.layers`).
 """
 from __future__ import annotations
@@ -97,11 +97,14 @@ def activations_from_batches(model: nn.Module, batches, layers: LayerChoice, kee
 def feature_maps(model: nn.Module, output: torch.Tensor, layers: LayerChoice) -> torch.Tensor:
     """The (N, C, h, w) maps whose spatial mean is the head's input, from the feature layer's output.
 
-    Token outputs (N, L, C) lose their ``prefix_tokens`` and are laid out on the patch grid;
+    Channels-last outputs (N, h, w, C) are permuted; token outputs (N, L, C) lose their
+    ``prefix_tokens`` and are laid out on the patch grid;
     with ``layers.norm`` each map becomes gamma_k (f_k - mean(p)) / std(p) + beta_k, p being
     the image's pooled vector, whose mean is exactly LayerNorm(p).
     """
     x = output
+    if layers.channels_last:
+        x = x.permute(0, 3, 1, 2)
     if layers.prefix_tokens is not None:
         if x.dim() != 3:
             raise SaywhyError(f"layer {layers.feature_layer!r} outputs {tuple(x.shape[1:])}, not (tokens, channels)")

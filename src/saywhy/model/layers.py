@@ -11,6 +11,7 @@ after pooling, a flattened map, a class token) is refused: saywhy cannot explain
 Supported shapes of "maps":
 
 * a 4-D output (N, C, h, w): CNNs (torchvision ResNet/EfficientNet, timm, SmallCNN);
+* a 4-D channels-last output (N, h, w, C), as timm's Swin and ConvNeXt blocks write them;
 * a 3-D token output (N, L, C) whose mean over the patch tokens (``model.num_prefix_tokens``
   class/register tokens left out) feeds the head: timm ViTs built with ``global_pool='avg'``;
   the maps are the patch tokens laid out on the patch grid (N, C, h, w);
@@ -45,7 +46,8 @@ class LayerChoice:
     """The layer whose output maps are f(x) and the linear head whose input is phi(f(x)).
 
     ``prefix_tokens`` is set for token maps: the layer outputs (N, L, C) and tokens
-    ``[prefix_tokens:]`` form the patch ``grid`` (h, w). ``norm`` names a LayerNorm applied
+    ``[prefix_tokens:]`` form the patch ``grid`` (h, w). ``channels_last``: the layer outputs
+    (N, h, w, C). ``norm`` names a LayerNorm applied
     to the pooled vector before the head (the maps are normalized the same way).
     """
 
@@ -57,6 +59,7 @@ class LayerChoice:
     grid: tuple[int, int] | None = None
     norm: str | None = None
     max_error: float = 0.0
+    channels_last: bool = False
 
 
 @dataclass(frozen=True)
@@ -77,20 +80,25 @@ class LayerCandidate:
     max_error: float
     prefix_tokens: int | None = None
     norm: str | None = None
+    channels_last: bool = False
+    after_pooling: bool = False  # computed from the pooled vector (a 1x1 conv after pooling): never exact
 
     @property
     def spatial(self) -> int:
         return int(math.prod(self.map_shape[1:]))
 
     def describe(self) -> str:
-        extra = (" tokens" if self.prefix_tokens is not None else "") + (f" +{self.norm}" if self.norm else "")
+        extra = (" tokens" if self.prefix_tokens is not None else "") + (" channels-last" if self.channels_last else "") \
+            + (f" +{self.norm}" if self.norm else "") \
+            + (" after pooling" if self.after_pooling else "")
         return (f"{self.feature_layer} {'x'.join(map(str, self.map_shape))}{extra} -> {self.head} "
                 f"error {self.max_error:.2g}")
 
     def choice(self) -> LayerChoice:
         grid = tuple(self.map_shape[1:]) if self.prefix_tokens is not None else None
         return LayerChoice(self.feature_layer, self.head, self.n_filters, self.n_classes,
-                           prefix_tokens=self.prefix_tokens, grid=grid, norm=self.norm, max_error=self.max_error)
+                           prefix_tokens=self.prefix_tokens, grid=grid, norm=self.norm, max_error=self.max_error,
+                           channels_last=self.channels_last)
 
 
 @dataclass
@@ -102,8 +110,10 @@ class _Event:
     pooled: torch.Tensor | None = None  # (N, C) float64 spatial mean, maps only
     map_shape: tuple[int, ...] | None = None
     prefix: int | None = None  # token maps
+    channels_last: bool = False
     head_in: torch.Tensor | None = None  # (N, in_features) float64, linear layers on 2-D inputs only
     is_norm: bool = False  # a LayerNorm over the channels of a pooled (N, C) or (N, C, 1, 1) vector
+    is_pool: bool = False  # a pooling module that turned a spatial map into one value per channel
 
 
 @dataclass
@@ -241,6 +251,9 @@ def _recorder(events: list[_Event], name: str, widths: set[int], prefix: int, mo
         elif result.is_floating_point() and result.dim() == 4 and result.shape[1] in widths:
             event.pooled = result.detach().float().mean((2, 3)).double()  # float32 sums: no float64 copy of the map
             event.map_shape = tuple(result.shape[1:])
+        elif result.is_floating_point() and result.dim() == 4 and result.shape[3] in widths:
+            event.pooled = result.detach().float().mean((1, 2)).double()
+            event.map_shape, event.channels_last = (result.shape[3], result.shape[1], result.shape[2]), True
         elif result.is_floating_point() and result.dim() == 3 and result.shape[2] in widths and result.shape[1] > prefix:
             grid = token_grid(model, result.shape[1] - prefix)
             if grid is not None:
@@ -248,6 +261,8 @@ def _recorder(events: list[_Event], name: str, widths: set[int], prefix: int, mo
                 event.map_shape, event.prefix = (result.shape[2], *grid), prefix
         if isinstance(module, nn.LayerNorm) and len(module.normalized_shape) == 1 and result.dim() >= 2:
             event.is_norm = result.shape[1] == math.prod(result.shape[1:]) == module.normalized_shape[0]
+        if "pool" in type(module).__name__.lower() and args and isinstance(args[0], torch.Tensor) and args[0].dim() == 4:
+            event.is_pool = args[0].shape[2] * args[0].shape[3] > 1 and math.prod(result.shape[1:]) == args[0].shape[1]
         events.append(event)
 
     return hook
@@ -291,6 +306,7 @@ def _heads(model: nn.Module, trace: _Trace, head: str | None) -> list[_Event]:
 def _pairs(trace: _Trace, heads: list[_Event]) -> list[LayerCandidate]:
     tolerance = TOLERANCE_HALF if trace.dtype in (torch.float16, torch.bfloat16) else TOLERANCE
     maps, norms = trace.latest("map"), trace.latest("norm")
+    pooled_at = _global_pool(trace)
     pairs = []
     for h in heads:
         width = h.module.in_features
@@ -307,9 +323,20 @@ def _pairs(trace: _Trace, heads: list[_Event]) -> list[LayerCandidate]:
                 if error <= tolerance:
                     break
             error, norm = best
-            pairs.append(LayerCandidate(m.name, h.name, width, h.module.out_features, m.map_shape, error <= tolerance,
-                                        error, m.prefix, norm.name if norm is not None else None))
+            # A 1x1 "map" computed after global pooling (timm MobileNetV3's conv_head) is an MLP on the pooled
+            # vector, not a filter map: exact arithmetic, but not the paper's phi = GAP(f).
+            after = pooled_at is not None and m.order > pooled_at.order and not pooled_at.name.startswith(f"{m.name}.") \
+                and m.map_shape[1:] in ((1, 1), ())
+            pairs.append(LayerCandidate(m.name, h.name, width, h.module.out_features, m.map_shape,
+                                        error <= tolerance and not after, error, m.prefix,
+                                        norm.name if norm is not None else None, m.channels_last, after))
     return pairs
+
+
+def _global_pool(trace: _Trace) -> _Event | None:
+    """The pooling that ends the spatial part of the network: no map larger than 1x1 runs after it."""
+    last_spatial = max((e.order for e in trace.events if len(e.shape) == 4 and e.shape[2] * e.shape[3] > 1), default=-1)
+    return next((e for e in trace.events if e.is_pool and e.order > last_spatial), None)
 
 
 def _layer_norm(pooled: torch.Tensor, module: nn.LayerNorm) -> torch.Tensor:
