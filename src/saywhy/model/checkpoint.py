@@ -48,7 +48,7 @@ def build_model(arch: str, n_classes: int, **kwargs: Any) -> nn.Module:
                 import timm
             except ImportError:
                 raise SaywhyError("timm is not installed: pip install timm") from None
-            if not timm.is_model(name):
+            if ":" not in name and not timm.is_model(name):  # hf-hub:ORG/NAME is resolved by timm itself
                 raise SaywhyError(f"timm has no model {name!r}: see timm.list_models()")
             return timm.create_model(name, pretrained=False, num_classes=n_classes, **kwargs)
     except (TypeError, ValueError, AssertionError) as error:
