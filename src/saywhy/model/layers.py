@@ -11,7 +11,7 @@ after pooling, a flattened map, a class token) is refused: saywhy cannot explain
 Supported shapes of "maps":
 
 * a 4-D output (N, C, h, w): CNNs (torchvision ResNet/EfficientNet, timm, SmallCNN);
-* a 4-D channels-last output (N, h, w, C), as timm's Swin and ConvNeXt blocks write them;
+* a 4-D channels-last output (N, h, w, C), as timm's Swin writes its maps;
 * a 3-D token output (N, L, C) whose mean over the patch tokens (``model.num_prefix_tokens``
   class/register tokens left out) feeds the head: timm ViTs built with ``global_pool='avg'``;
   the maps are the patch tokens laid out on the patch grid (N, C, h, w);
@@ -47,8 +47,9 @@ class LayerChoice:
 
     ``prefix_tokens`` is set for token maps: the layer outputs (N, L, C) and tokens
     ``[prefix_tokens:]`` form the patch ``grid`` (h, w). ``channels_last``: the layer outputs
-    (N, h, w, C). ``norm`` names a LayerNorm applied
-    to the pooled vector before the head (the maps are normalized the same way).
+    (N, h, w, C). ``norm`` names a LayerNorm applied to the pooled vector before the head
+    (the maps are normalized the same way). ``activations.feature_maps`` turns the layer's
+    output into (N, C, h, w) maps whatever the case.
     """
 
     feature_layer: str
@@ -68,7 +69,7 @@ class LayerCandidate:
 
     ``max_error``: the larger of max|head(mean of maps) - logits| / max|logits| and
     max|mean of maps - head input| / max|head input| on the probe batch; ``exact`` when it
-    is within tolerance (1e-4 for float32).
+    is within tolerance (1e-4 for float32) and the maps are not computed after global pooling.
     """
 
     feature_layer: str
