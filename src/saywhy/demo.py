@@ -19,7 +19,7 @@ from saywhy.data.images import Preprocess
 from saywhy.data.records import Dataset
 from saywhy.data.synthbirds import SynthConfig, generate, load_truth
 from saywhy.explain.explainer import Explainer, ExplainerConfig
-from saywhy.model.checkpoint import build_model, load_checkpoint, save_checkpoint, weights_digest
+from saywhy.model.checkpoint import build_model, checkpoint_metadata, load_checkpoint, save_checkpoint, weights_digest
 from saywhy.model.train import TrainConfig, train_classifier
 from saywhy.pipeline import fit_explainer
 from saywhy.text.phrases import EXTRACTOR_VERSION, PhraseExtractor
@@ -56,16 +56,19 @@ def _shipped_model_folder() -> Path | None:
     return folder if (folder / "model.json").is_file() else None
 
 
-def train_demo_model(dataset: Dataset, dataset_fingerprint: str, out: Path, train: TrainConfig = DEMO_TRAIN,
-                     preprocess: Preprocess = DEMO_PREPROCESS, progress: bool = True) -> tuple[nn.Module, dict]:
-    """Train the small CNN on synthbirds and save a checkpoint that records how."""
+def train_demo_model(dataset: Dataset, dataset_fingerprint: str | None, out: Path, train: TrainConfig = DEMO_TRAIN,
+                     preprocess: Preprocess = DEMO_PREPROCESS, progress: bool = True,
+                     dataset_name: str = "synthbirds") -> tuple[nn.Module, dict]:
+    """Train the small CNN from scratch on a CUB-layout dataset and save a checkpoint that records how.
+
+    The demo trains on synthbirds; ``saywhy train`` (no --model) calls this too, with
+    ``dataset_name`` the dataset's folder and the fingerprint synthbirds left there, if any.
+    """
     model = build_model(DEMO_ARCH, len(dataset.class_ids), **DEMO_ARCH_KWARGS)
     report = train_classifier(model, dataset, preprocess, train, progress=progress)
-    meta = {
-        "arch": DEMO_ARCH, "arch_kwargs": DEMO_ARCH_KWARGS, "classes": [dataset.class_names[c] for c in dataset.class_ids],
-        "class_ids": dataset.class_ids, "preprocess": preprocess.to_dict(), "dataset": "synthbirds",
-        "dataset_fingerprint": dataset_fingerprint, **report,
-    }
+    meta = checkpoint_metadata(DEMO_ARCH, [dataset.class_names[c] for c in dataset.class_ids], preprocess,
+                               DEMO_ARCH_KWARGS, class_ids=dataset.class_ids, dataset=dataset_name,
+                               dataset_fingerprint=dataset_fingerprint, **report)
     save_checkpoint(out, model, meta)
     return model.eval(), meta
 

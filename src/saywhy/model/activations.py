@@ -3,6 +3,10 @@
 For every image: the pooled activations phi(f(x)) (taken as the input of the linear
 head, i.e. exactly what the classifier sees) and the logits; the spatial maps f(x) of
 the final conv layer only when asked, since they are H*W times larger.
+
+Maps are always (N, C, h, w) with ``maps.mean((2, 3)) == pooled``: a ViT's patch tokens
+are laid out on their grid, channels-last maps (Swin) are permuted, and a LayerNorm after pooling (ConvNeXt) is applied to the
+maps with the per-image statistics of the pooled vector (see :mod:`saywhy.model.layers`).
 """
 from __future__ import annotations
 
@@ -17,8 +21,9 @@ from tqdm.auto import tqdm
 
 from saywhy.data.images import ImageDataset, Preprocess
 from saywhy.data.records import ImageRecord
-from saywhy.model.hooks import capture
-from saywhy.model.layers import LayerChoice
+from saywhy.errors import SaywhyError
+from saywhy.model.hooks import capture, get_module
+from saywhy.model.layers import LayerChoice, token_grid
 
 
 @dataclass
@@ -76,7 +81,7 @@ def activations_from_batches(model: nn.Module, batches, layers: LayerChoice, kee
             logits.append(out.float().cpu().numpy())
             pooled.append(seen[f"in:{layers.head}"].flatten(1).float().cpu().numpy())
             if keep_maps:
-                maps.append(seen[f"out:{layers.feature_layer}"].float().cpu().numpy())
+                maps.append(feature_maps(model, seen[f"out:{layers.feature_layer}"], layers).float().cpu().numpy())
             kept.append(np.asarray(index)[np.asarray(ok)])
     n_filters, n_classes = layers.n_filters, layers.n_classes
     result = Activations(
@@ -87,3 +92,36 @@ def activations_from_batches(model: nn.Module, batches, layers: LayerChoice, kee
     )
     result.n_items = n_items if n_items is not None else len(result.index)
     return result
+
+
+def feature_maps(model: nn.Module, output: torch.Tensor, layers: LayerChoice) -> torch.Tensor:
+    """The (N, C, h, w) maps whose spatial mean is the head's input, from the feature layer's output.
+
+    Channels-last outputs (N, h, w, C) are permuted; token outputs (N, L, C) lose their
+    ``prefix_tokens`` and are laid out on the patch grid;
+    with ``layers.norm`` each map becomes gamma_k (f_k - mean(p)) / std(p) + beta_k, p being
+    the image's pooled vector, whose mean is exactly LayerNorm(p).
+    """
+    x = output
+    if layers.channels_last:
+        x = x.permute(0, 3, 1, 2)
+    if layers.prefix_tokens is not None:
+        if x.dim() != 3:
+            raise SaywhyError(f"layer {layers.feature_layer!r} outputs {tuple(x.shape[1:])}, not (tokens, channels)")
+        x = x[:, layers.prefix_tokens:]
+        grid = layers.grid if layers.grid and layers.grid[0] * layers.grid[1] == x.shape[1] else token_grid(model, x.shape[1])
+        if grid is None:
+            raise SaywhyError(f"{x.shape[1]} patch tokens of {layers.feature_layer!r} do not form a grid: use square images")
+        x = x.transpose(1, 2).reshape(x.shape[0], x.shape[2], *grid)
+    if layers.norm is not None:
+        norm = get_module(model, layers.norm)
+        pooled = x.double().mean((2, 3))
+        mean = pooled.mean(1)[:, None, None, None]
+        scale = (pooled.var(1, unbiased=False) + norm.eps).rsqrt()[:, None, None, None]
+        y = (x.double() - mean) * scale
+        if getattr(norm, "weight", None) is not None:
+            y = y * norm.weight.detach().double()[None, :, None, None]
+        if getattr(norm, "bias", None) is not None:
+            y = y + norm.bias.detach().double()[None, :, None, None]
+        x = y.to(output.dtype)
+    return x

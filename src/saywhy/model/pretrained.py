@@ -14,13 +14,15 @@ their ImageNet weights on first use, or read a local file (``weights=PATH``).
 
 A model built here is an ordinary timm/torchvision module: its checkpoint is rebuilt by
 ``build_model(spec.arch, n_classes)`` with no pretrained weights needed.
+``train_pretrained_head`` is ``saywhy train --model NAME`` as a library call.
 """
 from __future__ import annotations
 
 import pickle
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import SafetensorError
@@ -29,6 +31,9 @@ from torch import nn
 
 from saywhy.data.images import Preprocess
 from saywhy.errors import SaywhyError
+
+if TYPE_CHECKING:
+    from saywhy.model.feature_cache import FeatureCache
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -108,6 +113,54 @@ def build_pretrained(name: str, n_classes: int, weights: str | Path | None = "im
     if n_classes != IMAGENET_CLASSES:
         replace_head(model, n_classes)
     return model.eval()
+
+
+def train_pretrained_head(
+    name: str,
+    root: str | Path,
+    out: str | Path,
+    *,
+    captions: str | Path | None = None,
+    crop: str = "none",
+    image_size: int | None = None,
+    weights: str | Path | None = None,
+    seed: int = 0,
+    batch_size: int = 32,
+    feature_cache: FeatureCache | str | Path | None = None,
+    progress: bool = True,
+) -> tuple[nn.Module, dict]:
+    """Fit the linear head of a pretrained network on a CUB-layout dataset and write its checkpoint.
+
+    What ``saywhy train --model NAME`` does, less parsing and printing: read the dataset
+    at ``root`` (captions from ``captions`` or beside it), build ``name`` with ImageNet
+    weights (or ``weights``, a local state dict) and one output per class, fit the head
+    on frozen pooled features (cached in ``feature_cache`` when given), save the
+    checkpoint to ``out``. Returns the model (eval mode) and the checkpoint's metadata.
+
+    >>> model, meta = train_pretrained_head("efficientnet_lite0", "data/cub", "models/lite0",
+    ...                                     crop="bbox")                    # doctest: +SKIP
+    >>> meta["test_accuracy"]                                               # doctest: +SKIP
+    0.76
+    """
+    from saywhy.data.cub import read_cub
+    from saywhy.model.checkpoint import checkpoint_metadata, save_checkpoint
+    from saywhy.model.feature_cache import FeatureCache
+    from saywhy.model.linear_probe import LinearProbe, ProbeConfig, fit_head
+
+    dataset = read_cub(root, captions)
+    spec = pretrained_spec(name)
+    preprocess = replace(spec.preprocess, image_size=image_size or spec.preprocess.image_size, crop=crop)
+    model = build_pretrained(name, len(dataset.class_ids), weights=weights or "imagenet")
+    cache = FeatureCache(feature_cache) if isinstance(feature_cache, (str, Path)) else feature_cache
+    report = fit_head(model, dataset, preprocess, cache=cache, probe=LinearProbe(config=ProbeConfig(seed=seed)),
+                      batch_size=batch_size, progress=progress)
+    meta = checkpoint_metadata(
+        spec.arch, [dataset.class_names[c] for c in dataset.class_ids], preprocess, {}, class_ids=dataset.class_ids,
+        dataset=Path(root).resolve(), crop=crop,
+        pretrained={"name": spec.name, "weights": str(weights) if weights else spec.weights_source}, **report,
+    )
+    save_checkpoint(out, model, meta)
+    return model.eval(), meta
 
 
 def lite0_state_dict() -> dict[str, torch.Tensor]:
