@@ -327,6 +327,11 @@ def test_explain_takes_a_folder(tiny, tmp_path, capsys):
     assert main(["explain", str(folder), "--explainer", str(tiny["exp"])]) == 0
     explained = [line.split(": ", 1)[0] for line in capsys.readouterr().out.splitlines() if not line.startswith(" ")]
     assert explained == [str(folder / "a.jpg"), str(folder / "inner" / "b.jpg")]
+    (tmp_path / "empty").mkdir()
+    assert main(["explain", str(tmp_path / "empty"), str(folder / "a.jpg"), "--explainer", str(tiny["exp"])]) == 1
+    captured = capsys.readouterr()
+    assert captured.out.startswith(f"{folder / 'a.jpg'}: This is a")
+    assert "found under" in captured.err and "1 of 2 images could not be explained" in captured.err
 
 
 def test_explain_box_is_passed_on_or_refused_clearly(tiny, capsys):

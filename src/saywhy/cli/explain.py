@@ -29,19 +29,6 @@ def register(subparsers: argparse._SubParsersAction, parents: list) -> None:
     add_session_options(p)
 
 
-def expand_images(paths: list[Path]) -> list[Path]:
-    """Files as given; a folder becomes its image files, sorted by path."""
-    from saywhy.apps.retrieval import list_images
-
-    images: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            images.extend(list_images(path))  # refuses a folder without images, naming the suffixes
-        else:
-            images.append(path)
-    return images
-
-
 def box_options(box_value) -> dict:
     """``{"box": ...}`` for the session's explain, or a clear refusal where the library has no box yet."""
     if box_value is None:
@@ -63,30 +50,38 @@ def print_explanation(image: Path, explanation, as_json: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    from saywhy.apps.retrieval import list_images
+
     extra = box_options(args.box)
-    images = expand_images(args.images)
     session = load_session(args)
     if args.class_ is not None:
         session.explainer.class_index(args.class_)  # an unknown class fails once, before any image is read
+    single = len(args.images) == 1 and not args.images[0].is_dir()
     failures: list[str] = []
 
     def failed(message: str) -> None:
-        if len(images) == 1:
+        if single:
             raise SaywhyError(message)
         note(f"error: {message}")
         failures.append(message)
 
-    present = []
-    for image in images:
-        if image.is_file():
-            present.append(image)
+    images: list[Path] = []  # files as given; a folder becomes its image files, sorted by path
+    for path in args.images:
+        if path.is_dir():
+            try:
+                images.extend(list_images(path))
+            except SaywhyError as error:  # a folder without images
+                failed(str(error))
+        elif path.is_file():
+            images.append(path)
         else:
-            failed(f"image {image} does not exist: check the path")
+            failed(f"image {path} does not exist: check the path")
+    tried = len(images) + len(failures)
     try:
-        explained = dict(zip(present, session.explain(present, args.class_, **extra))) if present else {}
+        explained = dict(zip(images, session.explain(images, args.class_, **extra))) if images else {}
     except SaywhyError:  # an unreadable file among them: explain one by one to say which, and go on
         explained = {}
-        for image in present:
+        for image in images:
             try:
                 explained[image] = session.explain([image], args.class_, **extra)[0]
             except SaywhyError as error:
@@ -95,4 +90,4 @@ def run(args: argparse.Namespace) -> None:
         if image in explained:
             print_explanation(image, explained[image], args.json)
     if failures:
-        raise SomeFailed(f"{len(failures)} of {len(images)} images could not be explained (see above)")
+        raise SomeFailed(f"{len(failures)} of {tried} images could not be explained (see above)")
