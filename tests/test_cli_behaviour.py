@@ -100,6 +100,8 @@ def test_the_choices_are_the_librarys():
     (["debug", "--top-k", "0"], "--top-k", "at least 1"),
     (["search", "-a", "red crown", "--top", "0"], "--top", "at least 1"),
     (["evaluate", "--grounding-size", "2"], "--grounding-size", "at least 8"),
+    (["data", "synthbirds", "--dest", "d", "--seed=-1"], "--seed", "at least 0"),
+    (["gallery", "--seed", "x"], "--seed", "whole number"),
     (["ground", "i.jpg", "-a", "red crown", "--sigma", "top"], "--sigma", "invalid choice"),
     (["explain", "i.jpg", "--box", "1,2,3"], "--box", "x,y,w,h"),
     (["explain", "i.jpg", "--box", "1,2,0,4"], "--box", "above 0"),

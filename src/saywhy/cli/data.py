@@ -13,7 +13,7 @@ def register(subparsers: argparse._SubParsersAction, parents: list) -> None:
     p.add_argument("--dest", type=Path, required=True, help="folder to write")
     p.add_argument("--n-images", type=int_at_least(1), default=3000, help="synthbirds: images (default 3000)")
     p.add_argument("--image-size", type=int_at_least(8), default=128, help="synthbirds: pixels (default 128)")
-    p.add_argument("--seed", type=int, default=0, help="synthbirds: seed")
+    p.add_argument("--seed", type=int_at_least(0), default=0, help="synthbirds: seed")
     p.add_argument("--label-noise", type=float_in(0, 1, high_open=True), default=0.0,
                    help="synthbirds: share of wrong labels, in [0, 1) (CUB has about 0.04)")
     add_data_options(p)

@@ -12,7 +12,7 @@ def register(subparsers: argparse._SubParsersAction, parents: list) -> None:
     p = subparsers.add_parser("demo", parents=parents,
                               help="synthbirds + small CNN: generate, train, fit and explain (cached)")
     p.add_argument("--images", type=int_at_least(1), default=6, help="test images to explain (default 6)")
-    p.add_argument("--seed", type=int, default=0, help="which test images are drawn")
+    p.add_argument("--seed", type=int_at_least(0), default=0, help="which test images are drawn")
 
 
 def run(args: argparse.Namespace) -> None:

@@ -18,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction, parents: list) -> None:
                    help="ground each image's caption attributes (the paper) or its true attributes (synthbirds)")
     p.add_argument("--grounding-size", type=int_at_least(8), help="network input size for grounding only (default: the model's own)")
     p.add_argument("--ablation", action="store_true", help="also compare, on the same images, the paper's exact method and each of saywhy's choices (ablation_configs)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int_at_least(0), default=0)
     add_session_options(p)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from saywhy.cli.common import add_dataset_options, add_session_options, dataset_and_session, progress
+from saywhy.cli.common import add_dataset_options, add_session_options, dataset_and_session, int_at_least, progress
 
 
 def register(subparsers: argparse._SubParsersAction, parents: list) -> None:
@@ -13,7 +13,7 @@ def register(subparsers: argparse._SubParsersAction, parents: list) -> None:
     add_dataset_options(p, "the explainer's own")
     p.add_argument("--out", type=Path, default=Path("saywhy-gallery"),
                    help="folder for index.html, gallery.json and figure1_cam.png (default ./saywhy-gallery)")
-    p.add_argument("--seed", type=int, default=0, help="which test images are drawn (the same draw as 'saywhy demo')")
+    p.add_argument("--seed", type=int_at_least(0), default=0, help="which test images are drawn (the same draw as 'saywhy demo')")
     add_session_options(p)
 
 

@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction, parents: list) -> None:
     p.add_argument("--image-size", type=int_at_least(8), default=None,
                    help="input pixels (default: 64 for smallcnn, the network's own otherwise)")
     p.add_argument("--crop", choices=["none", "bbox"], default="none", help="crop to the bounding box (the paper's setting)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int_at_least(0), default=0)
     add_train_options(p)
 
 
