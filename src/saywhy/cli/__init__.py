@@ -1,6 +1,6 @@
 """The ``saywhy`` command: parse arguments, call the library, print. Nothing else lives here.
 
-One module per sub-command, each with ``register(subparsers, parents)`` and ``run(args)``;
+One module per sub-command, each with ``register(subparsers)`` and ``run(args)``;
 :mod:`saywhy.cli.common` holds what they share. Exit status: 0 done, 1 a runtime error
 (one line ``saywhy: error: ...`` on stderr, no traceback), 2 a usage error (argparse:
 every option is checked when parsed, before anything heavy is imported), 130 interrupted.
@@ -26,11 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
                                      parents=[global_options(suppress=False)])
     parser.add_argument("--version", action="version", version=f"saywhy {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    parents = [global_options(suppress=True)]
     for name in COMMANDS:
         module = importlib.import_module(f"saywhy.cli.{name}")
         before = set(sub.choices)
-        module.register(sub, parents)
+        module.register(sub)
         for added in set(sub.choices) - before:
             sub.choices[added].set_defaults(run=module.run)
     return parser

@@ -94,6 +94,11 @@ def global_options(suppress: bool) -> argparse.ArgumentParser:
     return parser
 
 
+def add_command(subparsers: argparse._SubParsersAction, name: str, **kwargs) -> argparse.ArgumentParser:
+    """A sub-command's parser, taking ``--home`` and ``--quiet`` after the command as well as before it."""
+    return subparsers.add_parser(name, parents=[global_options(suppress=True)], **kwargs)
+
+
 def add_session_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--explainer", type=Path, help="fitted explainer folder (default: the last one fitted or used by the demo)")
     p.add_argument("--model", type=Path, help="checkpoint folder (default: the one the explainer was fitted on)")

@@ -5,11 +5,11 @@ import argparse
 import json
 from pathlib import Path
 
-from saywhy.cli.common import add_session_options, class_ref, load_session
+from saywhy.cli.common import add_command, add_session_options, class_ref, load_session
 
 
-def register(subparsers: argparse._SubParsersAction, parents: list) -> None:
-    p = subparsers.add_parser("contrast", parents=parents, help="why the predicted class and not another (Figure 1)")
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = add_command(subparsers, "contrast", help="why the predicted class and not another (Figure 1)")
     p.add_argument("image", type=Path)
     p.add_argument("--vs", required=True, type=class_ref, metavar="CLASS",
                    help="the other class (index as 'describe --list' prints it, or name)")

@@ -4,11 +4,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from saywhy.cli.common import float_in, int_at_least, progress
+from saywhy.cli.common import add_command, float_in, int_at_least, progress
 
 
-def register(subparsers: argparse._SubParsersAction, parents: list) -> None:
-    p = subparsers.add_parser("data", parents=parents, help="generate or fetch a dataset")
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = add_command(subparsers, "data", help="generate or fetch a dataset")
     p.add_argument("name", choices=["synthbirds", "cub"], help="synthbirds: generate; cub: download CUB-200-2011 + captions")
     p.add_argument("--dest", type=Path, required=True, help="folder to write")
     p.add_argument("--n-images", type=int_at_least(1), default=3000, help="synthbirds: images (default 3000)")

@@ -4,11 +4,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from saywhy.cli.common import add_dataset_options, add_session_options, dataset_and_session, int_at_least, progress
+from saywhy.cli.common import add_command, add_dataset_options, add_session_options, dataset_and_session, int_at_least, progress
 
 
-def register(subparsers: argparse._SubParsersAction, parents: list) -> None:
-    p = subparsers.add_parser("debug", parents=parents, help="explain every misclassified test image (Figure 8)")
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = add_command(subparsers, "debug", help="explain every misclassified test image (Figure 8)")
     add_dataset_options(p, "the explainer's own")
     p.add_argument("--out", type=Path, default=Path("saywhy-debug"),
                    help="folder for debug.json and debug.html (default ./saywhy-debug)")

@@ -5,12 +5,12 @@ import argparse
 import random
 import time
 
-from saywhy.cli.common import attribute_line, int_at_least, progress, workspace
+from saywhy.cli.common import add_command, attribute_line, int_at_least, progress, workspace
 
 
-def register(subparsers: argparse._SubParsersAction, parents: list) -> None:
-    p = subparsers.add_parser("demo", parents=parents,
-                              help="synthbirds + small CNN: generate, train, fit and explain (cached)")
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = add_command(subparsers, "demo",
+                    help="synthbirds + small CNN: generate, train, fit and explain (cached)")
     p.add_argument("--images", type=int_at_least(1), default=6, help="test images to explain (default 6)")
     p.add_argument("--seed", type=int_at_least(0), default=0, help="which test images are drawn")
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from saywhy.cli.common import add_session_options, class_ref, load_explainer
+from saywhy.cli.common import add_command, add_session_options, class_ref, load_explainer
 
 
-def register(subparsers: argparse._SubParsersAction, parents: list) -> None:
-    p = subparsers.add_parser("describe", parents=parents, help="class-level description (eq. 7-8)")
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = add_command(subparsers, "describe", help="class-level description (eq. 7-8)")
     p.add_argument("classes", nargs="*", type=class_ref, metavar="CLASS",
                    help="class names or indices (0-based, as --list prints them)")
     p.add_argument("--list", action="store_true", help="list the classes with their indices")

@@ -5,12 +5,12 @@ import argparse
 import json
 from pathlib import Path
 
-from saywhy.cli.common import add_dataset_options, add_session_options, dataset_and_session, int_at_least, progress, workspace
+from saywhy.cli.common import add_command, add_dataset_options, add_session_options, dataset_and_session, int_at_least, progress, workspace
 
 
-def register(subparsers: argparse._SubParsersAction, parents: list) -> None:
-    p = subparsers.add_parser("evaluate", parents=parents,
-                              help="the paper's Tables 1-3, faithfulness and debugging, each beside baselines")
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = add_command(subparsers, "evaluate",
+                    help="the paper's Tables 1-3, faithfulness and debugging, each beside baselines")
     add_dataset_options(p, "the explainer's own")
     p.add_argument("--name", help="name of the result files (default: the dataset folder's name, synthbirds for the demo)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="folder for NAME_eval.json and NAME_eval.md")

@@ -10,7 +10,7 @@ import inspect
 import json
 from pathlib import Path
 
-from saywhy.cli.common import add_session_options, attribute_line, box, class_ref, load_session, note
+from saywhy.cli.common import add_command, add_session_options, attribute_line, box, class_ref, load_session, note
 from saywhy.errors import SaywhyError
 
 
@@ -18,8 +18,8 @@ class SomeFailed(SaywhyError):
     """Raised after every image was tried, when some could not be explained (their lines are already printed)."""
 
 
-def register(subparsers: argparse._SubParsersAction, parents: list) -> None:
-    p = subparsers.add_parser("explain", parents=parents, help="explain the network's decision for images")
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = add_command(subparsers, "explain", help="explain the network's decision for images")
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files, or folders of images")
     p.add_argument("--class", dest="class_", type=class_ref, metavar="CLASS",
                    help="explain this class (index as 'describe --list' prints it, or name) instead of the predicted one")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from saywhy.cli.common import float_in, int_at_least, progress, workspace
+from saywhy.cli.common import add_command, float_in, int_at_least, progress, workspace
 
 SIGMAS = ("l1", "softmax", "minmax", "identity")  # saywhy.core.normalization.SIGMAS
 SIGMA_ACTIVATIONS = ("top", *SIGMAS)
@@ -38,9 +38,9 @@ class ConfigDefaultsHelp(argparse.HelpFormatter):
         return text
 
 
-def register(subparsers: argparse._SubParsersAction, parents: list) -> None:
-    p = subparsers.add_parser("fit", parents=parents, formatter_class=ConfigDefaultsHelp,
-                              help="learn the filter-attribute p.d.f. (eq. 1-4) for a trained model")
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = add_command(subparsers, "fit", formatter_class=ConfigDefaultsHelp,
+                    help="learn the filter-attribute p.d.f. (eq. 1-4) for a trained model")
     p.add_argument("--model", type=Path, required=True, help="checkpoint folder ('saywhy train' writes one)")
     p.add_argument("--root", type=Path, required=True, help="CUB-layout dataset folder")
     p.add_argument("--captions", type=Path, help="text_c10 folder if not beside the images")

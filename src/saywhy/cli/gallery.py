@@ -4,12 +4,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from saywhy.cli.common import add_dataset_options, add_session_options, dataset_and_session, int_at_least, progress
+from saywhy.cli.common import add_command, add_dataset_options, add_session_options, dataset_and_session, int_at_least, progress
 
 
-def register(subparsers: argparse._SubParsersAction, parents: list) -> None:
-    p = subparsers.add_parser("gallery", parents=parents,
-                              help="explained test images, a misclassification and failures as HTML (Figures 3, 1 and 8)")
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = add_command(subparsers, "gallery",
+                    help="explained test images, a misclassification and failures as HTML (Figures 3, 1 and 8)")
     add_dataset_options(p, "the explainer's own")
     p.add_argument("--out", type=Path, default=Path("saywhy-gallery"),
                    help="folder for index.html, gallery.json and figure1_cam.png (default ./saywhy-gallery)")

@@ -8,12 +8,12 @@ import argparse
 import json
 from pathlib import Path
 
-from saywhy.cli.common import add_attribute_option, add_session_options, load_session
+from saywhy.cli.common import add_command, add_attribute_option, add_session_options, load_session
 from saywhy.cli.fit import SIGMAS
 
 
-def register(subparsers: argparse._SubParsersAction, parents: list) -> None:
-    p = subparsers.add_parser("ground", parents=parents, help="heatmaps of where attributes are in an image (eq. 9)")
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = add_command(subparsers, "ground", help="heatmaps of where attributes are in an image (eq. 9)")
     p.add_argument("image", type=Path)
     add_attribute_option(p)
     p.add_argument("--out", type=Path, help="overlay PNG to write (default: IMAGE_ground.png in the current folder)")

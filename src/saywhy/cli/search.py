@@ -5,13 +5,13 @@ import argparse
 import json
 from pathlib import Path
 
-from saywhy.cli.common import add_attribute_option, add_session_options, int_at_least, load_session
+from saywhy.cli.common import add_command, add_attribute_option, add_session_options, int_at_least, load_session
 from saywhy.errors import SaywhyError
 
 
-def register(subparsers: argparse._SubParsersAction, parents: list) -> None:
-    p = subparsers.add_parser("search", parents=parents,
-                              help="rank images by the probability that they show attributes (Figure 6)")
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = add_command(subparsers, "search",
+                    help="rank images by the probability that they show attributes (Figure 6)")
     add_attribute_option(p)
     p.add_argument("--images", type=Path,
                    help="folder of images to search (default: the test images of the explainer's dataset)")

@@ -9,15 +9,15 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from saywhy.cli.common import int_at_least, progress, workspace
+from saywhy.cli.common import add_command, int_at_least, progress, workspace
 from saywhy.errors import SaywhyError
 
 SCRATCH_ARCH = "smallcnn"
 
 
-def register(subparsers: argparse._SubParsersAction, parents: list) -> None:
-    p = subparsers.add_parser("train", parents=parents,
-                              help="train the small CNN, or fit a pretrained network's head, on a CUB-layout dataset")
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = add_command(subparsers, "train",
+                    help="train the small CNN, or fit a pretrained network's head, on a CUB-layout dataset")
     p.add_argument("--root", type=Path, help="dataset folder (default: the demo's synthbirds)")
     p.add_argument("--captions", type=Path, help="text_c10 folder if not beside the images")
     p.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
