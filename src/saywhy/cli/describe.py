@@ -1,0 +1,30 @@
+"""``saywhy describe CLASS...``: what the network looks for in a class (eq. 7-8); ``--list`` lists the classes."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from saywhy.cli.common import add_command, add_session_options, class_ref, load_explainer
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = add_command(subparsers, "describe", help="class-level description (eq. 7-8)")
+    p.add_argument("classes", nargs="*", type=class_ref, metavar="CLASS",
+                   help="class names or indices (0-based, as --list prints them)")
+    p.add_argument("--list", action="store_true", help="list the classes with their indices")
+    p.add_argument("--json", action="store_true")
+    add_session_options(p)
+
+
+def run(args: argparse.Namespace) -> None:
+    explainer = load_explainer(args)
+    if args.list or not args.classes:
+        for i in range(len(explainer.class_names_)):
+            print(f"{i:4d}  {explainer.readable_name(i)}")
+        return
+    for name in args.classes:
+        description = explainer.describe(name)
+        if args.json:
+            print(json.dumps(description.to_dict()))
+        else:
+            print(description.sentence)

@@ -1,0 +1,93 @@
+"""``saywhy explain IMAGE|FOLDER...``: "This is a X because it has ..." for each image.
+
+A file that cannot be explained (missing, unreadable) is one line on stderr; the others
+are still explained, and the exit status is 1 at the end if any failed.
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+from pathlib import Path
+
+from saywhy.cli.common import add_command, add_session_options, attribute_line, box, class_ref, load_session, note
+from saywhy.errors import SaywhyError
+
+
+class SomeFailed(SaywhyError):
+    """Raised after every image was tried, when some could not be explained (their lines are already printed)."""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = add_command(subparsers, "explain", help="explain the network's decision for images")
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files, or folders of images")
+    p.add_argument("--class", dest="class_", type=class_ref, metavar="CLASS",
+                   help="explain this class (index as 'describe --list' prints it, or name) instead of the predicted one")
+    p.add_argument("--box", type=box, metavar="X,Y,W,H",
+                   help="explain only this region of each image, in pixels: left, top, width, height")
+    p.add_argument("--json", action="store_true", help="print JSON lines")
+    add_session_options(p)
+
+
+def box_options(box_value) -> dict:
+    """``{"box": ...}`` for the session's explain, or a clear refusal where the library has no box yet."""
+    if box_value is None:
+        return {}
+    from saywhy.pipeline import ExplainerSession
+
+    if "box" not in inspect.signature(ExplainerSession.explain).parameters:
+        raise SaywhyError("--box needs a saywhy whose ExplainerSession.explain accepts box=, which this one does not: "
+                          "crop the image yourself, or explain the whole image without --box")
+    return {"box": box_value}
+
+
+def print_explanation(image: Path, explanation, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"image": str(image), **explanation.to_dict()}))
+        return
+    print(f"{image}: {explanation.sentence}")
+    print("   " + attribute_line(explanation))
+
+
+def run(args: argparse.Namespace) -> None:
+    from saywhy.apps.retrieval import list_images
+
+    extra = box_options(args.box)
+    session = load_session(args)
+    if args.class_ is not None:
+        session.explainer.class_index(args.class_)  # an unknown class fails once, before any image is read
+    single = len(args.images) == 1 and not args.images[0].is_dir()
+    failures: list[str] = []
+
+    def failed(message: str) -> None:
+        if single:
+            raise SaywhyError(message)
+        note(f"error: {message}")
+        failures.append(message)
+
+    images: list[Path] = []  # files as given; a folder becomes its image files, sorted by path
+    for path in args.images:
+        if path.is_dir():
+            try:
+                images.extend(list_images(path))
+            except SaywhyError as error:  # a folder without images
+                failed(str(error))
+        elif path.is_file():
+            images.append(path)
+        else:
+            failed(f"image {path} does not exist: check the path")
+    tried = len(images) + len(failures)
+    try:
+        explained = dict(zip(images, session.explain(images, args.class_, **extra))) if images else {}
+    except SaywhyError:  # an unreadable file among them: explain one by one to say which, and go on
+        explained = {}
+        for image in images:
+            try:
+                explained[image] = session.explain([image], args.class_, **extra)[0]
+            except SaywhyError as error:
+                failed(str(error))
+    for image in images:  # in the order given
+        if image in explained:
+            print_explanation(image, explained[image], args.json)
+    if failures:
+        raise SomeFailed(f"{len(failures)} of {tried} images could not be explained (see above)")

@@ -1,0 +1,115 @@
+"""``saywhy train``: train the small CNN, or fit a pretrained network's linear head, and write a checkpoint.
+
+    saywhy train --root DIR --out CKPT                       # the small CNN, from scratch
+    saywhy train --dataset cub --root data/cub --arch efficientnet_lite0 --crop bbox --out models/lite0
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+
+from saywhy.cli.common import add_command, int_at_least, progress, workspace
+from saywhy.errors import SaywhyError
+
+SCRATCH_ARCH = "smallcnn"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = add_command(subparsers, "train",
+                    help="train the small CNN, or fit a pretrained network's head, on a CUB-layout dataset")
+    p.add_argument("--root", type=Path, help="dataset folder (default: the demo's synthbirds)")
+    p.add_argument("--captions", type=Path, help="text_c10 folder if not beside the images")
+    p.add_argument("--out", type=Path, required=True, help="checkpoint folder to write")
+    p.add_argument("--epochs", type=int_at_least(1), default=12, help="small CNN: training epochs (default 12)")
+    p.add_argument("--image-size", type=int_at_least(8), default=None,
+                   help="input pixels (default: 64 for smallcnn, the network's own otherwise)")
+    p.add_argument("--crop", choices=["none", "bbox"], default="none", help="crop to the bounding box (the paper's setting)")
+    p.add_argument("--seed", type=int_at_least(0), default=0)
+    add_train_options(p)
+
+
+def add_train_options(parser: argparse.ArgumentParser) -> None:
+    """Options of ``saywhy train`` for pretrained networks (next to --root, --captions, --out, --crop, --seed, --image-size)."""
+    parser.add_argument("--dataset", choices=["synthbirds", "cub"], default=None,
+                        help="cub: the CUB-200-2011 folder given with --root (see 'saywhy data cub'); "
+                             "synthbirds: --root or the demo's birds (the default without --root)")
+    parser.add_argument("--arch", default=SCRATCH_ARCH, metavar="NAME",
+                        help="smallcnn (trained from scratch, the default); efficientnet_lite0 (ImageNet weights "
+                             "installed with saywhy, no download); torchvision:NAME or timm:NAME (ImageNet weights "
+                             "downloaded, or --weights); pretrained networks get a linear head fitted on frozen features")
+    parser.add_argument("--weights", type=Path, metavar="PATH",
+                        help="local ImageNet state dict (.pth/.safetensors) for --arch, instead of downloading it")
+    parser.add_argument("--batch-size", type=int_at_least(1), default=32,
+                        help="images per forward pass when computing features (default 32)")
+    parser.add_argument("--feature-cache", type=Path, metavar="DIR",
+                        help="where pooled features are cached (default: HOME/cache/features)")
+
+
+def is_pretrained(args: argparse.Namespace) -> bool:
+    """Whether ``saywhy train`` takes the pretrained path (:func:`run_train_pretrained`)."""
+    return getattr(args, "arch", SCRATCH_ARCH) != SCRATCH_ARCH
+
+
+def run(args: argparse.Namespace) -> None:
+    if is_pretrained(args):
+        run_train_pretrained(args)
+        return
+    from saywhy.data.cub import read_cub
+    from saywhy.data.images import Preprocess
+    from saywhy.demo import DEMO_ARCH, DEMO_ARCH_KWARGS, ensure_synthbirds
+    from saywhy.model.checkpoint import build_model, save_checkpoint
+    from saywhy.model.train import TrainConfig, train_classifier
+
+    root = args.root or ensure_synthbirds(workspace(args), progress=progress(args))
+    dataset = read_cub(root, args.captions)
+    preprocess = Preprocess(image_size=args.image_size or 64, crop=args.crop)
+    model = build_model(DEMO_ARCH, len(dataset.class_ids), **DEMO_ARCH_KWARGS)
+    report = train_classifier(model, dataset, preprocess, TrainConfig(epochs=args.epochs, seed=args.seed),
+                              progress=progress(args))
+    fingerprint_file = Path(root) / ".synthbirds_fingerprint"
+    meta = {"arch": DEMO_ARCH, "arch_kwargs": DEMO_ARCH_KWARGS, "classes": [dataset.class_names[c] for c in dataset.class_ids],
+            "class_ids": dataset.class_ids, "preprocess": preprocess.to_dict(), "dataset": str(root),
+            "dataset_fingerprint": fingerprint_file.read_text().strip() if fingerprint_file.is_file() else None, **report}
+    save_checkpoint(args.out, model, meta)
+    print(f"{args.out}: test accuracy {report['test_accuracy']:.1%} on {report['test_images']} images "
+          f"({report['train_seconds']} s)")
+
+
+def run_train_pretrained(args: argparse.Namespace) -> dict:
+    """Fit the linear head of an ImageNet network (``args.arch``) on a CUB-layout dataset and write a checkpoint."""
+    from saywhy.data.cub import read_cub
+    from saywhy.model.checkpoint import save_checkpoint
+    from saywhy.model.feature_cache import FeatureCache
+    from saywhy.model.linear_probe import LinearProbe, ProbeConfig, fit_head
+    from saywhy.model.pretrained import build_pretrained, pretrained_spec
+
+    ws = workspace(args)
+    show = progress(args)
+    root = args.root
+    if root is None:
+        if args.dataset == "cub":
+            raise SaywhyError("--dataset cub needs --root DIR, the CUB-200-2011 folder ('saywhy data cub --dest DIR' fetches it)")
+        from saywhy.demo import ensure_synthbirds
+
+        root = ensure_synthbirds(ws, progress=show)
+    dataset = read_cub(root, args.captions)
+    spec = pretrained_spec(args.arch)
+    preprocess = replace(spec.preprocess, image_size=args.image_size or spec.preprocess.image_size, crop=args.crop)
+    model = build_pretrained(args.arch, len(dataset.class_ids), weights=args.weights or "imagenet")
+    cache = FeatureCache(args.feature_cache or ws.feature_cache)
+    report = fit_head(model, dataset, preprocess, cache=cache, probe=LinearProbe(config=ProbeConfig(seed=args.seed)),
+                      batch_size=args.batch_size, progress=show)
+    meta = {
+        "arch": spec.arch, "arch_kwargs": {},
+        "classes": [dataset.class_names[c] for c in dataset.class_ids], "class_ids": dataset.class_ids,
+        "preprocess": preprocess.to_dict(), "crop": args.crop, "dataset": str(Path(root).resolve()),
+        "pretrained": {"name": spec.name, "weights": str(args.weights) if args.weights else spec.weights_source},
+        **report,
+    }
+    save_checkpoint(args.out, model, meta)
+    accuracy = f"{report['test_accuracy']:.1%}" if report["test_accuracy"] is not None else "n/a"
+    print(f"{args.out}: test accuracy {accuracy} on {report['test_images']} images ({spec.name}, linear head on "
+          f"frozen features, crop {args.crop}, {preprocess.image_size} px; features {report['feature_seconds']} s "
+          f"({report['features_computed']} computed, {report['features_cached']} cached), head {report['train_seconds']} s)")
+    return meta
