@@ -114,3 +114,23 @@ def test_a_torchvision_transform_is_accepted_when_explaining(resnet_session):
     with_transform = saywhy.Session(session.explainer, session.model, transform)
     assert [e.class_index for e in with_transform(paths)] == [e.class_index for e in session(paths)]
     assert isinstance(transform(open_image(paths[0])), torch.Tensor)
+
+
+@pytest.mark.parametrize("build", ["mlp_head_resnet18", "vgg11"])
+def test_networks_the_method_cannot_explain_are_refused_at_fit_in_one_line(tiny_noisy_synthbirds, tmp_path, build):
+    import torch
+    import torchvision
+    from torch import nn
+
+    if build == "vgg11":
+        model = torchvision.models.vgg11(num_classes=4)
+    else:
+        model = torchvision.models.resnet18()
+        model.fc = nn.Sequential(nn.Linear(512, 128), nn.ReLU(), nn.Linear(128, 4))
+    torch.manual_seed(0)
+    with pytest.raises(saywhy.SaywhyError) as refused:
+        saywhy.fit(model, tiny_noisy_synthbirds["root"], preprocess=Preprocess(image_size=64, **IMAGENET),
+                   home=tmp_path, min_df=1)
+    message = str(refused.value)
+    assert "\n" not in message and "not a linear function of the average-pooled map" in message
+    assert "global-average-pooling + one linear layer" in message

@@ -20,7 +20,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def fit(model: Any, dataset: Any, *, preprocess: Any = None, arch: str | None = None, out: str | Path | None = None,
+def fit(model: Any, dataset: Any, *, preprocess: Any = None, arch: str | None = None,
+        arch_kwargs: dict[str, Any] | None = None, out: str | Path | None = None,
         config: Any = None, captions: str | Path | None = None, attributes: str | Path | None = None,
         home: str | Path | None = None, progress: bool = False, **settings: Any):
     """Build an explainer for a live ``nn.Module`` and return the session that explains with it.
@@ -32,8 +33,10 @@ def fit(model: Any, dataset: Any, *, preprocess: Any = None, arch: str | None = 
     fields (``top_k=3``, ``attribute_model="cooccurrence"``...), or pass ``config``.
     ``attributes``: a CSV/JSONL of image -> attributes instead of captions.
     With ``out``, the explainer is saved there; with ``arch`` too ("torchvision:resnet18",
-    "timm:NAME", "saywhy:smallcnn"), so is the network (``out/checkpoint``), and the
-    command line can then use the explainer (``saywhy explain --explainer out``).
+    "timm:NAME", "saywhy:smallcnn", with ``arch_kwargs`` for its constructor), so is the
+    network (``out/checkpoint``), and the command line can then use the explainer
+    (``saywhy explain --explainer out``). A network that is not global average pooling +
+    one linear layer is refused with the layers that were tried.
     """
     from saywhy.data.attribute_files import attach_attribute_file
     from saywhy.data.cub import read_cub
@@ -69,10 +72,10 @@ def fit(model: Any, dataset: Any, *, preprocess: Any = None, arch: str | None = 
     if out is not None:
         explainer.save(out)
         if checkpoint is not None:
-            from saywhy.model.checkpoint import save_checkpoint
+            from saywhy.model.checkpoint import import_checkpoint
 
-            save_checkpoint(checkpoint, model, {"arch": arch, "arch_kwargs": {}, "classes": explainer.class_names_,
-                                                "preprocess": preprocess.to_dict()})
+            import_checkpoint(checkpoint, arch=arch, model=model, classes=explainer.class_names_, preprocess=preprocess,
+                              arch_kwargs=arch_kwargs)
         else:
             log.warning("no arch= given: the network was not saved with the explainer, so the command line "
                         "needs --model CHECKPOINT to use it")

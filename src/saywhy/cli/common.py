@@ -206,7 +206,20 @@ def dataset_and_session(args: argparse.Namespace):
 
 # ----- printing ----------------------------------------------------------------------------------
 def attribute_line(explanation) -> str:
-    """p(t|x,c) for the paper's model; the evidence model's class-weighted evidence (its p rounds to 1.000)."""
+    """The top attributes with their readable scores (what ``score_name`` says they are).
+
+    The evidence model's are the calibrated p(t|x), as percentages; the paper's p(t|x,c) is
+    a distribution over the whole vocabulary, so its values are small and printed as they are.
+    """
+    if not explanation.attributes:
+        return "no attribute has evidence in this image"
     if explanation.evidence is None:
-        return ", ".join(f"{t} {p:.3f}" for t, p in explanation.attributes)
-    return "evidence: " + ", ".join(f"{t} {z:+.1f}" for (t, _), z in zip(explanation.attributes, explanation.evidence))
+        return "p(t|x,c): " + ", ".join(f"{t} {p:.3f}" for t, p in explanation.attributes)
+    return "p(t|x): " + ", ".join(f"{t} {p:.0%}" for t, p in explanation.attributes)
+
+
+def class_line(explanation) -> str:
+    """ "Carolina Wren 87%; next: House Wren 8%, Bewick Wren 3%" (softmax probabilities)."""
+    asked = "" if explanation.predicted else " (asked for; not the network's choice)"
+    others = ", ".join(f"{name} {p:.0%}" for name, p in explanation.alternatives)
+    return f"{explanation.class_name} {explanation.probability:.0%}{asked}" + (f"; next: {others}" if others else "")

@@ -5,7 +5,7 @@ import argparse
 import random
 import time
 
-from saywhy.cli.common import add_command, attribute_line, int_at_least, progress, workspace
+from saywhy.cli.common import add_command, attribute_line, class_line, int_at_least, progress, workspace
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> None:
         mark = "right" if explanation.class_name == truth else f"wrong, truly {truth}"
         print(f"{record.path.name} ({mark})\n  {explanation.sentence}")
         print("  top attributes, " + attribute_line(explanation))
+        print("  class, " + class_line(explanation))
     pair = art.truth.get("confusable_pairs", [None])[0]
     if pair:
         candidates = [r for r in test if r.class_id == pair["a"]]

@@ -6,11 +6,19 @@ are still explained, and the exit status is 1 at the end if any failed.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 from pathlib import Path
 
-from saywhy.cli.common import add_command, add_session_options, attribute_line, box, class_ref, load_session, note
+from saywhy.cli.common import (
+    add_command,
+    add_session_options,
+    attribute_line,
+    box,
+    class_line,
+    class_ref,
+    load_session,
+    note,
+)
 from saywhy.errors import SaywhyError
 
 
@@ -29,30 +37,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_session_options(p)
 
 
-def box_options(box_value) -> dict:
-    """``{"box": ...}`` for the session's explain, or a clear refusal where the library has no box yet."""
-    if box_value is None:
-        return {}
-    from saywhy.pipeline import ExplainerSession
-
-    if "box" not in inspect.signature(ExplainerSession.explain).parameters:
-        raise SaywhyError("--box needs a saywhy whose ExplainerSession.explain accepts box=, which this one does not: "
-                          "crop the image yourself, or explain the whole image without --box")
-    return {"box": box_value}
-
-
 def print_explanation(image: Path, explanation, as_json: bool) -> None:
     if as_json:
         print(json.dumps({"image": str(image), **explanation.to_dict()}))
         return
     print(f"{image}: {explanation.sentence}")
     print("   " + attribute_line(explanation))
+    print("   " + class_line(explanation))
+    for text in explanation.notes:
+        print(f"   note: {text}")
 
 
 def run(args: argparse.Namespace) -> None:
     from saywhy.apps.retrieval import list_images
 
-    extra = box_options(args.box)
+    extra = {} if args.box is None else {"box": args.box}
     session = load_session(args)
     if args.class_ is not None:
         session.explainer.class_index(args.class_)  # an unknown class fails once, before any image is read

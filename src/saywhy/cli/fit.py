@@ -1,26 +1,28 @@
 """``saywhy fit``: learn the filter-attribute p.d.f. (eq. 1-4) for a trained model and save the explainer.
 
-Every option is checked when parsed. The choices are spelled here rather than imported
-from :mod:`saywhy.explain.explainer` and :mod:`saywhy.core.normalization`, which import
-numpy and scipy (over a second): a typo must fail at once. ``tests/test_cli_behaviour.py``
-checks that they agree with the library's constants.
+Every option is checked when parsed, against :mod:`saywhy.explain.options` (which
+imports nothing, so a typo fails before numpy, scipy or torch load). An option that the
+chosen attribute model never reads is refused too.
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from saywhy.cli.common import add_command, float_in, int_at_least, progress, workspace
+from saywhy.cli.common import add_command, float_in, int_at_least, note, progress, workspace
+from saywhy.errors import SaywhyError
 
-SIGMAS = ("l1", "softmax", "minmax", "identity")  # saywhy.core.normalization.SIGMAS
-SIGMA_ACTIVATIONS = ("top", *SIGMAS)
-CONTRASTS = ("margin", "difference")
-FILTER_SCALES = ("none", "max")
-PRIORS = ("tfidf", "tfidf_sum", "uniform")
-LIKELIHOODS = ("sum", "mean")
-ATTRIBUTE_MODELS = ("evidence", "cooccurrence")  # saywhy.explain.explainer.ATTRIBUTE_MODELS
-GROUNDINGS = ("signed", "positive", "part")  # saywhy.explain.explainer.GROUNDINGS
-SENTENCES = ("natural", "paper")  # saywhy.explain.explainer.SENTENCES
+from saywhy.explain.options import (  # noqa: E402  (no imports: a typo fails at once)
+    ATTRIBUTE_MODELS,
+    CONTRASTS,
+    FILTER_SCALES,
+    GROUNDINGS,
+    LIKELIHOODS,
+    PRIORS,
+    SENTENCES,
+    SIGMA_ACTIVATIONS,
+    SIGMAS,
+)
 
 CONFIG_OPTIONS = ("top_k", "sigma_activation", "top_fraction", "contrast", "filter_scale", "sigma_decision", "prior",
                   "likelihood", "min_df", "attribute_model", "evidence_l2", "class_weighting", "grounding", "sentence")
@@ -87,7 +89,13 @@ def config_from(args: argparse.Namespace):
     from saywhy.explain.explainer import ExplainerConfig
 
     given = {name: getattr(args, name) for name in CONFIG_OPTIONS if getattr(args, name) is not None}
-    return ExplainerConfig.paper(**given) if args.method == "paper" else ExplainerConfig(**given)
+    config = ExplainerConfig.paper(**given) if args.method == "paper" else ExplainerConfig(**given)
+    unused = config.without_effect(given)
+    if unused:
+        flags = ", ".join("--" + name.replace("_", "-") for name in unused)
+        raise SaywhyError(f"{flags} only apply to the evidence model, not to --attribute-model {config.attribute_model}: "
+                          "drop them, or choose --attribute-model evidence")
+    return config
 
 
 def run(args: argparse.Namespace) -> None:
@@ -116,8 +124,11 @@ def run(args: argparse.Namespace) -> None:
     explainer, report = fit_explainer(dataset, model, checkpoint_preprocess(meta), config, source=source,
                                       extractor=extractor, layer=args.layer, head=args.head, progress=progress(args),
                                       feature_cache=FeatureCache(ws.feature_cache),
-                                      metadata={"checkpoint": str(args.model.resolve()), "arch": meta["arch"]})
+                                      metadata={"checkpoint": str(args.model.resolve()), "arch": meta["arch"]},
+                                      model_classes=meta.get("classes"))
     explainer.save(args.out)
     ws.remember_explainer(args.out)
+    for warning in report.warnings:
+        note(f"warning: {warning}")
     skipped = ", ".join(f"{n} {k}" for k, n in report.skipped.items() if n) or "none"
     print(f"{args.out}: {report.vocabulary_size} attributes from {report.images_used} images (skipped: {skipped})")

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 from pathlib import Path
 
 from saywhy.cli.common import add_command, int_at_least, progress, workspace
@@ -57,32 +56,23 @@ def run(args: argparse.Namespace) -> None:
         return
     from saywhy.data.cub import read_cub
     from saywhy.data.images import Preprocess
-    from saywhy.demo import DEMO_ARCH, DEMO_ARCH_KWARGS, ensure_synthbirds
-    from saywhy.model.checkpoint import build_model, save_checkpoint
-    from saywhy.model.train import TrainConfig, train_classifier
+    from saywhy.demo import ensure_synthbirds, train_demo_model
+    from saywhy.model.train import TrainConfig
 
     root = args.root or ensure_synthbirds(workspace(args), progress=progress(args))
     dataset = read_cub(root, args.captions)
-    preprocess = Preprocess(image_size=args.image_size or 64, crop=args.crop)
-    model = build_model(DEMO_ARCH, len(dataset.class_ids), **DEMO_ARCH_KWARGS)
-    report = train_classifier(model, dataset, preprocess, TrainConfig(epochs=args.epochs, seed=args.seed),
-                              progress=progress(args))
     fingerprint_file = Path(root) / ".synthbirds_fingerprint"
-    meta = {"arch": DEMO_ARCH, "arch_kwargs": DEMO_ARCH_KWARGS, "classes": [dataset.class_names[c] for c in dataset.class_ids],
-            "class_ids": dataset.class_ids, "preprocess": preprocess.to_dict(), "dataset": str(root),
-            "dataset_fingerprint": fingerprint_file.read_text().strip() if fingerprint_file.is_file() else None, **report}
-    save_checkpoint(args.out, model, meta)
-    print(f"{args.out}: test accuracy {report['test_accuracy']:.1%} on {report['test_images']} images "
-          f"({report['train_seconds']} s)")
+    _, meta = train_demo_model(dataset, fingerprint_file.read_text().strip() if fingerprint_file.is_file() else None,
+                               args.out, TrainConfig(epochs=args.epochs, seed=args.seed),
+                               Preprocess(image_size=args.image_size or 64, crop=args.crop), progress=progress(args),
+                               dataset_name=str(root))
+    print(f"{args.out}: test accuracy {meta['test_accuracy']:.1%} on {meta['test_images']} images "
+          f"({meta['train_seconds']} s)")
 
 
 def run_train_pretrained(args: argparse.Namespace) -> dict:
     """Fit the linear head of an ImageNet network (``args.arch``) on a CUB-layout dataset and write a checkpoint."""
-    from saywhy.data.cub import read_cub
-    from saywhy.model.checkpoint import save_checkpoint
-    from saywhy.model.feature_cache import FeatureCache
-    from saywhy.model.linear_probe import LinearProbe, ProbeConfig, fit_head
-    from saywhy.model.pretrained import build_pretrained, pretrained_spec
+    from saywhy.model.pretrained import train_pretrained_head
 
     ws = workspace(args)
     show = progress(args)
@@ -93,23 +83,13 @@ def run_train_pretrained(args: argparse.Namespace) -> dict:
         from saywhy.demo import ensure_synthbirds
 
         root = ensure_synthbirds(ws, progress=show)
-    dataset = read_cub(root, args.captions)
-    spec = pretrained_spec(args.arch)
-    preprocess = replace(spec.preprocess, image_size=args.image_size or spec.preprocess.image_size, crop=args.crop)
-    model = build_pretrained(args.arch, len(dataset.class_ids), weights=args.weights or "imagenet")
-    cache = FeatureCache(args.feature_cache or ws.feature_cache)
-    report = fit_head(model, dataset, preprocess, cache=cache, probe=LinearProbe(config=ProbeConfig(seed=args.seed)),
-                      batch_size=args.batch_size, progress=show)
-    meta = {
-        "arch": spec.arch, "arch_kwargs": {},
-        "classes": [dataset.class_names[c] for c in dataset.class_ids], "class_ids": dataset.class_ids,
-        "preprocess": preprocess.to_dict(), "crop": args.crop, "dataset": str(Path(root).resolve()),
-        "pretrained": {"name": spec.name, "weights": str(args.weights) if args.weights else spec.weights_source},
-        **report,
-    }
-    save_checkpoint(args.out, model, meta)
-    accuracy = f"{report['test_accuracy']:.1%}" if report["test_accuracy"] is not None else "n/a"
-    print(f"{args.out}: test accuracy {accuracy} on {report['test_images']} images ({spec.name}, linear head on "
-          f"frozen features, crop {args.crop}, {preprocess.image_size} px; features {report['feature_seconds']} s "
-          f"({report['features_computed']} computed, {report['features_cached']} cached), head {report['train_seconds']} s)")
+    _, meta = train_pretrained_head(args.arch, root, args.out, captions=args.captions, crop=args.crop,
+                                    image_size=args.image_size, weights=args.weights, seed=args.seed,
+                                    batch_size=args.batch_size, feature_cache=args.feature_cache or ws.feature_cache,
+                                    progress=show)
+    accuracy = f"{meta['test_accuracy']:.1%}" if meta["test_accuracy"] is not None else "n/a"
+    print(f"{args.out}: test accuracy {accuracy} on {meta['test_images']} images ({meta['pretrained']['name']}, "
+          f"linear head on frozen features, crop {args.crop}, {meta['preprocess']['image_size']} px; features "
+          f"{meta['feature_seconds']} s ({meta['features_computed']} computed, {meta['features_cached']} cached), "
+          f"head {meta['train_seconds']} s)")
     return meta

@@ -20,22 +20,27 @@ import numpy as np
 import scipy.sparse as sp
 from safetensors.numpy import load_file, save_file
 
-from saywhy.core.filter_attribute import FILTER_SCALES, LIKELIHOODS, attribute_incidence
+from saywhy.core.filter_attribute import attribute_incidence
 from saywhy.core.image_class import filter_given_class, filter_given_image_class
-from saywhy.core.normalization import SIGMAS
-from saywhy.core.prior import PRIOR_KINDS
 from saywhy.errors import SaywhyError
 from saywhy.explain.attribute_models import CooccurrenceModel, Scores, attribute_model, part_weights  # noqa: F401
 from saywhy.explain.names import readable_class_name
+from saywhy.explain.options import (
+    ATTRIBUTE_MODELS,
+    CONTRASTS,
+    FILTER_SCALES,
+    GROUNDINGS,
+    LIKELIHOODS,
+    PRIORS,
+    SENTENCES,
+    SIGMA_ACTIVATIONS,
+    SIGMAS,
+)
 from saywhy.explain.sentence import because_sentence, class_sentence, contrast_sentence, natural_sentence
 from saywhy.files import atomic_folder
 from saywhy.text.surface import SurfaceForms
 
 FORMAT_VERSION = 4
-GROUNDINGS = ("signed", "positive", "part")
-SENTENCES = ("natural", "paper")
-CONTRASTS = ("margin", "difference")
-SIGMA_ACTIVATIONS = ("top", *SIGMAS)
 
 
 @dataclass(frozen=True)
@@ -98,11 +103,9 @@ class ExplainerConfig:
     sentence: str = "natural"
 
     def __post_init__(self) -> None:
-        from saywhy.explain.attribute_models import ATTRIBUTE_MODELS
-
-        choices = {"attribute_model": tuple(ATTRIBUTE_MODELS), "grounding": GROUNDINGS, "sentence": SENTENCES,
-                   "contrast": CONTRASTS, "sigma_activation": SIGMA_ACTIVATIONS, "sigma_decision": tuple(SIGMAS),
-                   "filter_scale": FILTER_SCALES, "prior": PRIOR_KINDS, "likelihood": LIKELIHOODS}
+        choices = {"attribute_model": ATTRIBUTE_MODELS, "grounding": GROUNDINGS, "sentence": SENTENCES,
+                   "contrast": CONTRASTS, "sigma_activation": SIGMA_ACTIVATIONS, "sigma_decision": SIGMAS,
+                   "filter_scale": FILTER_SCALES, "prior": PRIORS, "likelihood": LIKELIHOODS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise SaywhyError(f"unknown {name.replace('_', ' ')} {getattr(self, name)!r}: choose one of {', '.join(allowed)}")

@@ -1,0 +1,16 @@
+"""The names of every choice an explainer takes, with no imports: the command line checks
+options against them before it loads numpy, scipy or torch.
+
+The modules that implement each choice check that they agree (``tests/test_cli_behaviour.py``).
+"""
+from __future__ import annotations
+
+SIGMAS = ("l1", "softmax", "minmax", "identity")  # saywhy.core.normalization.SIGMAS
+SIGMA_ACTIVATIONS = ("top", *SIGMAS)
+CONTRASTS = ("margin", "difference")
+FILTER_SCALES = ("none", "max")  # saywhy.core.filter_attribute.FILTER_SCALES
+PRIORS = ("tfidf", "tfidf_sum", "uniform")  # saywhy.core.prior.PRIOR_KINDS
+LIKELIHOODS = ("sum", "mean")  # saywhy.core.filter_attribute.LIKELIHOODS
+ATTRIBUTE_MODELS = ("evidence", "cooccurrence")  # saywhy.explain.attribute_models.ATTRIBUTE_MODELS
+GROUNDINGS = ("signed", "positive", "part")
+SENTENCES = ("natural", "paper")
