@@ -297,8 +297,9 @@ def tiny(tiny_noisy_synthbirds) -> dict:
 def test_tiny_pck_run_gives_fractions_for_every_method(tiny, crop):
     dataset, model = tiny["attributed"], tiny["model"]
     preprocess = Preprocess(image_size=32, crop=crop)
-    explainer, _ = fit_explainer(dataset, model, preprocess, ExplainerConfig(min_df=1), source="attributes",
-                                 progress=False)
+    # p(t|f) alphas here (the shared session's evidence-model alphas are grounded below), and a fast fit.
+    config = ExplainerConfig(min_df=1, attribute_model="cooccurrence")
+    explainer, _ = fit_explainer(dataset, model, preprocess, config, source="attributes", progress=False)
     session = ExplainerSession(explainer, model, preprocess)
     test = dataset.split(train=False)
     documents = [list(r.attributes) for r in test]
