@@ -165,7 +165,7 @@ class GroundingItem:
     """One image of a batch with the attributes queried on it: what a grounding method may use."""
 
     record: ImageRecord
-    row: int  # its row in the batch (in ``GroundingBatch.records``, ``maps`` and ``logits``)
+    row: int  # its position in ``GroundingBatch.records`` (for results of ``prepare``)
     attributes: list[str]  # the queried attributes, each once
     alpha: np.ndarray  # (T, F): eq. 9's alpha of each queried attribute
     maps: np.ndarray  # (F, h, w): the final conv maps f(x)
@@ -203,6 +203,7 @@ class GroundingMethod:
         self.seed = seed
 
     def ground(self, batch: GroundingBatch) -> list[np.ndarray]:
+        """(T, 2) points for each of ``batch.items``, in order."""
         self.prepare(batch)
         return [self.points(item) for item in batch.items]
 
