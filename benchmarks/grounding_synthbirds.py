@@ -6,7 +6,7 @@ cached on first use) and prints one markdown row per method and attribute source
 parsed from its captions, as in the paper; spellings merged with the generator's
 synonyms so that "gray bill" and "grey beak" are one attribute).
 
-Run:  .venv/bin/python benchmarks/grounding_synthbirds.py [--home DIR] [--source truth captions] [--refine] [--input-size N]
+Run:  .venv/bin/python benchmarks/grounding_synthbirds.py [--home DIR] [--source truth captions] [--input-size N]
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import json
 import time
 from pathlib import Path
 
-from saywhy.apps.grounding import METHODS, grounding_pck
+from saywhy.apps.grounding import grounding_pck
 from saywhy.data.images import Preprocess
 from saywhy.demo import ensure_demo
 from saywhy.pipeline import ExplainerSession, image_documents
@@ -28,7 +28,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", type=Path, help="workspace (default $SAYWHY_HOME or ./.saywhy)")
     parser.add_argument("--source", nargs="+", choices=["truth", "captions"], default=["truth", "captions"])
-    parser.add_argument("--refine", action="store_true", help="sub-cell peaks (parabola through the peak's neighbours)")
     parser.add_argument("--input-size", type=int, help="run the CNN at this input size instead of its own (64 px): "
                         "finer maps, but not the network the explainer was fitted on")
     parser.add_argument("--no-synonyms", action="store_true",
@@ -60,16 +59,15 @@ def main() -> None:
             documents = image_documents(test, "captions", extractor)
         table = grounding_pck(session, test, documents, n_attributes=args.n_attributes,
                               synonyms=None if args.no_synonyms and source == "captions" else synonyms,
-                              refine=args.refine, seed=args.seed)
-        for method in METHODS:
-            result = table.results[method]
+                              seed=args.seed)
+        for method, result in table.results.items():  # every registered grounding method
             cells = " | ".join(f"{100 * v:.1f}%" for v in result.pck.values())
             print(f"| {source} | {method} | {cells} | {result.scored} |")
         out[source] = table.to_dict()
         first = next(iter(table.results.values()))
         print(f"<!-- {source}: {len(table.attributes)} attributes; skipped pairs {dict(first.skipped)}; "
               f"skipped images {table.skipped_images} -->")
-    print(f"<!-- {time.perf_counter() - started:.1f} s, refine={args.refine}, input {preprocess.image_size} px -->")
+    print(f"<!-- {time.perf_counter() - started:.1f} s, input {preprocess.image_size} px -->")
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
 

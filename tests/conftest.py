@@ -56,7 +56,13 @@ def cub50() -> Path:
 def tiny_noisy_synthbirds(tmp_path_factory) -> dict:
     """96 drawn birds of 4 species, 10% flipped labels, a 1-epoch CNN at 32 px and its explainer.
 
-    Built once per test session and shared: tests must not change what it returns.
+    Built once per test session and shared by every test that needs a trained network and a
+    fitted explainer (grounding, evaluate, debugging, gallery, search): tests must not change
+    what it returns. Keys: ``base`` (a scratch folder), ``root`` (the synthbirds folder, its
+    ``CUB_200_2011`` inside and ``synthbirds_truth.json`` beside it), ``dataset``, ``session``,
+    ``extractor``, ``ckpt`` and ``exp`` (the checkpoint and explainer folders, for the CLI),
+    ``home`` (a workspace for the CLI's ``--home`` whose phrase cache already holds every
+    caption, so a CLI run does not parse them again).
     """
     from saywhy.data.cub import read_cub
     from saywhy.data.images import Preprocess
@@ -66,6 +72,7 @@ def tiny_noisy_synthbirds(tmp_path_factory) -> dict:
     from saywhy.model.train import TrainConfig, train_classifier
     from saywhy.pipeline import ExplainerSession, fit_explainer
     from saywhy.text.phrases import PhraseExtractor
+    from saywhy.workspace import Workspace
 
     base = tmp_path_factory.mktemp("tiny_noisy_synthbirds")
     root = generate(base / "birds", SynthConfig(n_images=96, image_size=64, n_species=4, label_noise=0.1),
@@ -77,9 +84,10 @@ def tiny_noisy_synthbirds(tmp_path_factory) -> dict:
     ckpt = save_checkpoint(base / "ckpt", model, {"arch": "saywhy:smallcnn", "arch_kwargs": {},
                                                   "classes": [dataset.class_names[c] for c in dataset.class_ids],
                                                   "preprocess": preprocess.to_dict()})
-    extractor = PhraseExtractor(cache_dir=base / "phrases")
+    home = base / "home"
+    extractor = PhraseExtractor(cache_dir=Workspace(home).phrase_cache)
     explainer, _ = fit_explainer(dataset, model, preprocess, ExplainerConfig(min_df=1), extractor=extractor,
                                  progress=False, metadata={"checkpoint": str(ckpt)})
     explainer.save(base / "exp")
     return {"base": base, "root": root, "dataset": dataset, "session": ExplainerSession(explainer, model),
-            "extractor": extractor, "exp": base / "exp"}
+            "extractor": extractor, "exp": base / "exp", "ckpt": ckpt, "home": home}

@@ -32,6 +32,37 @@ def test_hooks_removed_when_the_model_raises():
     assert _hook_count(model) == 0
 
 
+def test_hooks_removed_when_the_model_raises_with_the_graph_kept():
+    model = Exploding()
+    with pytest.raises(RuntimeError, match="boom"), torch.enable_grad():
+        with capture(model, outputs=["conv"], keep_grad=True):
+            assert _hook_count(model) == 1
+            model(torch.zeros(1, 3, 8, 8))
+    assert _hook_count(model) == 0
+    with pytest.raises(SaywhyError, match="no layer named"), capture(model, outputs=["missing"], keep_grad=True):
+        pass
+    assert _hook_count(model) == 0
+
+
+def test_keep_grad_records_the_tensor_with_its_graph_and_the_default_detaches():
+    model = nn.Sequential(nn.Conv2d(1, 1, 1, bias=False), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    with torch.no_grad():
+        model[0].weight.fill_(3.0)
+    x = torch.ones(1, 1, 2, 2)
+    with capture(model, outputs=["0"], keep_grad=True) as kept, torch.enable_grad():
+        out = model(x)
+        (grad,) = torch.autograd.grad(out.sum(), kept["out:0"])
+    assert grad.flatten().tolist() == [0.25] * 4  # d mean / d each of the 4 positions
+    with capture(model, outputs=["0"]) as detached:
+        model(x)
+    assert detached["out:0"].grad_fn is None and not detached["out:0"].requires_grad
+    with capture(model, outputs=["1"], keep_grad=True) as seen:  # no forward pass
+        pass
+    with pytest.raises(SaywhyError, match="produced nothing"):
+        seen["out:1"]
+    assert _hook_count(model) == 0
+
+
 def test_capture_records_exact_values():
     model = nn.Sequential(nn.Conv2d(1, 1, 1, bias=False), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1, 2))
     with torch.no_grad():

@@ -14,7 +14,6 @@ from saywhy.apps.retrieval import (
     evaluate_attribute_retrieval,
     frequent_attributes,
     query_indices,
-    query_log_probability,
     rank_images,
     top_k_mask,
 )
@@ -130,10 +129,6 @@ def test_shape_mismatch_is_an_error():
 
 
 # ----- apps/retrieval.py -------------------------------------------------------------------
-def test_query_log_probability_is_the_log_of_the_product():
-    assert query_log_probability(PDF, [0, 2])[:2].tolist() == pytest.approx([math.log(0.06), math.log(0.2)])
-
-
 def test_top_k_mask_matches_the_explanation_order():
     assert top_k_mask(PDF, 1)[:, 0].tolist() == [True, True, False, False, False]
     assert top_k_mask(np.array([[0.4, 0.4, 0.2]]), 1).tolist() == [[True, False, False]]  # ties: first column

@@ -6,7 +6,7 @@ import pytest
 import scipy.sparse as sp
 
 from saywhy.errors import SaywhyError
-from saywhy.text.vocabulary import AttributeVocabulary, build_term_counts
+from saywhy.text.vocabulary import AttributeVocabulary
 
 DOCUMENTS = [
     ["red crown", "long bill", "red crown"],
@@ -23,8 +23,9 @@ def test_terms_sorted_by_document_frequency_then_alphabetically():
 
 
 def test_counts_are_occurrences_per_document():
-    terms, counts = build_term_counts(DOCUMENTS)
-    assert terms == ["blue wing", "long bill", "red crown", "black tail"]
+    vocabulary = AttributeVocabulary()
+    counts = vocabulary.fit_transform(DOCUMENTS)
+    assert vocabulary.terms_ == ["blue wing", "long bill", "red crown", "black tail"]
     assert sp.isspmatrix_csr(counts)
     assert counts.dtype == np.int64
     assert counts.has_sorted_indices
@@ -32,8 +33,9 @@ def test_counts_are_occurrences_per_document():
 
 
 def test_min_df_drops_rare_terms():
-    terms, counts = build_term_counts(DOCUMENTS, min_df=2)
-    assert terms == ["blue wing", "long bill", "red crown"]
+    vocabulary = AttributeVocabulary(min_df=2)
+    counts = vocabulary.fit_transform(DOCUMENTS)
+    assert vocabulary.terms_ == ["blue wing", "long bill", "red crown"]
     assert counts.toarray().tolist() == [[0, 1, 2], [1, 1, 0], [2, 0, 1], [0, 0, 0]]
 
 
@@ -44,20 +46,9 @@ def test_transform_drops_unknown_terms():
     assert counts.toarray().tolist() == [[0, 0, 2]]
 
 
-def test_given_vocabulary_keeps_its_order_and_ignores_min_df():
-    terms, counts = build_term_counts(DOCUMENTS, min_df=5, vocabulary=["black tail", "red crown", "green eye"])
-    assert terms == ["black tail", "red crown", "green eye"]
-    assert counts.toarray().tolist() == [[0, 2, 0], [0, 0, 0], [1, 1, 0], [0, 0, 0]]
-
-
 def test_empty_vocabulary_names_min_df_and_terms_seen():
     with pytest.raises(SaywhyError, match=r"min_df=4 .*4 distinct terms seen in 4 documents"):
-        build_term_counts(DOCUMENTS, min_df=4)
-
-
-def test_repeated_term_in_given_vocabulary_is_an_error():
-    with pytest.raises(SaywhyError, match="'red crown' more than once"):
-        build_term_counts(DOCUMENTS, vocabulary=["red crown", "blue wing", "red crown"])
+        AttributeVocabulary(min_df=4).fit(DOCUMENTS)
 
 
 def test_invalid_min_df_is_an_error():
@@ -72,7 +63,9 @@ def test_transform_before_fit_is_an_error():
 
 def test_strings_instead_of_phrase_lists_are_an_error():
     with pytest.raises(SaywhyError, match="lists of phrases"):
-        build_term_counts(["red crown", "long bill"])
+        AttributeVocabulary().fit(["red crown", "long bill"])
+    with pytest.raises(SaywhyError, match="lists of phrases"):
+        AttributeVocabulary().fit(DOCUMENTS).transform("red crown")
 
 
 def test_fit_transform_equals_fit_then_transform():

@@ -21,7 +21,7 @@ import numpy as np
 
 from saywhy.apps.debugging import debug_network
 from saywhy.apps.faithfulness import faithfulness
-from saywhy.apps.grounding import METHODS, filter_figure, grounding_pck
+from saywhy.apps.grounding import GROUNDING_METHODS, filter_figure, grounding_pck
 from saywhy.apps.phrase_stats import top_phrases
 from saywhy.apps.retrieval import evaluate_attribute_retrieval, score_retrieval
 from saywhy.apps.text_baselines import class_attribute_frequency, fixed_attributes, own_attributes, top_attributes
@@ -38,10 +38,6 @@ PAPER = {
     "retrieval": {"recall": 30.9, "true_negative_rate": 92.9, "accuracy": 27.9},
     "bleu": {"correct": 0.415, "wrong": 0.381, "overall": 0.409},
 }
-
-
-PCK_NAMES = {"proposed": "proposed", "constant": "constant p.d.f.", "cam": "CAM peak", "gradcam": "Grad-CAM peak",
-             "bbox_center": "box centre", "random": "random"}
 
 
 def canonical(phrase: str, synonyms: Mapping[str, str] | None) -> str:
@@ -120,7 +116,7 @@ def text_baselines(session: ExplainerSession, dataset: Dataset, extractor: Phras
 
 def evaluate(session: ExplainerSession, dataset: Dataset, extractor: PhraseExtractor, truth: dict | None = None,
              seed: int = 0, grounding_source: str = "captions", n_figure_filters: int = 3,
-             grounding_size: int | None = None, grounding_methods: Sequence[str] = METHODS,
+             grounding_size: int | None = None, grounding_methods: Sequence[str] | None = None,
              baselines: bool = True) -> dict[str, Any]:
     """Run every evaluation on the dataset's test split and return JSON-able results.
 
@@ -128,6 +124,7 @@ def evaluate(session: ExplainerSession, dataset: Dataset, extractor: PhraseExtra
     paper's protocol) or, where ``truth`` is given, the true attributes ("truth").
     ``grounding_size``: run the network at this input size for grounding only (finer
     final maps from a fully convolutional network); None keeps the model's own size.
+    ``grounding_methods``: Table 1's rows, default every registered grounding method.
     ``baselines``: also measure the text-only explanations of :func:`text_baselines`.
     """
     started = time.perf_counter()
@@ -201,8 +198,9 @@ def markdown(result: dict[str, Any], title: str) -> str:
               "| method | PCK@0.1 | PCK@0.2 | PCK@0.3 | pairs | paper |", "| --- | --- | --- | --- | --- | --- |"]
     for method, r in pck["results"].items():
         values = [r["pck"].get(str(a)) for a in (0.1, 0.2, 0.3)]
-        paper = PAPER["pck"].get(PCK_NAMES.get(method, method))
-        lines.append(f"| {PCK_NAMES.get(method, method)} | " + " | ".join(_pct(v) for v in values) + f" | {r['scored']} | "
+        name = GROUNDING_METHODS[method].label if method in GROUNDING_METHODS else method
+        paper = PAPER["pck"].get(name)
+        lines.append(f"| {name} | " + " | ".join(_pct(v) for v in values) + f" | {r['scored']} | "
                      + ("/".join(f"{p:.1f}" for p in paper) if paper else "-") + " |")
     rt = result["table2_retrieval"]
     lines += ["", f"Table 2, attribute retrieval over the {len(rt['attributes'])} most frequent caption attributes "

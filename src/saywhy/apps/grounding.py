@@ -5,7 +5,8 @@ heatmap is then eq. 9 in :mod:`saywhy.core.grounding`. Heatmaps are placed on th
 original image through the box the network saw (:func:`crop_box`), so a bounding-box
 crop and the non-uniform stretch to a square are undone exactly.
 
-Baselines for the PCK table (:func:`grounding_points`), all from the same pass:
+Baselines for the PCK table (:func:`grounding_points`), all from the same pass, each a
+:class:`GroundingMethod` in the :data:`GROUNDING_METHODS` registry:
 ``constant`` (alpha_k = 1/F, the mean map), ``cam`` (alpha = W[c] of the predicted class),
 ``gradcam`` (Grad-CAM of the predicted class score), ``bbox_center`` and ``random``
 (uniform over the image, seeded). With global average pooling straight into the linear
@@ -15,10 +16,10 @@ every position of CAM is negative; both are kept because other networks differ.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -32,7 +33,6 @@ from saywhy.core.grounding import (
     constant_alpha,
     normalize_heatmaps,
     peak_cells,
-    refine_peaks,
     upsample_heatmap,
 )
 from saywhy.data.images import ImageDataset, Preprocess, open_image
@@ -47,12 +47,8 @@ from saywhy.metrics.pck import (
     pck,
 )
 from saywhy.model.activations import model_device
-from saywhy.model.hooks import get_module
+from saywhy.model.hooks import capture
 from saywhy.pipeline import ExplainerSession
-
-METHODS = ("proposed", "constant", "cam", "gradcam", "bbox_center", "random")
-HEATMAP_METHODS = ("proposed", "constant", "cam", "gradcam")
-
 
 def crop_box(preprocess: Preprocess, image_size: tuple[int, int], bbox: tuple[float, float, float, float] | None) -> Box:
     """The (x0, y0, x1, y1) region of the original image that the network saw.
@@ -116,11 +112,9 @@ class Grounding:
     image_size: tuple[int, int]  # (W, H) of the original image
     predicted: int  # the network's class
 
-    def peaks(self, refine: bool = False) -> np.ndarray:
-        """(T, 2) image (x, y) of each heatmap's maximum; ``refine`` for sub-cell peaks."""
-        cells = peak_cells(self.scores)
-        where = refine_peaks(self.scores, cells) if refine else cells
-        return cells_to_image(where, self.scores.shape[-2:], self.box)
+    def peaks(self) -> np.ndarray:
+        """(T, 2) image (x, y) of each heatmap's maximum (the centre of its cell)."""
+        return cells_to_image(peak_cells(self.scores), self.scores.shape[-2:], self.box)
 
     def upsampled(self, i: int) -> np.ndarray:
         """Heatmap ``i`` at the original image's (H, W) pixels (0 outside the crop)."""
@@ -145,33 +139,191 @@ def ground(session: ExplainerSession, image: ImageRecord | str | Path, attribute
 
 
 # ----- Grad-CAM --------------------------------------------------------------------------------
-@contextmanager
-def keep_output(model: nn.Module, layer: str) -> Iterator[list[torch.Tensor]]:
-    """Record ``layer``'s output WITH its autograd graph (``capture`` detaches); always unhooked."""
-    seen: list[torch.Tensor] = []
-    handle = get_module(model, layer).register_forward_hook(lambda module, args, out: seen.append(out))
-    try:
-        yield seen
-    finally:
-        handle.remove()
-
-
-def grad_cam_scores(model: nn.Module, layer: str, images: torch.Tensor, classes: Sequence[int] | None = None) -> np.ndarray:
+def grad_cam_maps(model: nn.Module, layer: str, images: torch.Tensor, classes: Sequence[int] | None = None) -> np.ndarray:
     """Grad-CAM before upsampling: ReLU(sum_k a_k f_k), a_k the mean gradient of the class score.
 
-    ``classes`` default to the predicted ones. Returns (N, h, w).
+    ``layer`` is the conv layer whose maps f are weighted; ``classes`` default to the
+    predicted ones. Returns (N, h, w). The maps are recorded by
+    :func:`saywhy.model.hooks.capture` with their graph kept, so no hook outlives the call.
     """
     model.eval()
-    with keep_output(model, layer) as seen, torch.enable_grad():
+    with capture(model, outputs=[layer], keep_grad=True) as seen, torch.enable_grad():
         logits = model(images.to(model_device(model)))
-        if not seen:
-            raise SaywhyError(f"layer {layer!r} produced nothing in the forward pass: it is not on the model's path")
-        maps = seen[-1]
+        maps = seen[f"out:{layer}"]  # loud if the layer is not on the model's path
+        if not maps.requires_grad:
+            raise SaywhyError(f"layer {layer!r} has no gradient: its parameters and everything before it are frozen")
         target = logits.argmax(dim=1) if classes is None else torch.as_tensor(classes, device=logits.device)
         # Images in a batch are independent in eval mode, so one backward gives every image's gradients.
         grads = torch.autograd.grad(logits.gather(1, target[:, None]).sum(), maps)[0]
     weights = grads.mean(dim=(2, 3), keepdim=True)
     return torch.relu((weights * maps.detach()).sum(dim=1)).float().cpu().numpy()
+
+
+# ----- grounding methods: eq. 9 and its baselines ----------------------------------------------
+@dataclass
+class GroundingItem:
+    """One image of a batch with the attributes queried on it: what a grounding method may use."""
+
+    record: ImageRecord
+    row: int  # its position in ``GroundingBatch.records`` (for results of ``prepare``)
+    attributes: list[str]  # the queried attributes, each once
+    alpha: np.ndarray  # (T, F): eq. 9's alpha of each queried attribute
+    maps: np.ndarray  # (F, h, w): the final conv maps f(x)
+    logits: np.ndarray  # (classes,): the network's scores
+    size: tuple[int, int]  # (W, H) of the original image
+    box: Box  # the region of the original image the network saw
+
+    @property
+    def predicted(self) -> int:
+        return int(self.logits.argmax())
+
+
+@dataclass
+class GroundingBatch:
+    """One forward pass over readable images, and the images of it that have queried attributes."""
+
+    session: ExplainerSession
+    records: list[ImageRecord]  # every readable image of the pass, in row order
+    items: list[GroundingItem]  # those with at least one queried attribute
+
+
+class GroundingMethod:
+    """A way to predict where each queried attribute is on an image (one row of Table 1).
+
+    :meth:`ground` owns the loop: :meth:`prepare` once per batch (work shared by its
+    images, e.g. a backward pass), then :meth:`points` for each image: (T, 2) image
+    (x, y) pixels, one per queried attribute. Subclasses register with :func:`register`
+    under ``name``; ``label`` is how tables name them.
+    """
+
+    name: ClassVar[str]
+    label: ClassVar[str]
+
+    def __init__(self, seed: int = 0):
+        self.seed = seed
+
+    def ground(self, batch: GroundingBatch) -> list[np.ndarray]:
+        """(T, 2) points for each of ``batch.items``, in order."""
+        self.prepare(batch)
+        return [self.points(item) for item in batch.items]
+
+    def prepare(self, batch: GroundingBatch) -> None:
+        """Work shared by the batch's images; nothing by default."""
+
+    def points(self, item: GroundingItem) -> np.ndarray:
+        raise NotImplementedError
+
+
+class HeatmapMethod(GroundingMethod):
+    """A method that predicts the peak of a heatmap on the final conv grid.
+
+    :meth:`heatmaps` gives (T, h, w) scores, one per queried attribute, or (1, h, w) when
+    the heatmap does not depend on the attribute; the predicted point is its maximum's
+    cell centre on the original image (sigma of eq. 9 left out: it does not move the peak).
+    """
+
+    def heatmaps(self, item: GroundingItem) -> np.ndarray:
+        raise NotImplementedError
+
+    def points(self, item: GroundingItem) -> np.ndarray:
+        scores = self.heatmaps(item)
+        xy = cells_to_image(peak_cells(scores), scores.shape[-2:], item.box)
+        return np.broadcast_to(xy, (len(item.attributes), 2))
+
+
+GROUNDING_METHODS: dict[str, type[GroundingMethod]] = {}
+
+
+def register(cls: type[GroundingMethod]) -> type[GroundingMethod]:
+    """Class decorator: make a :class:`GroundingMethod` available by its ``name``."""
+    if cls.name in GROUNDING_METHODS:
+        raise SaywhyError(f"grounding method {cls.name!r} is registered twice")
+    GROUNDING_METHODS[cls.name] = cls
+    return cls
+
+
+def list_grounding_methods() -> list[str]:
+    """Names of the registered grounding methods, in registration order (the order of Table 1).
+
+    >>> list_grounding_methods()
+    ['proposed', 'constant', 'cam', 'gradcam', 'bbox_center', 'random']
+    """
+    return list(GROUNDING_METHODS)
+
+
+@register
+class Proposed(HeatmapMethod):
+    """Eq. 9: sum_k alpha_k f_k(x) with each attribute's own alpha."""
+
+    name, label = "proposed", "proposed"
+
+    def heatmaps(self, item: GroundingItem) -> np.ndarray:
+        return attribute_scores(item.maps, item.alpha)
+
+
+@register
+class ConstantPDF(HeatmapMethod):
+    """The constant p.d.f.: alpha_k = 1/F for every attribute, i.e. the mean map."""
+
+    name, label = "constant", "constant p.d.f."
+
+    def heatmaps(self, item: GroundingItem) -> np.ndarray:
+        return attribute_scores(item.maps, constant_alpha(item.maps.shape[0]))
+
+
+@register
+class CAM(HeatmapMethod):
+    """CAM of the predicted class: alpha = W[c], the linear head's row."""
+
+    name, label = "cam", "CAM peak"
+
+    def prepare(self, batch: GroundingBatch) -> None:
+        self.weights = batch.session.explainer.head_weights_
+
+    def heatmaps(self, item: GroundingItem) -> np.ndarray:
+        return attribute_scores(item.maps, self.weights[item.predicted][None, :])
+
+
+@register
+class GradCAM(HeatmapMethod):
+    """Grad-CAM of the predicted class score (:func:`grad_cam_maps`), one backward pass per batch."""
+
+    name, label = "gradcam", "Grad-CAM peak"
+
+    def prepare(self, batch: GroundingBatch) -> None:
+        self.scores = None
+        if batch.items:
+            inputs = ImageDataset(batch.records, batch.session.preprocess)
+            images = torch.stack([inputs[i][0] for i in range(len(batch.records))])
+            self.scores = grad_cam_maps(batch.session.model, batch.session.layers.feature_layer, images)
+
+    def heatmaps(self, item: GroundingItem) -> np.ndarray:
+        return self.scores[item.row][None]
+
+
+@register
+class BoxCentre(GroundingMethod):
+    """The centre of the bounding box (of the whole image without one), for every attribute."""
+
+    name, label = "bbox_center", "box centre"
+
+    def points(self, item: GroundingItem) -> np.ndarray:
+        x, y, w, h = item.record.bbox or (0.0, 0.0, *item.size)
+        return np.array([[x + w / 2, y + h / 2]] * len(item.attributes))
+
+
+@register
+class Random(GroundingMethod):
+    """Uniform over the whole image, seeded: the same seed and images give the same points."""
+
+    name, label = "random", "random"
+
+    def __init__(self, seed: int = 0):
+        super().__init__(seed)
+        self.rng = np.random.default_rng(seed)
+
+    def points(self, item: GroundingItem) -> np.ndarray:
+        return self.rng.uniform(0, 1, (len(item.attributes), 2)) * item.size
 
 
 # ----- the PCK experiment ----------------------------------------------------------------------
@@ -180,64 +332,42 @@ def _image_size(path: Path) -> tuple[int, int]:
         return image.size
 
 
-def _method_scores(method: str, explainer: Explainer, maps: np.ndarray, predicted: int, alpha: np.ndarray,
-                   gradcam: np.ndarray | None, row: int) -> np.ndarray:
-    """(T or 1, h, w) scores whose peaks a heatmap method predicts."""
-    if method == "proposed":
-        return attribute_scores(maps, alpha)  # eq. 9 (sigma left out: it does not move the peak)
-    if method == "constant":
-        return attribute_scores(maps, constant_alpha(maps.shape[0]))
-    if method == "cam":
-        return attribute_scores(maps, explainer.weights_[predicted][None, :])
-    return gradcam[row][None]
-
-
 def grounding_points(session: ExplainerSession, records: Sequence[ImageRecord], documents: Sequence[Sequence[str]],
-                     attributes: Sequence[str], methods: Sequence[str] = METHODS,
-                     synonyms: Mapping[str, str] | None = None, refine: bool = False, seed: int = 0,
+                     attributes: Sequence[str], methods: Sequence[str] | None = None,
+                     synonyms: Mapping[str, str] | None = None, seed: int = 0,
                      batch_size: int = 128) -> dict[str, list[tuple[tuple[float, float], str, ImageRecord]]]:
-    """Per method, the predicted (point, attribute, record) of every queried pair.
+    """Per method (default: every registered one), the predicted (point, attribute, record) of every queried pair.
 
     An image's queried attributes are those of its document that are in ``attributes``
     (each once). Unreadable images are left out. Points are in original image pixels.
     """
-    unknown = sorted(set(methods) - set(METHODS))
+    methods = list_grounding_methods() if methods is None else list(methods)
+    unknown = sorted(set(methods) - set(GROUNDING_METHODS))
     if unknown:
-        raise SaywhyError(f"unknown grounding method(s) {', '.join(unknown)}: choose from {', '.join(METHODS)}")
+        raise SaywhyError(f"unknown grounding method(s) {', '.join(unknown)}: "
+                          f"choose from {', '.join(list_grounding_methods())}")
+    runners = {m: GROUNDING_METHODS[m](seed=seed) for m in methods}
     wanted = list(dict.fromkeys(attributes))
     alpha_all = attribute_alphas(session.explainer, wanted, synonyms) if wanted else None
     position = {t: i for i, t in enumerate(wanted)}
-    rng = np.random.default_rng(seed)
     points: dict[str, list] = {m: [] for m in methods}
     for start in range(0, len(records), batch_size):
         chunk = records[start:start + batch_size]
         acts = session.activations(chunk, keep_maps=True, strict=False)
         kept = [chunk[i] for i in acts.index]
-        gradcam = None
-        if "gradcam" in methods and kept:
-            inputs = ImageDataset(kept, session.preprocess)
-            images = torch.stack([inputs[i][0] for i in range(len(kept))])
-            gradcam = grad_cam_scores(session.model, session.layers.feature_layer, images)
+        items = []
         for row, record in enumerate(kept):
             queried = [t for t in dict.fromkeys(documents[start + acts.index[row]]) if t in position]
             if not queried:
                 continue
             size = _image_size(record.path)
-            box = crop_box(session.preprocess, size, record.bbox)
-            for method in methods:
-                if method in HEATMAP_METHODS:
-                    scores = _method_scores(method, session.explainer, acts.maps[row], int(acts.logits[row].argmax()),
-                                            alpha_all[[position[t] for t in queried]], gradcam, row)
-                    cells = peak_cells(scores)
-                    where = refine_peaks(scores, cells) if refine else cells
-                    xy = cells_to_image(where, scores.shape[-2:], box)  # (1 or T, 2): one peak for every attribute
-                    found = np.broadcast_to(xy, (len(queried), 2))
-                elif method == "bbox_center":
-                    x, y, w, h = record.bbox or (0.0, 0.0, *size)
-                    found = np.array([[x + w / 2, y + h / 2]] * len(queried))
-                else:  # random: uniform over the whole image, seeded
-                    found = rng.uniform(0, 1, (len(queried), 2)) * size
-                points[method] += [((float(p[0]), float(p[1])), t, record) for p, t in zip(found, queried)]
+            items.append(GroundingItem(record, row, queried, alpha_all[[position[t] for t in queried]],
+                                       acts.maps[row], acts.logits[row], size,
+                                       crop_box(session.preprocess, size, record.bbox)))
+        batch = GroundingBatch(session, kept, items)
+        for method, runner in runners.items():
+            for item, found in zip(items, runner.ground(batch)):
+                points[method] += [((float(p[0]), float(p[1])), t, item.record) for p, t in zip(found, item.attributes)]
     return points
 
 
@@ -256,8 +386,8 @@ class GroundingPCK:
 
 def grounding_pck(session: ExplainerSession, records: Sequence[ImageRecord],
                   documents: Sequence[Sequence[str] | None], part_map: Mapping[str, Sequence[str]] | None = None,
-                  n_attributes: int = 50, methods: Sequence[str] = METHODS, alphas: Sequence[float] = ALPHAS,
-                  synonyms: Mapping[str, str] | None = None, refine: bool = False, seed: int = 0) -> GroundingPCK:
+                  n_attributes: int = 50, methods: Sequence[str] | None = None, alphas: Sequence[float] = ALPHAS,
+                  synonyms: Mapping[str, str] | None = None, seed: int = 0) -> GroundingPCK:
     """The paper's PCK experiment: ground each image's attributes, score peaks against keypoints.
 
     ``documents[i]`` lists image i's attributes (parsed from its captions, or given), None
@@ -278,7 +408,7 @@ def grounding_pck(session: ExplainerSession, records: Sequence[ImageRecord],
     chosen = set(attributes)
     used = [(r, d) for r, d in with_docs if chosen.intersection(d)]
     points = grounding_points(session, [r for r, _ in used], [d for _, d in used], attributes, methods,
-                              synonyms, refine, seed)
+                              synonyms, seed)
     scored_images = {id(record) for _, _, record in next(iter(points.values()), [])}
     skipped = {"images without attributes": len(records) - len(with_docs),
                "images with none of the chosen attributes": len(with_docs) - len(used),
@@ -305,12 +435,11 @@ def filter_figure(explainer: Explainer, session: ExplainerSession, records: Sequ
     >>> figure["attributes"][0]["attribute"], figure["images"][0]["path"]        # doctest: +SKIP
     ('red crown', '.../Crimson_Tanager_0006.jpg')
     """
-    explainer._check_fitted()
-    n_filters = explainer.filter_attribute_pdf_.shape[0]
+    n_filters = explainer.head_weights_.shape[1]  # raises if the explainer is not fitted
     if not 0 <= filter_index < n_filters:
         raise SaywhyError(f"filter {filter_index} is out of range 0..{n_filters - 1}")
     pdf = explainer.filter_attribute_pdf_[filter_index]
-    unnormalized = explainer.prior_ * explainer.statistics_.likelihood_sum[:, filter_index]
+    unnormalized = explainer.unnormalized_filter_pdf(filter_index)
     top_terms = np.argsort(-pdf, kind="stable")[:k]
     acts = session.activations(records, strict=False)
     activation = acts.pooled[:, filter_index]

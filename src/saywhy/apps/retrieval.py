@@ -59,16 +59,6 @@ def query_indices(explainer: Explainer, query: Sequence[str]) -> list[int]:
     return columns
 
 
-def query_log_probability(pdf: np.ndarray, columns: Sequence[int]) -> np.ndarray:
-    """Per image, sum over the query of log p(t|x,c): the log of the product of probabilities.
-
-    >>> query_log_probability(np.array([[0.5, 0.25], [1.0, 0.0]]), [0, 1]).round(4).tolist()
-    [-2.0794, -inf]
-    """
-    with np.errstate(divide="ignore"):
-        return np.log(np.asarray(pdf, np.float64)[:, list(columns)]).sum(axis=1)
-
-
 def top_k_mask(pdf: np.ndarray, k: int) -> np.ndarray:
     """True where an attribute is among an image's k most probable ones (stable ties, as in explanations).
 

@@ -70,17 +70,6 @@ def normalize_heatmaps(scores: np.ndarray, sigma: str = "minmax") -> np.ndarray:
     return out.reshape(scores.shape)
 
 
-def attribute_heatmaps(maps: np.ndarray, alpha: np.ndarray, sigma: str = "minmax") -> np.ndarray:
-    """Eq. 9: y = sigma(sum_k alpha_k f_k(x)) for T attributes of one image, (T, h, w).
-
-    >>> maps = np.zeros((2, 4, 4)); maps[0, 2, 3] = 1.0; maps[1, 0, 0] = 1.0
-    >>> pdf = np.array([[0.9, 0.1], [0.2, 0.8]])          # p(t|f): filters x attributes
-    >>> float(attribute_heatmaps(maps, pdf[:, [0]].T)[0, 2, 3])
-    1.0
-    """
-    return normalize_heatmaps(attribute_scores(maps, alpha), sigma)
-
-
 def constant_alpha(n_filters: int) -> np.ndarray:
     """The constant-p.d.f. baseline: alpha_k = 1/F for every filter, i.e. the mean map."""
     return np.full((1, n_filters), 1.0 / n_filters)
@@ -98,34 +87,8 @@ def peak_cells(heatmaps: np.ndarray) -> np.ndarray:
     return np.stack(np.divmod(flat, w), axis=-1)
 
 
-def refine_peaks(heatmaps: np.ndarray, cells: np.ndarray) -> np.ndarray:
-    """Sub-cell peaks: a parabola through the peak and its two neighbours along each axis.
-
-    Returns float (row, col), each within half a cell of the integer peak. A peak on the
-    border, or a flat neighbourhood, stays at the cell centre along that axis.
-
-    >>> refine_peaks(np.array([[[0.0, 2.0, 1.0]]]), np.array([[0, 1]])).tolist()
-    [[0.0, 1.1666666666666667]]
-    """
-    heatmaps = np.asarray(heatmaps, dtype=np.float64).reshape(-1, *np.shape(heatmaps)[-2:])
-    cells = np.asarray(cells).reshape(-1, 2)
-    out = cells.astype(np.float64)
-    h, w = heatmaps.shape[-2:]
-    for i, (r, c) in enumerate(cells):
-        for axis, (pos, size) in enumerate(((r, h), (c, w))):
-            if 0 < pos < size - 1:
-                if axis == 0:
-                    left, mid, right = heatmaps[i, r - 1, c], heatmaps[i, r, c], heatmaps[i, r + 1, c]
-                else:
-                    left, mid, right = heatmaps[i, r, c - 1], heatmaps[i, r, c], heatmaps[i, r, c + 1]
-                curvature = left - 2 * mid + right
-                if curvature < 0:
-                    out[i, axis] += float(np.clip(0.5 * (left - right) / curvature, -0.5, 0.5))
-    return out.reshape(np.shape(cells))
-
-
 def cells_to_image(cells: np.ndarray, map_shape: tuple[int, int], box: Box) -> np.ndarray:
-    """Feature-map (row, col) positions, integer or fractional, as image (x, y) pixels.
+    """Feature-map (row, col) positions as image (x, y) pixels.
 
     Cell (i, j) of an h x w map covers the network input's [j, j+1) x [i, i+1) in cell
     units (the half-pixel convention of resizing with align_corners=False), and the input

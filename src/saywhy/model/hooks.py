@@ -1,7 +1,9 @@
 """Forward hooks in one context manager that always removes them.
 
 Everything saywhy reads from a network passes through :func:`capture`, so no hook can
-outlive the call that needed it, even when the model raises.
+outlive the call that needed it, even when the model raises. Recorded tensors are
+detached unless ``keep_grad=True`` (Grad-CAM differentiates the class score with
+respect to a recorded map).
 """
 from __future__ import annotations
 
@@ -25,12 +27,14 @@ def get_module(model: nn.Module, name: str) -> nn.Module:
 
 @contextmanager
 def capture(
-    model: nn.Module, outputs: Sequence[str] = (), inputs: Sequence[str] = ()
+    model: nn.Module, outputs: Sequence[str] = (), inputs: Sequence[str] = (), keep_grad: bool = False
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Record the output of the layers named in ``outputs`` and the input of those in ``inputs``.
 
     The dict is filled by each forward pass (keys ``"out:NAME"`` and ``"in:NAME"``); reading
-    a key that no forward pass filled is a loud error, never an empty result.
+    a key that no forward pass filled is a loud error, never an empty result. Tensors are
+    detached, or with ``keep_grad=True`` kept as the forward pass made them, attached to
+    its autograd graph (run that pass with gradients enabled).
 
     >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
     >>> with capture(net, outputs=["0"], inputs=["3"]) as seen:
@@ -42,9 +46,9 @@ def capture(
     handles = []
     try:
         for name in outputs:
-            handles.append(get_module(model, name).register_forward_hook(_store(seen, f"out:{name}", output=True)))
+            handles.append(get_module(model, name).register_forward_hook(_store(seen, f"out:{name}", True, keep_grad)))
         for name in inputs:
-            handles.append(get_module(model, name).register_forward_hook(_store(seen, f"in:{name}", output=False)))
+            handles.append(get_module(model, name).register_forward_hook(_store(seen, f"in:{name}", False, keep_grad)))
         yield seen
     finally:
         for handle in handles:
@@ -56,9 +60,9 @@ class _LoudDict(dict):
         raise SaywhyError(f"layer {key.split(':', 1)[1]!r} produced nothing in the forward pass: it is not on the model's path")
 
 
-def _store(seen: dict, key: str, output: bool):
+def _store(seen: dict, key: str, output: bool, keep_grad: bool):
     def hook(module: nn.Module, args: tuple, result: torch.Tensor) -> None:
         value = result if output else args[0]
-        seen[key] = value.detach()
+        seen[key] = value if keep_grad else value.detach()
 
     return hook

@@ -2,6 +2,6 @@
 from __future__ import annotations
 
 from saywhy.text.phrases import EXTRACTOR_VERSION, PhraseExtractor
-from saywhy.text.vocabulary import AttributeVocabulary, build_term_counts
+from saywhy.text.vocabulary import AttributeVocabulary
 
-__all__ = ["EXTRACTOR_VERSION", "AttributeVocabulary", "PhraseExtractor", "build_term_counts"]
+__all__ = ["EXTRACTOR_VERSION", "AttributeVocabulary", "PhraseExtractor"]

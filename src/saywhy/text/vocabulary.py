@@ -62,30 +62,6 @@ class AttributeVocabulary:
         return self.fit(documents).transform(documents)
 
 
-def build_term_counts(documents: Sequence[Sequence[str]], min_df: int = 1,
-                      vocabulary: Sequence[str] | None = None) -> tuple[list[str], sp.csr_matrix]:
-    """The vocabulary and the term-count matrix (documents x terms) of ``documents``.
-
-    With ``vocabulary`` given (counting new data against terms learned before), its
-    order is kept, ``min_df`` is ignored and unknown terms are dropped.
-
-    >>> terms, counts = build_term_counts([["long bill", "red crown", "red crown"], ["red crown"]])
-    >>> terms, counts.toarray().tolist()
-    (['red crown', 'long bill'], [[2, 1], [1, 0]])
-    """
-    if vocabulary is None:
-        fitted = AttributeVocabulary(min_df=min_df).fit(documents)
-        return fitted.terms_, fitted.transform(documents)
-    terms = list(vocabulary)
-    index = {term: column for column, term in enumerate(terms)}
-    if len(index) != len(terms):
-        repeated = next(term for term, count in Counter(terms).items() if count > 1)
-        raise SaywhyError(f"the vocabulary lists {repeated!r} more than once")
-    if not terms:
-        raise SaywhyError("the vocabulary is empty")
-    return terms, _count(documents, index)
-
-
 def _check_documents(documents: Sequence[Sequence[str]]) -> None:
     # A str is a Sequence[str] too: its characters would silently become the terms.
     if isinstance(documents, str) or any(isinstance(document, str) for document in documents):
