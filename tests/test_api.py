@@ -134,3 +134,13 @@ def test_networks_the_method_cannot_explain_are_refused_at_fit_in_one_line(tiny_
     message = str(refused.value)
     assert "\n" not in message and "not a linear function of the average-pooled map" in message
     assert "global-average-pooling + one linear layer" in message
+
+
+def test_a_dataset_whose_class_names_differ_from_the_checkpoints_is_refused(tiny_noisy_synthbirds):
+    from saywhy.pipeline import fit_explainer
+
+    tiny = tiny_noisy_synthbirds
+    names = [tiny["dataset"].class_names[c] for c in tiny["dataset"].class_ids]
+    renamed = names[:1] + ["099.Dodo"] + names[2:]
+    with pytest.raises(saywhy.SaywhyError, match="first difference: .* where the checkpoint has '099.Dodo'"):
+        fit_explainer(tiny["dataset"], tiny["session"].model, tiny["session"].preprocess, model_classes=renamed)

@@ -30,7 +30,7 @@ def fitted(tiny, tmp_path_factory) -> dict[str, Path]:
     """
     base = tmp_path_factory.mktemp("cli")
     home = base / "home"
-    shutil.copytree(tiny["base"] / "phrases", home / "cache" / "phrases")  # the captions are parsed already
+    shutil.copytree(tiny["home"], home)  # the captions are parsed already
     ckpt, exp = base / "ckpt", base / "exp"
     assert main(["--quiet", "--home", str(home), "train", "--root", str(tiny["root"]), "--out", str(ckpt),
                  "--epochs", "1", "--image-size", "32"]) == 0
@@ -57,9 +57,12 @@ def test_explain_json_has_attributes_with_probabilities(tiny, capsys):
     assert main(["explain", str(image), "--json", "--explainer", str(tiny["exp"])]) == 0
     record = json.loads(capsys.readouterr().out)
     assert record["image"] == str(image)
-    probabilities = [p for _, p in record["attributes"]]
-    # p(t|x,c) of each attribute (the evidence model's are not one distribution over attributes)
-    assert probabilities == sorted(probabilities, reverse=True) and all(0 < p <= 1.0 for p in probabilities)
+    scores = [p for _, p in record["attributes"]]
+    # the calibrated p(t|x) of each attribute; the ranking is by the class-weighted evidence
+    assert all(0 < p < 1 for p in scores) and record["score_name"].startswith("p(t|x)")
+    assert record["evidence"] == sorted(record["evidence"], reverse=True)
+    assert 0 < record["probability"] <= 1 and record["logit"] is not None and record["predicted"] is True
+    assert record["input"] == str(image) and "heatmaps" not in record
 
 
 def test_contrast_and_describe(tiny, capsys):
@@ -133,7 +136,7 @@ def test_model_with_other_class_count_is_refused(fitted, tmp_path, capsys):
     other = generate(tmp_path / "other", SynthConfig(n_images=30, image_size=32, n_species=3), workers=1, progress=False)
     assert main(["--quiet", "--home", str(fitted["home"]), "fit", "--model", str(fitted["ckpt"]), "--root", str(other),
                  "--out", str(tmp_path / "exp")]) == 1
-    assert "predicts 4 classes but the dataset has 3" in _error(capsys)
+    assert "the dataset's classes differ from the checkpoint's (3 against 4)" in _error(capsys)
 
 
 def test_missing_checkpoint_is_one_line(tmp_path, capsys):
