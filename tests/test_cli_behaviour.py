@@ -393,3 +393,11 @@ def test_last_explainer_without_its_dataset_asks_for_root(tiny, tmp_path, capsys
     meta_file.write_text(json.dumps(meta))
     assert main(["--home", str(tmp_path / "home"), "evaluate", "--explainer", str(moved), "--out", str(tmp_path)]) == 1
     assert "is not at hand: pass --root DIR" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def test_evaluate_refuses_a_dataset_with_other_classes(tiny, tmp_path, capsys):
+    from saywhy.data.synthbirds import SynthConfig, generate
+
+    other = generate(tmp_path / "other", SynthConfig(n_images=24, image_size=32, n_species=3), workers=1, progress=False)
+    assert main(["--home", str(tmp_path / "home"), "debug", "--root", str(other), "--explainer", str(tiny["exp"])]) == 1
+    assert "has other classes than the explainer (3 against 4)" in _one_line_error(capsys)

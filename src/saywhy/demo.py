@@ -18,7 +18,8 @@ from saywhy.data.cub import read_cub
 from saywhy.data.images import Preprocess
 from saywhy.data.records import Dataset
 from saywhy.data.synthbirds import SynthConfig, generate, load_truth
-from saywhy.explain.explainer import Explainer, ExplainerConfig
+from saywhy.errors import SaywhyError
+from saywhy.explain.explainer import FORMAT_VERSION, Explainer, ExplainerConfig
 from saywhy.model.checkpoint import build_model, checkpoint_metadata, load_checkpoint, save_checkpoint, weights_digest
 from saywhy.model.train import TrainConfig, train_classifier
 from saywhy.pipeline import fit_explainer
@@ -99,11 +100,15 @@ def ensure_demo(workspace: Workspace | None = None, synth: SynthConfig = SynthCo
     root = ensure_synthbirds(workspace, synth, progress)
     dataset = read_cub(root)
     model, meta, model_folder = ensure_demo_model(workspace, dataset, synth.fingerprint(), progress)
-    key = fingerprint(weights_digest(model), config.__dict__, synth.fingerprint(), EXTRACTOR_VERSION)
+    key = fingerprint(weights_digest(model), config.__dict__, synth.fingerprint(), EXTRACTOR_VERSION, FORMAT_VERSION)
     folder = workspace.explainer(f"synthbirds-{key}")
+    explainer = None
     if (folder / "explainer.json").is_file():
-        explainer = Explainer.load(folder)
-    else:
+        try:
+            explainer = Explainer.load(folder)
+        except SaywhyError as error:  # damaged or partly copied: the demo's own cache, so fit it again
+            log.warning("refitting the demo explainer: %s", error)
+    if explainer is None:
         extractor = PhraseExtractor(cache_dir=workspace.phrase_cache, progress=progress)
         explainer, _ = fit_explainer(dataset, model, Preprocess.from_dict(meta["preprocess"]), config,
                                      extractor=extractor, progress=progress,

@@ -222,6 +222,17 @@ class ExplainerSession:
         size = getattr(self.preprocess, "image_size", None) or self.explainer.metadata_.get("preprocess", {}).get("image_size", 224)
         return Preprocess(image_size=int(size))
 
+    def check_dataset(self, dataset: Dataset) -> Dataset:
+        """Refuse a dataset whose classes are not the explainer's: its labels would be read wrongly."""
+        names = [dataset.class_names[c] for c in dataset.class_ids]
+        if names != list(self.explainer.class_names_):
+            differ = next(((a, b) for a, b in zip(self.explainer.class_names_, names) if a != b), None)
+            raise SaywhyError(
+                f"the dataset at {dataset.root} has other classes than the explainer ({len(names)} against "
+                f"{len(self.explainer.class_names_)}" + (f"; {differ[1]!r} where the explainer has {differ[0]!r}" if differ else "")
+                + "): pass the --root the explainer was fitted on, or fit one for this dataset")
+        return dataset
+
     # ----- the network --------------------------------------------------------------------
     def activations(self, items: Sequence[Any], keep_maps: bool = False,
                     progress: bool = False, strict: bool = True) -> Activations:

@@ -201,7 +201,8 @@ def dataset_and_session(args: argparse.Namespace):
     dataset = read_cub(root, getattr(args, "captions", None))
     truth_root = dataset.root.parent
     truth = load_truth(truth_root) if (truth_root / "synthbirds_truth.json").is_file() else None
-    return dataset, load_session(args, explainer), truth
+    session = load_session(args, explainer)
+    return session.check_dataset(dataset), session, truth
 
 
 # ----- printing ----------------------------------------------------------------------------------
