@@ -1,6 +1,6 @@
 """Benchmark: a linear head on frozen EfficientNet-Lite0 features, on real CUB birds (cub50).
 
-Runs what ``saywhy train --dataset cub --root ROOT --model efficientnet_lite0 --crop bbox``
+Runs what ``saywhy train --dataset cub --root ROOT --arch efficientnet_lite0 --crop bbox``
 runs, twice: once with an empty feature cache (every image through the network) and
 once with it filled (only the head is fitted again). Reports test accuracy, the time to
 compute features and the time to fit the head, on whatever machine runs it.
@@ -33,7 +33,7 @@ DEFAULT_ROOT = HERE.parent.parent / "shared" / "data" / "cub50"
 
 
 def timed_train(root: Path, out: Path, cache: Path, crop: str) -> dict:
-    """What 'saywhy train --dataset cub --root ROOT --model efficientnet_lite0 --crop CROP' runs, timed."""
+    """What 'saywhy train --dataset cub --root ROOT --arch efficientnet_lite0 --crop CROP' runs, timed."""
     started = time.perf_counter()
     _, meta = train_pretrained_head("efficientnet_lite0", root, out, crop=crop, feature_cache=cache, progress=False)
     keys = ("test_accuracy", "train_accuracy", "test_images", "train_images", "feature_seconds", "features_computed",
@@ -91,7 +91,7 @@ def main() -> None:
     cache = options.feature_cache or Path(tempfile.mkdtemp(prefix="saywhy-features-"))
     out = Path(tempfile.mkdtemp(prefix="saywhy-cub50-"))
     results = {
-        "command": "saywhy train --dataset cub --root ROOT --model efficientnet_lite0 --crop bbox --out DIR",
+        "command": "saywhy train --dataset cub --root ROOT --arch efficientnet_lite0 --crop bbox --out DIR",
         "root": str(options.root), "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch "
         f"{torch.__version__} ({torch.get_num_threads()} threads), python {platform.python_version()}",
     }

@@ -14,7 +14,7 @@ their ImageNet weights on first use, or read a local file (``weights=PATH``).
 
 A model built here is an ordinary timm/torchvision module: its checkpoint is rebuilt by
 ``build_model(spec.arch, n_classes)`` with no pretrained weights needed.
-``train_pretrained_head`` is ``saywhy train --model NAME`` as a library call.
+``train_pretrained_head`` is ``saywhy train --arch NAME`` as a library call.
 """
 from __future__ import annotations
 
@@ -131,7 +131,7 @@ def train_pretrained_head(
 ) -> tuple[nn.Module, dict]:
     """Fit the linear head of a pretrained network on a CUB-layout dataset and write its checkpoint.
 
-    What ``saywhy train --model NAME`` does, less parsing and printing: read the dataset
+    What ``saywhy train --arch NAME`` does, less parsing and printing: read the dataset
     at ``root`` (captions from ``captions`` or beside it), build ``name`` with ImageNet
     weights (or ``weights``, a local state dict) and one output per class, fit the head
     on frozen pooled features (cached in ``feature_cache`` when given), save the
