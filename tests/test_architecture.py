@@ -65,3 +65,12 @@ def test_only_model_hooks_registers_hooks():
     users = [str(p.relative_to(SRC)) for p in _modules() if "register_forward_hook" in p.read_text()
              or "register_full_backward_hook" in p.read_text()]
     assert set(users) <= {"model/hooks.py", "model/layers.py"}
+
+
+def test_only_the_session_runs_the_network_for_explanations():
+    """apps/, evaluate.py, render/ and cli/ go through ExplainerSession: no forward pass of their own."""
+    runners = ("extract_activations", "activations_from_batches", "grad_cam_maps", "torch.autograd")
+    offenders = [str(p.relative_to(SRC)) for folder in ("apps", "render", "cli") for p in _modules(folder)
+                 if any(r in p.read_text() for r in runners)]
+    offenders += ["evaluate.py"] if any(r in (SRC / "evaluate.py").read_text() for r in runners) else []
+    assert offenders == []

@@ -6,7 +6,6 @@ Most tests only parse (no network, no data); the few that run a command use the 
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 import subprocess
 import sys

@@ -15,7 +15,6 @@ from saywhy.apps.grounding import (
     attribute_alphas,
     crop_box,
     filter_figure,
-    grad_cam_maps,
     ground,
     grounding_pck,
     grounding_points,
@@ -23,6 +22,8 @@ from saywhy.apps.grounding import (
     register,
 )
 from saywhy.cli import main
+from saywhy.model.gradcam import grad_cam_maps
+from saywhy.model.layers import LayerChoice
 from saywhy.core.grounding import (
     attribute_scores,
     cells_to_image,
@@ -158,11 +159,15 @@ def test_grad_cam_hooks_are_removed_even_if_the_model_raises():
 
     model = Exploding()
     with pytest.raises(RuntimeError, match="boom"):
-        grad_cam_maps(model, "conv", torch.zeros(1, 3, 4, 4))
+        grad_cam_maps(model, _choice("conv"), torch.zeros(1, 3, 4, 4))
     assert _hook_count(model) == 0
     with pytest.raises(SaywhyError, match="no layer named"):
-        grad_cam_maps(model, "missing", torch.zeros(1, 3, 4, 4))
+        grad_cam_maps(model, _choice("missing"), torch.zeros(1, 3, 4, 4))
     assert _hook_count(model) == 0
+
+
+def _choice(layer: str) -> LayerChoice:
+    return LayerChoice(feature_layer=layer, head="3", n_filters=2, n_classes=2)
 
 
 def _pooled_linear_net() -> nn.Module:
@@ -180,9 +185,9 @@ def test_grad_cam_of_a_pooled_linear_head_is_relu_of_cam():
     maps = torch.cat([x, -x], dim=1)[0].numpy()
     # Pooled (-0.5, 0.5): logits (-0.5, 0.5), so class 1 is predicted; class 0 is asked for explicitly.
     cam = (2.0 * maps[0] + 1.0 * maps[1]) / 4  # gradients are W[c] / (h * w)
-    got = grad_cam_maps(model, "0", x, classes=[0])[0]
+    got = grad_cam_maps(model, _choice("0"), x, classes=[0])[0]
     np.testing.assert_allclose(got, np.maximum(cam, 0), rtol=1e-6)
-    predicted = grad_cam_maps(model, "0", x)[0]  # class 1: W = (0, 1)
+    predicted = grad_cam_maps(model, _choice("0"), x)[0]  # class 1: W = (0, 1)
     np.testing.assert_allclose(predicted, np.maximum(maps[1] / 4, 0), rtol=1e-6)
     assert _hook_count(model) == 0
 
@@ -191,7 +196,7 @@ def test_grad_cam_of_a_frozen_layer_is_a_clear_error():
     model = _pooled_linear_net()
     model[0].weight.requires_grad_(False)
     with pytest.raises(SaywhyError, match="no gradient"):
-        grad_cam_maps(model, "0", torch.ones(1, 1, 2, 2))
+        grad_cam_maps(model, _choice("0"), torch.ones(1, 1, 2, 2))
     assert _hook_count(model) == 0
 
 

@@ -20,7 +20,7 @@ from torch import nn
 from PIL import Image
 
 from saywhy.core.grounding import attribute_scores, cells_to_image, normalize_heatmaps, peak_cells, upsample_heatmap
-from saywhy.data.images import Preprocess, open_image
+from saywhy.data.images import ImageDataset, Preprocess, open_image
 from saywhy.data.inputs import as_items, has_box, item_name, with_boxes
 from saywhy.data.records import Dataset, ImageRecord
 from saywhy.errors import SaywhyError
@@ -255,6 +255,14 @@ class ExplainerSession:
                 if position not in readable:
                     open_image(item.path if isinstance(item, ImageRecord) else item)  # raises the clear error
         return acts
+
+    def grad_cam(self, items: Sequence[Any], classes: Sequence[int] | None = None) -> np.ndarray:
+        """Grad-CAM maps (N, h, w) of ``classes`` (default: the predicted ones), one backward pass."""
+        from saywhy.model.gradcam import grad_cam_maps
+
+        inputs = ImageDataset(list(items), self.preprocess)
+        images = torch.stack([inputs[i][0] for i in range(len(inputs))])
+        return grad_cam_maps(self.model, self.layers, images, classes)
 
     # ----- explanations -------------------------------------------------------------------
     def explain(self, inputs: Any, target: Any = None, *, box: Any = None, heatmaps: bool | Sequence[str] = False,

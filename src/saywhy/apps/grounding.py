@@ -22,9 +22,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
-import torch
 from PIL import Image
-from torch import nn
 
 from saywhy.core.grounding import (
     Box,
@@ -35,7 +33,7 @@ from saywhy.core.grounding import (
     peak_cells,
     upsample_heatmap,
 )
-from saywhy.data.images import ImageDataset, Preprocess, open_image
+from saywhy.data.images import Preprocess, open_image
 from saywhy.data.records import ImageRecord
 from saywhy.errors import SaywhyError
 from saywhy.explain.explainer import Explainer
@@ -46,8 +44,6 @@ from saywhy.metrics.pck import (
     most_frequent_attributes,
     pck,
 )
-from saywhy.model.activations import model_device
-from saywhy.model.hooks import capture
 from saywhy.pipeline import ExplainerSession
 
 def crop_box(preprocess: Preprocess, image_size: tuple[int, int], bbox: tuple[float, float, float, float] | None) -> Box:
@@ -59,10 +55,7 @@ def crop_box(preprocess: Preprocess, image_size: tuple[int, int], bbox: tuple[fl
     >>> crop_box(Preprocess(crop="bbox"), (100, 80), (10.5, 20.0, 30.2, 40.0))
     (10, 20, 41, 60)
     """
-    if preprocess.crop == "bbox" and bbox is not None:
-        x, y, w, h = bbox
-        return (int(x), int(y), int(np.ceil(x + w)), int(np.ceil(y + h)))
-    return (0, 0, image_size[0], image_size[1])
+    return preprocess.seen_box(image_size, bbox)
 
 
 def canonical(phrase: str, synonyms: Mapping[str, str] | None) -> str:
@@ -136,27 +129,6 @@ def ground(session: ExplainerSession, image: ImageRecord | str | Path, attribute
     scores = attribute_scores(acts.maps[0], alpha)
     return Grounding(path, list(attributes), scores, normalize_heatmaps(scores, sigma),
                      crop_box(session.preprocess, size, bbox), size, int(acts.logits[0].argmax()))
-
-
-# ----- Grad-CAM --------------------------------------------------------------------------------
-def grad_cam_maps(model: nn.Module, layer: str, images: torch.Tensor, classes: Sequence[int] | None = None) -> np.ndarray:
-    """Grad-CAM before upsampling: ReLU(sum_k a_k f_k), a_k the mean gradient of the class score.
-
-    ``layer`` is the conv layer whose maps f are weighted; ``classes`` default to the
-    predicted ones. Returns (N, h, w). The maps are recorded by
-    :func:`saywhy.model.hooks.capture` with their graph kept, so no hook outlives the call.
-    """
-    model.eval()
-    with capture(model, outputs=[layer], keep_grad=True) as seen, torch.enable_grad():
-        logits = model(images.to(model_device(model)))
-        maps = seen[f"out:{layer}"]  # loud if the layer is not on the model's path
-        if not maps.requires_grad:
-            raise SaywhyError(f"layer {layer!r} has no gradient: its parameters and everything before it are frozen")
-        target = logits.argmax(dim=1) if classes is None else torch.as_tensor(classes, device=logits.device)
-        # Images in a batch are independent in eval mode, so one backward gives every image's gradients.
-        grads = torch.autograd.grad(logits.gather(1, target[:, None]).sum(), maps)[0]
-    weights = grads.mean(dim=(2, 3), keepdim=True)
-    return torch.relu((weights * maps.detach()).sum(dim=1)).float().cpu().numpy()
 
 
 # ----- grounding methods: eq. 9 and its baselines ----------------------------------------------
@@ -286,16 +258,14 @@ class CAM(HeatmapMethod):
 
 @register
 class GradCAM(HeatmapMethod):
-    """Grad-CAM of the predicted class score (:func:`grad_cam_maps`), one backward pass per batch."""
+    """Grad-CAM of the predicted class score (:meth:`ExplainerSession.grad_cam`), one backward pass per batch."""
 
     name, label = "gradcam", "Grad-CAM peak"
 
     def prepare(self, batch: GroundingBatch) -> None:
         self.scores = None
         if batch.items:
-            inputs = ImageDataset(batch.records, batch.session.preprocess)
-            images = torch.stack([inputs[i][0] for i in range(len(batch.records))])
-            self.scores = grad_cam_maps(batch.session.model, batch.session.layers.feature_layer, images)
+            self.scores = batch.session.grad_cam(batch.records)
 
     def heatmaps(self, item: GroundingItem) -> np.ndarray:
         return self.scores[item.row][None]

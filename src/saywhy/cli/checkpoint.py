@@ -36,7 +36,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> None:
     from dataclasses import replace
 
-    from saywhy.data.images import Preprocess
     from saywhy.model.checkpoint import import_checkpoint
 
     try:
