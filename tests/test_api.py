@@ -75,9 +75,15 @@ def test_heatmaps_at_layer_and_image_resolution(resnet_session):
 def test_search_ranks_images_by_attributes(resnet_session):
     session, paths = resnet_session["session"], resnet_session["paths"]
     attribute = session.explainer.vocabulary_[0]
-    hits = session.search([attribute], paths)
-    assert [h.rank for h in hits] == [1, 2, 3] and sorted(h.input for h in hits) == sorted(map(str, paths))
-    assert hits[0].score >= hits[1].score >= hits[2].score and hits[0].score <= 0
+    hits = session.search([attribute], paths).hits
+    assert [h.rank for h in hits] == [1, 2, 3] and sorted(h.path for h in hits) == sorted(map(str, paths))
+    assert hits[0].log_score >= hits[1].log_score >= hits[2].log_score and hits[0].log_score <= 0
+    calibrated = session.explainer.readable_scores(session.activations(paths).pooled)
+    column = session.explainer.vocabulary_.index(attribute)
+    assert sorted(h.probabilities[attribute] for h in hits) == pytest.approx(sorted(calibrated[:, column]))
+    import torch
+
+    assert session.search([attribute], torch.zeros(2, 3, 64, 64)).hits[0].path in ("tensor[0]", "tensor[1]")
 
 
 def test_the_explainer_fitted_in_python_works_from_the_command_line(resnet_session, capsys):

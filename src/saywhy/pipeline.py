@@ -6,7 +6,6 @@ and counted; unreadable images are skipped and counted.
 """
 from __future__ import annotations
 
-import difflib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from saywhy.model.checkpoint import weights_digest
 from saywhy.model.feature_cache import FeatureCache
 from saywhy.model.hooks import get_module
 from saywhy.model.layers import LayerChoice, find_layers
+from saywhy.search import SearchResult, query_indices, search_images
 from saywhy.text.phrases import PhraseExtractor
 from saywhy.text.surface import learn_surface_forms
 from saywhy.text.vocabulary import AttributeVocabulary
@@ -313,23 +313,9 @@ class ExplainerSession:
         acts = self.activations(items, keep_maps=True, strict=True)
         return self._heatmaps(items[0], acts.maps[0], list(attributes), int(self.explainer.predict(acts.pooled)[0]), alpha)
 
-    def attribute_columns(self, attributes: Sequence[str]) -> list[int]:
-        """Vocabulary positions of the named attributes; an unknown one is refused with the closest known."""
-        vocabulary = self.explainer.vocabulary_
-        position = {t: j for j, t in enumerate(vocabulary)}
-        columns = []
-        for attribute in attributes:
-            key = " ".join(str(attribute).lower().split())
-            if key not in position:
-                close = difflib.get_close_matches(key, vocabulary, n=5, cutoff=0.5)
-                raise SaywhyError(f"attribute {attribute!r} is not in the explainer's vocabulary; closest: "
-                                  f"{', '.join(close) or 'none'} (the vocabulary comes from the fitting captions)")
-            columns.append(position[key])
-        return columns
-
     def attribute_alphas(self, attributes: Sequence[str]) -> np.ndarray:
-        """(T, F) eq. 9 weights of the named attributes."""
-        columns = self.attribute_columns(attributes)
+        """(T, F) eq. 9 weights of the named attributes; an unknown one is refused with the closest known."""
+        columns = query_indices(self.explainer, attributes)
         return self.explainer.grounding_alphas()[:, columns].T
 
     def _heatmaps(self, item: Any, maps: np.ndarray, attributes: list[str], class_index: int,
@@ -364,24 +350,7 @@ class ExplainerSession:
         """What the network looks for in a class (eq. 7-8)."""
         return self.explainer.describe(class_)
 
-    def search(self, attributes: Sequence[str], images: Any, top: int | None = None) -> list[SearchHit]:
-        """Rank ``images`` by how strongly each shows all ``attributes`` (Figure 6): the sum of
-        log p(t|x,c) over the attributes, with c the network's class for the image."""
-        columns = self.attribute_columns(attributes)
-        items = as_items(images)
-        acts = self.activations(items, strict=False)
-        log_p = self.explainer.attribute_log_pdf(acts.pooled)[:, columns].sum(axis=1)
-        predicted = self.explainer.predict(acts.pooled)
-        order = np.argsort(-log_p, kind="stable")[:top]
-        return [SearchHit(rank + 1, item_name(items[acts.index[i]], int(acts.index[i])), float(log_p[i]),
-                          self.explainer.readable_name(int(predicted[i]))) for rank, i in enumerate(order)]
-
-
-@dataclass
-class SearchHit:
-    """One image of an attribute search: ``score`` is the summed log p(t|x,c) (0 is the best possible)."""
-
-    rank: int
-    input: str
-    score: float
-    predicted_class: str
+    def search(self, attributes: Sequence[str], images: Any, top: int | None = 20) -> SearchResult:
+        """Rank ``images`` (paths, a folder, records, PIL images or tensors) for the attributes (Figure 6):
+        by the sum of log p(t|x,c) over them, c the network's class; each hit shows the readable scores."""
+        return search_images(self, as_items(images), attributes, top=top)

@@ -39,16 +39,19 @@ def run(args: argparse.Namespace) -> None:
     if args.out:
         from saywhy.render.contact_sheet import contact_sheet
 
-        contact_sheet([(h.path, f"{h.rank}. {h.score:.3g}{' *' if h.in_explanation else ''}\n{h.predicted_class}")
+        contact_sheet([(h.path, f"{h.rank}. {' '.join(f'{p:.0%}' for p in h.probabilities.values())}"
+                                f"{' *' if h.in_explanation else ''}\n{h.predicted_class}")
                        for h in result.hits], args.out, title=" + ".join(result.query))
     if args.json:
         print(json.dumps(result.to_dict()))
         return
     unreadable = f", {result.n_unreadable} unreadable skipped" if result.n_unreadable else ""
-    print(f"query: {' + '.join(result.query)}; score = sum of log p(attribute | image, predicted class); "
-          f"* = all in the top-{result.top_k} explanation ({result.n_in_explanation} of {result.n_images} images"
-          f"{unreadable})")
+    score = session.explainer.score_name.split(":")[0]
+    print(f"query: {' + '.join(result.query)}; ranked by the sum of log p(attribute | image, predicted class); "
+          f"each hit shows {score} per attribute; * = all in the top-{result.top_k} explanation "
+          f"({result.n_in_explanation} of {result.n_images} images{unreadable})")
     for hit in result.hits:
-        print(f"{hit.rank:4d}  {hit.log_score:.4g}  {'*' if hit.in_explanation else ' '}  {hit.path}  ({hit.predicted_class})")
+        scores = ", ".join(f"{t} {p:.0%}" if p >= 0.005 else f"{t} {p:.2g}" for t, p in hit.probabilities.items())
+        print(f"{hit.rank:4d}  {scores}  {'*' if hit.in_explanation else ' '}  {hit.path}  ({hit.predicted_class})")
     if args.out:
         print(f"contact sheet: {args.out}")

@@ -390,6 +390,12 @@ class Explainer:
         for strong evidence, its log-probabilities keep the order (log sigmoid(z) = -log(1 + e^-z))."""
         return self.scores(pooled, classes).log_p
 
+    def readable_scores(self, pooled: np.ndarray, classes: Any = None) -> np.ndarray:
+        """(images x attributes) the scores explanations show, in [0, 1] (see ``score_name``)."""
+        self._check_fitted()
+        pooled = self._pooled(pooled)
+        return self.attribute_model_.readable(pooled, self.scores(pooled, classes))
+
     def class_ranking(self) -> np.ndarray:
         """Eq. 7-8 for every class (classes x attributes), in log units (the order survives rounding)."""
         self._check_fitted()
