@@ -340,3 +340,12 @@ def test_evidence_explanations_carry_the_evidence_they_are_ranked_by():
     assert all(0 < p < 0.9999 for _, p in explanation.attributes)
     paper, _ = _fitted(ExplainerConfig.paper(top_k=2, min_df=1))
     assert paper.explain(pooled[:1])[0].evidence is None
+
+
+@pytest.mark.parametrize("contrast", ["margin"])  # "difference" with the evidence model: see above
+def test_contrasts_weigh_the_filters_even_without_class_weighting(contrast):
+    # class_weighting=False explains with p(t|x) alone; a contrast must still compare the two
+    # classes' filters, or every attribute would score 0 and the contrast would name nothing
+    explainer, pooled = _fitted(ExplainerConfig(top_k=2, min_df=1, contrast=contrast, class_weighting=False))
+    result = explainer.contrast(pooled[25], 1, 0)
+    assert result.favour[0][0] == "blue crown" and result.against[0][0] == "red crown"

@@ -71,8 +71,10 @@ class AttributeModel(ABC):
         """Eq. 5 with p(f|x,c) = ``p_filter`` (images x filters)."""
 
     @abstractmethod
-    def contrast_units(self, scores: Scores) -> np.ndarray:
-        """The numbers a contrast subtracts: probabilities for p(t|f), log-odds for the evidence model."""
+    def contrast_units(self, pooled: np.ndarray, p_filter: np.ndarray) -> np.ndarray:
+        """Eq. 5 with the filters weighted by ``p_filter`` (one side of a contrast), in the units a
+        contrast subtracts: probabilities for p(t|f), log-odds for the evidence model. The weighting
+        is always applied: a contrast is about the filters that separate two classes."""
 
     @abstractmethod
     def readable(self, pooled: np.ndarray, scores: Scores) -> np.ndarray:
@@ -132,8 +134,8 @@ class CooccurrenceModel(AttributeModel):
         with np.errstate(divide="ignore"):
             return Scores(p, np.log(p), p)
 
-    def contrast_units(self, scores):
-        return scores.p
+    def contrast_units(self, pooled, p_filter):
+        return p_filter @ self.pdf_
 
     def readable(self, pooled, scores):
         return scores.p
@@ -197,8 +199,8 @@ class EvidenceModel(AttributeModel):
         log_p = -np.logaddexp(0.0, -logits)  # log sigmoid, exact where p rounds to 1
         return Scores(np.exp(log_p), log_p, logits - self.evidence_.bias, logits)
 
-    def contrast_units(self, scores):
-        return scores.evidence
+    def contrast_units(self, pooled, p_filter):
+        return self.evidence_.logits(pooled, p_filter)
 
     def readable(self, pooled, scores):
         return self.evidence_.probability(pooled)

@@ -449,7 +449,8 @@ class Explainer:
         "difference": eq. 5 for both classes, subtracted. "margin": eq. 5 with eq. 6
         re-weighted by the logit margin phi_k (w_a,k - w_b,k), for a minus for b. The
         evidence model subtracts log-odds (its probabilities round to 1 for strong
-        evidence on both sides); p(t|f) subtracts probabilities.
+        evidence on both sides); p(t|f) subtracts probabilities. Filters are weighted by
+        eq. 6 even with ``class_weighting=False``, which concerns explanations only.
         """
         self._check_fitted()
         pooled = self._one(pooled)
@@ -460,7 +461,7 @@ class Explainer:
             margin = (self._weights[a] - self._weights[b])[None, :]
             for_a = filter_given_image_class(pooled, margin, sigma)
             for_b = filter_given_image_class(pooled, -margin, sigma)
-        return (model.contrast_units(model.scores(pooled, for_a)) - model.contrast_units(model.scores(pooled, for_b)))[0]
+        return (model.contrast_units(pooled, for_a) - model.contrast_units(pooled, for_b))[0]
 
     def contrast(self, pooled: np.ndarray, class_a: str | int, class_b: str | int, k: int = 3) -> Contrast:
         """Why class A and not class B for one image: the attributes with most evidence for each side."""
