@@ -192,11 +192,13 @@ def test_grad_cam_of_a_pooled_linear_head_is_relu_of_cam():
     assert _hook_count(model) == 0
 
 
-def test_grad_cam_of_a_frozen_layer_is_a_clear_error():
+def test_grad_cam_of_a_frozen_network_is_the_same():
+    # inference code freezes parameters (requires_grad_(False)); Grad-CAM still needs the maps' gradient
     model = _pooled_linear_net()
-    model[0].weight.requires_grad_(False)
-    with pytest.raises(SaywhyError, match="no gradient"):
-        grad_cam_maps(model, _choice("0"), torch.ones(1, 1, 2, 2))
+    x = torch.arange(-2.0, 2.0).reshape(1, 1, 2, 2)
+    expected = grad_cam_maps(model, _choice("0"), x, classes=[0])
+    model.requires_grad_(False)
+    np.testing.assert_allclose(grad_cam_maps(model, _choice("0"), x, classes=[0]), expected)
     assert _hook_count(model) == 0
 
 

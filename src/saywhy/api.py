@@ -34,7 +34,7 @@ def fit(model: Any, dataset: Any, *, preprocess: Any = None, arch: str | None = 
     ``attributes``: a CSV/JSONL of image -> attributes instead of captions.
     With ``out``, the explainer is saved there; with ``arch`` too ("torchvision:resnet18",
     "timm:NAME", "saywhy:smallcnn", with ``arch_kwargs`` for its constructor), so is the
-    network (``out/checkpoint``), and the command line can then use the explainer
+    network (``OUT.checkpoint`` beside it, written first), and the command line can then use the explainer
     (``saywhy explain --explainer out``). A network that is not global average pooling +
     one linear layer is refused with the layers that were tried.
     """
@@ -64,25 +64,36 @@ def fit(model: Any, dataset: Any, *, preprocess: Any = None, arch: str | None = 
         extractor = PhraseExtractor(cache_dir=workspace.phrase_cache, progress=progress)
     model.eval()
     metadata: dict[str, Any] = {"arch": arch} if arch else {}
-    checkpoint = None if out is None or arch is None else Path(out).resolve() / "checkpoint"
+    out = None if out is None else Path(out)
+    checkpoint = None if out is None or arch is None else checkpoint_beside(out)
     if checkpoint is not None:
         metadata["checkpoint"] = str(checkpoint)
     explainer, report = fit_explainer(dataset, model, preprocess, config, source=source, extractor=extractor,
                                       metadata=metadata, progress=progress)
     if out is not None:
-        explainer.save(out)
-        if checkpoint is not None:
+        if checkpoint is not None:  # first: an explainer is never saved naming a network that is not there
             from saywhy.model.checkpoint import import_checkpoint
 
             import_checkpoint(checkpoint, arch=arch, model=model, classes=explainer.class_names_, preprocess=preprocess,
                               arch_kwargs=arch_kwargs)
-        else:
+        explainer.save(out)
+        if checkpoint is None:
             log.warning("no arch= given: the network was not saved with the explainer, so the command line "
                         "needs --model CHECKPOINT to use it")
         workspace.remember_explainer(out)
     session = ExplainerSession(explainer, model, preprocess)
     session.fit_report = report
     return session
+
+
+def checkpoint_beside(out: Path) -> Path:
+    """Where ``fit(out=...)`` keeps the network: beside the explainer folder, never inside it
+    (saving an explainer replaces its whole folder).
+
+    >>> checkpoint_beside(Path("runs/exp")).as_posix().endswith("runs/exp.checkpoint")
+    True
+    """
+    return out.resolve().with_name(out.resolve().name + ".checkpoint")
 
 
 def load(explainer: str | Path, model: Any = None, *, preprocess: Any = None, home: str | Path | None = None):

@@ -297,7 +297,9 @@ class ExplainerSession:
     def _targets(self, target: Any, n_items: int, kept: np.ndarray) -> Any:
         if target is None:
             return None
-        if isinstance(target, (str, int, np.integer)):
+        if hasattr(target, "tolist"):  # a torch tensor or numpy array, as Captum users pass them
+            target = target.tolist()
+        if isinstance(target, (str, int)):
             return np.full(len(kept), self.explainer.class_index(target))
         targets = list(target)
         if len(targets) != n_items:

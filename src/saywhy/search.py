@@ -23,8 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from saywhy.data.images import IMAGE_SUFFIXES
-from saywhy.data.inputs import item_name
+from saywhy.data.inputs import item_name, list_images  # noqa: F401  (list_images: re-exported)
 from saywhy.data.records import ImageRecord
 from saywhy.errors import SaywhyError
 
@@ -109,17 +108,6 @@ def rank_images(explainer: Any, pooled: np.ndarray, query: Sequence[str]) -> tup
     in_explanation = top_k_mask(log_pdf, explainer.config.top_k)[:, columns].all(axis=1)
     order = np.argsort(-log_scores, kind="stable")
     return order, log_scores, in_explanation
-
-
-def list_images(folder: str | Path) -> list[Path]:
-    """Image files under a folder, recursively, sorted by path."""
-    folder = Path(folder).expanduser()
-    if not folder.is_dir():
-        raise SaywhyError(f"image folder {folder} does not exist: pass a folder of images with --images")
-    found = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not found:
-        raise SaywhyError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {folder}")
-    return found
 
 
 def search_images(session: Any, items: Sequence[ImageRecord | str | Path], query: Sequence[str],

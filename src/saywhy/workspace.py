@@ -57,10 +57,10 @@ class Workspace:
         """A small pointer file naming the explainer that the last fit or demo wrote."""
         return self.home / "last_explainer.txt"
 
-    def remember_explainer(self, folder: Path) -> None:
+    def remember_explainer(self, folder: str | Path) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         tmp = self.last_explainer.with_suffix(".tmp")
-        tmp.write_text(str(folder.resolve()))
+        tmp.write_text(str(Path(folder).resolve()))
         os.replace(tmp, self.last_explainer)
 
     def recall_explainer(self) -> Path | None:

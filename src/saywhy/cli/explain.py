@@ -49,7 +49,7 @@ def print_explanation(image: Path, explanation, as_json: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from saywhy.apps.retrieval import list_images
+    from saywhy.data.inputs import list_images
 
     extra = {} if args.box is None else {"box": args.box}
     session = load_session(args)

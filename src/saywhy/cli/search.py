@@ -22,7 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from saywhy.apps.retrieval import list_images, query_indices, search_images
+    from saywhy.data.inputs import list_images
+    from saywhy.search import query_indices, search_images
 
     session = load_session(args)
     query_indices(session.explainer, args.attribute)  # an unknown attribute fails before any image is read

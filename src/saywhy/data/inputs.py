@@ -24,7 +24,7 @@ def as_items(inputs: Any) -> list[Any]:
     """A flat list of records, paths, PIL images and (3, H, W) tensors.
 
     A single path or string is one image (never its characters); a folder is its image
-    files, sorted; a (N, 3, H, W) tensor is N images.
+    files, found recursively and sorted by path; a (N, 3, H, W) tensor is N images.
 
     >>> as_items("bird.jpg")
     [PosixPath('bird.jpg')]
@@ -36,15 +36,13 @@ def as_items(inputs: Any) -> list[Any]:
 
     if isinstance(inputs, (str, Path)):
         path = Path(inputs)
-        if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-            if not files:
-                raise SaywhyError(f"folder {path} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
-            return list(files)
-        return [path]
+        return list_images(path) if path.is_dir() else [path]
     if isinstance(inputs, (ImageRecord, Image.Image)):
         return [inputs]
     if _is_tensor(inputs):
+        if not inputs.is_floating_point():
+            raise SaywhyError(f"a {str(inputs.dtype).replace('torch.', '')} tensor is not a preprocessed input: pass "
+                              "float tensors normalized as the network expects, or PIL images or paths")
         if inputs.ndim == 3:
             return [inputs]
         if inputs.ndim == 4:
@@ -56,6 +54,17 @@ def as_items(inputs: Any) -> list[Any]:
     if isinstance(inputs, Sequence) or hasattr(inputs, "__iter__"):
         return [item for element in inputs for item in as_items(element)]
     raise SaywhyError(f"cannot explain a {type(inputs).__name__}: give tensors, PIL images, paths or a folder")
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files under a folder, recursively, sorted by path; none is an error."""
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise SaywhyError(f"image folder {folder} does not exist: pass a folder of images")
+    found = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not found:
+        raise SaywhyError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {folder}")
+    return found
 
 
 def item_name(item: Any, position: int) -> str:
@@ -73,6 +82,8 @@ def with_boxes(items: list[Any], box: Box | Sequence[Box | None] | None) -> list
     """
     if box is None:
         return items
+    if hasattr(box, "tolist"):  # a tensor or array
+        box = box.tolist()
     boxes = [box] * len(items) if _is_one_box(box) else list(box)
     if len(boxes) != len(items):
         raise SaywhyError(f"{len(boxes)} boxes for {len(items)} images: give one box, or one per image")

@@ -4,7 +4,7 @@ Scikit-learn style: ``__init__`` stores settings, ``fit`` learns ``attribute_mod
 (and the paper's p(t|f), ``cooccurrence_``) from pooled activations and attribute counts
 and returns ``self``; fitted state ends in ``_`` and is read-only from outside. It works
 on arrays only (pooled activations, head weights), so it never touches the network:
-:mod:`saywhy.session` runs the model and hands the arrays over.
+:mod:`saywhy.pipeline` (``ExplainerSession``) runs the model and hands the arrays over.
 """
 from __future__ import annotations
 
@@ -218,7 +218,7 @@ class Explainer:
 
     The explainer owns the loop; an :class:`~saywhy.explain.attribute_models.AttributeModel`
     says what each filter means for each attribute. It works on arrays only (pooled
-    activations, the head's weights): :mod:`saywhy.session` runs the network.
+    activations, the head's weights): :class:`saywhy.pipeline.ExplainerSession` runs the network.
 
     >>> import numpy as np, scipy.sparse as sp
     >>> pooled = np.array([[5.0, 0.1], [0.1, 5.0]])          # filter 0 fires on image 0
@@ -341,14 +341,14 @@ class Explainer:
     def _classes(self, pooled: np.ndarray, classes: Any) -> np.ndarray:
         if classes is None:
             return self.predict(pooled)
-        classes = np.asarray(classes)
-        if classes.ndim == 0:
-            classes = np.full(len(pooled), int(classes))
-        if classes.shape != (len(pooled),):
+        if hasattr(classes, "tolist"):  # numpy arrays, torch tensors
+            classes = classes.tolist()
+        if isinstance(classes, (str, int)):
+            classes = [classes] * len(pooled)
+        classes = list(classes)
+        if len(classes) != len(pooled):
             raise SaywhyError(f"{len(classes)} target classes for {len(pooled)} images: give one class, or one per image")
-        for c in np.unique(classes):
-            self.class_index(int(c))  # range check
-        return classes.astype(int)
+        return np.array([self.class_index(c) for c in classes], dtype=int)  # names or indices, range-checked
 
     # ----- eq. 5-8 ---------------------------------------------------------------------
     def class_index(self, name_or_index: str | int) -> int:

@@ -49,6 +49,12 @@ def model_device(model: nn.Module) -> torch.device:
         return torch.device("cpu")
 
 
+def model_dtype(model: nn.Module) -> torch.dtype:
+    """The floating dtype of the model's parameters (inputs are cast to it), float32 without any."""
+    floating = [p.dtype for p in model.parameters() if p.is_floating_point()]
+    return floating[0] if floating else torch.float32
+
+
 def extract_activations(
     model: nn.Module,
     items: Sequence[ImageRecord | str | Path],
@@ -69,7 +75,7 @@ def extract_activations(
 def activations_from_batches(model: nn.Module, batches, layers: LayerChoice, keep_maps: bool = False,
                              progress: bool = False, n_items: int | None = None) -> Activations:
     """The same as :func:`extract_activations` over any iterable of ``(images, index, ok)`` batches."""
-    device = model_device(model)
+    device, dtype = model_device(model), model_dtype(model)
     model.eval()
     pooled, logits, maps, kept = [], [], [], []
     outputs = [layers.feature_layer] if keep_maps else []
@@ -77,7 +83,7 @@ def activations_from_batches(model: nn.Module, batches, layers: LayerChoice, kee
         for images, index, ok in tqdm(batches, desc="activations", disable=not progress, leave=False):
             if not ok.any():
                 continue
-            out = model(images[ok].to(device))
+            out = model(images[ok].to(device=device, dtype=dtype))
             logits.append(out.float().cpu().numpy())
             pooled.append(seen[f"in:{layers.head}"].flatten(1).float().cpu().numpy())
             if keep_maps:

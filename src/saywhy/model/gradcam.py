@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from saywhy.errors import SaywhyError
-from saywhy.model.activations import feature_maps, model_device
+from saywhy.model.activations import feature_maps, model_device, model_dtype
 from saywhy.model.hooks import capture
 from saywhy.model.layers import LayerChoice
 
@@ -30,10 +30,11 @@ def grad_cam_maps(model: nn.Module, layers: LayerChoice, images: torch.Tensor,
     model.eval()
     layer = layers.feature_layer
     with capture(model, outputs=[layer], keep_grad=True) as seen, torch.enable_grad():
-        logits = model(images.to(model_device(model)))
+        # the input takes part in the graph, so a frozen network (requires_grad off) still has gradients
+        logits = model(images.to(device=model_device(model), dtype=model_dtype(model)).requires_grad_(True))
         output = seen[f"out:{layer}"]  # loud if the layer is not on the model's path
         if not output.requires_grad:
-            raise SaywhyError(f"layer {layer!r} has no gradient: its parameters and everything before it are frozen")
+            raise SaywhyError(f"layer {layer!r} has no gradient: the network detaches its output")
         maps = feature_maps(model, output, layers)
         target = logits.argmax(dim=1) if classes is None else torch.as_tensor(classes, device=logits.device)
         # Images in a batch are independent in eval mode, so one backward gives every image's gradients.
