@@ -19,7 +19,7 @@ def resnet_session(tiny_noisy_synthbirds, tmp_path_factory):
     base = tmp_path_factory.mktemp("api")
     model = torchvision.models.resnet18(num_classes=4)  # random weights: near chance, and warned about
     session = saywhy.fit(model, tiny_noisy_synthbirds["root"], preprocess=Preprocess(image_size=64, **IMAGENET),
-                         arch="torchvision:resnet18", out=base / "exp", home=base / "home", min_df=1)
+                         arch="torchvision:resnet18", out=str(base / "exp"), home=base / "home", min_df=1)
     test = tiny_noisy_synthbirds["dataset"].split(train=False)[:3]
     return {"session": session, "base": base, "paths": [r.path for r in test]}
 
@@ -45,6 +45,21 @@ def test_tensors_pil_images_and_paths_give_the_same_explanations(resnet_session)
     assert [e.input for e in by_tensor] == ["tensor[0]", "tensor[1]", "tensor[2]"]
     assert [e.input for e in by_path] == [str(p) for p in paths]
     assert session(str(paths[0]))[0].sentence == by_path[0].sentence  # one path is one image, not its characters
+
+
+def test_targets_as_tensors_names_and_one_for_all(resnet_session):
+    import torch
+
+    session, paths = resnet_session["session"], resnet_session["paths"]
+    names = [session.explainer.class_names_[i] for i in (2, 0, 1)]
+    assert [e.class_index for e in session(paths, target=torch.tensor([2, 0, 1]))] == [2, 0, 1]
+    assert [e.class_index for e in session(paths, target=names)] == [2, 0, 1]
+    assert [e.class_index for e in session(paths, target=torch.tensor(3))] == [3, 3, 3]
+    pooled = session.activations(paths).pooled
+    assert [e.class_index for e in session.explainer.explain(pooled, names[0])] == [2, 2, 2]
+    with pytest.raises(saywhy.SaywhyError, match="uint8 tensor is not a preprocessed input"):
+        session(torch.zeros(1, 3, 64, 64, dtype=torch.uint8))
+    assert session(torch.zeros(1, 3, 64, 64, dtype=torch.float64))[0].sentence.startswith("This is")
 
 
 def test_target_per_sample_and_probabilities(resnet_session):
@@ -95,19 +110,34 @@ def test_the_explainer_fitted_in_python_works_from_the_command_line(resnet_sessi
     assert loaded(paths[:1])[0].sentence == expected
     assert main(["--home", str(base / "home"), "explain", str(paths[0]), "--explainer", str(base / "exp")]) == 0
     assert expected in capsys.readouterr().out
+    # the network lives beside the explainer, so saving the explainer again cannot delete it
+    assert loaded.explainer.metadata_["checkpoint"] == str((base / "exp.checkpoint").resolve())
+    loaded.explainer.save(base / "exp")
+    assert saywhy.load(base / "exp", home=base / "home")(paths[:1])[0].sentence == expected
 
 
-def test_box_crop_checkpoints_use_the_box_or_say_they_did_not(resnet_session):
+def test_box_crop_checkpoints_use_the_box_or_say_they_did_not(resnet_session, tiny_noisy_synthbirds):
     from dataclasses import replace
 
     session, paths = resnet_session["session"], resnet_session["paths"]
     cropping = saywhy.Session(session.explainer, session.model, replace(session.preprocess, crop="bbox"))
-    (whole,) = cropping(paths[:1])
+    outside = resnet_session["base"] / "outside.png"
+    open_image(paths[0]).save(outside)  # a file the dataset does not know: no box for it
+    (whole,) = cropping(outside)
     assert whole.notes and "whole image was explained" in whole.notes[0]
-    (boxed,) = cropping(paths[:1], box=(4, 4, 40, 40))
+    (boxed,) = cropping(outside, box=(4, 4, 40, 40))
     assert boxed.notes == []
+    # the box is what the network saw: the same as explaining the cropped image
+    cropped = open_image(outside).crop((4, 4, 44, 44))
+    assert boxed.logit == pytest.approx(session(cropped)[0].logit, rel=1e-5)
+    # an explicit box is applied for a whole-image network too
+    assert session(outside, box=(4, 4, 40, 40))[0].logit == pytest.approx(boxed.logit, rel=1e-5)
+    # a file of the explainer's dataset gets the dataset's box
+    record = tiny_noisy_synthbirds["dataset"].split(train=False)[0]
+    (known,) = cropping(record.path)
+    assert known.notes == [] and known.logit == pytest.approx(cropping(record.path, box=record.bbox)[0].logit, rel=1e-5)
     with pytest.raises(saywhy.SaywhyError, match="width, height > 0"):
-        cropping(paths[:1], box=(4, 4, 0, 40))
+        cropping(outside, box=(4, 4, 0, 40))
 
 
 def test_a_torchvision_transform_is_accepted_when_explaining(resnet_session):
@@ -119,7 +149,6 @@ def test_a_torchvision_transform_is_accepted_when_explaining(resnet_session):
                                     transforms.Normalize(IMAGENET["mean"], IMAGENET["std"])])
     with_transform = saywhy.Session(session.explainer, session.model, transform)
     assert [e.class_index for e in with_transform(paths)] == [e.class_index for e in session(paths)]
-    assert isinstance(transform(open_image(paths[0])), torch.Tensor)
 
 
 @pytest.mark.parametrize("build", ["mlp_head_resnet18", "vgg11"])

@@ -6,6 +6,7 @@ and counted; unreadable images are skipped and counted.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -186,6 +187,7 @@ class Heatmaps:
     class_image: np.ndarray
     box: tuple[int, int, int, int]  # (x0, y0, x1, y1): the region of the input the network saw
     image_size: tuple[int, int]  # (W, H) of the input
+    class_index: int = -1  # the class whose CAM ``class_map`` is
 
     def peaks(self) -> np.ndarray:
         """(T, 2): the (x, y) input pixel of each attribute's strongest cell."""
@@ -217,6 +219,7 @@ class ExplainerSession:
             raise SaywhyError("this explainer was fitted on another network's weights: refit it with 'saywhy fit', "
                               "or pass the checkpoint it was fitted on (--model)")
         self.layers = resolve_layers(model, self._probe_size(), meta.get("layer"), meta.get("head"))
+        self._known_boxes: dict[str, ImageRecord] | None = None
 
     def _probe_size(self) -> Preprocess:
         size = getattr(self.preprocess, "image_size", None) or self.explainer.metadata_.get("preprocess", {}).get("image_size", 224)
@@ -235,19 +238,20 @@ class ExplainerSession:
 
     # ----- the network --------------------------------------------------------------------
     def activations(self, items: Sequence[Any], keep_maps: bool = False,
-                    progress: bool = False, strict: bool = True) -> Activations:
+                    progress: bool = False, strict: bool = True, preprocess: Any = None) -> Activations:
         """Activations of ``items``; with ``strict`` an unreadable image is an error naming it,
         otherwise it is dropped (``Activations.index`` says which rows remain)."""
-        cacheable = all(isinstance(i, (ImageRecord, str, Path)) for i in items) and isinstance(self.preprocess, Preprocess)
+        preprocess = preprocess or self.preprocess
+        cacheable = all(isinstance(i, (ImageRecord, str, Path)) for i in items) and isinstance(preprocess, Preprocess)
         if keep_maps:
-            key = (tuple(str(i.path if isinstance(i, ImageRecord) else i) for i in items), repr(self.preprocess))
+            key = (tuple(str(i.path if isinstance(i, ImageRecord) else i) for i in items), repr(preprocess))
             acts = None if self.map_memo is None or not cacheable else self.map_memo.get(key)
             if acts is None:
-                acts = extract_activations(self.model, items, self.preprocess, self.layers, keep_maps=True, progress=progress)
+                acts = extract_activations(self.model, items, preprocess, self.layers, keep_maps=True, progress=progress)
                 if self.map_memo is not None and cacheable:
                     self.map_memo[key] = acts
         else:
-            acts = pooled_activations(self.model, items, self.preprocess, self.layers,
+            acts = pooled_activations(self.model, items, preprocess, self.layers,
                                       self.feature_cache if cacheable else None, progress)
         if strict and acts.n_unreadable:
             readable = set(acts.index.tolist())
@@ -275,22 +279,59 @@ class ExplainerSession:
         ``strict=False`` skips unreadable files (each explanation names its input).
         """
         target = class_ if target is None else target
-        items = with_boxes(as_items(inputs), box)
+        items, preprocess = self._boxed(as_items(inputs), box)
         if not items:
             raise SaywhyError("nothing to explain: give at least one image")
-        acts = self.activations(items, keep_maps=bool(heatmaps), strict=strict)
+        acts = self.activations(items, keep_maps=bool(heatmaps), strict=strict, preprocess=preprocess)
         kept = [items[i] for i in acts.index]
         explanations = self.explainer.explain(acts.pooled, self._targets(target, len(items), acts.index))
-        crops = getattr(self.preprocess, "crop", "none") == "bbox"
         for row, (item, explanation) in enumerate(zip(kept, explanations)):
             explanation.input = item_name(item, int(acts.index[row]))
-            if crops and not has_box(item):
-                explanation.notes.append("the network was trained on box crops, but no box was given: "
-                                         "the whole image was explained (pass box=(x, y, w, h) or --box)")
+            explanation.notes += self._notes(item)
             if heatmaps:
                 wanted = [t for t, _ in explanation.attributes] if heatmaps is True else list(heatmaps)
-                explanation.heatmaps = self._heatmaps(item, acts.maps[row], wanted, explanation.class_index)
+                explanation.heatmaps = self._heatmaps(item, acts.maps[row], wanted, explanation.class_index,
+                                                      preprocess=preprocess)
         return explanations
+
+    def _boxed(self, items: list[Any], box: Any) -> tuple[list[Any], Any]:
+        """Items with their boxes, and the preprocessing that applies them.
+
+        A box given by the caller is always applied: the region is what is explained, even for
+        a network trained on whole images. A network trained on box crops also takes the box
+        its dataset records for a file (the explainer's ``dataset_root``).
+        """
+        preprocess = self.preprocess
+        if box is not None:
+            items = with_boxes(items, box)
+            if isinstance(preprocess, Preprocess) and preprocess.crop != "bbox":
+                preprocess = dataclasses.replace(preprocess, crop="bbox")
+        elif getattr(preprocess, "crop", "none") == "bbox":
+            known = self._dataset_boxes()
+            items = [dataclasses.replace(known[key], is_train=False) if (key := _resolved(item)) in known else item
+                     for item in items]
+        return items, preprocess
+
+    def _dataset_boxes(self) -> dict[str, ImageRecord]:
+        """The explainer's dataset's records with a box, by resolved image path (read once; {} if absent)."""
+        if self._known_boxes is None:
+            self._known_boxes = {}
+            root = self.explainer.metadata_.get("dataset_root")
+            if root and Path(root).is_dir():
+                from saywhy.data.cub import read_cub
+
+                try:
+                    records = read_cub(root).records
+                except SaywhyError:
+                    records = []
+                self._known_boxes = {str(r.path.resolve()): r for r in records if r.bbox is not None}
+        return self._known_boxes
+
+    def _notes(self, item: Any) -> list[str]:
+        if getattr(self.preprocess, "crop", "none") == "bbox" and not has_box(item):
+            return ["the network was trained on box crops, but no box was given or known for this image: "
+                    "the whole image was explained (pass box=(x, y, w, h) or --box)"]
+        return []
 
     __call__ = explain
 
@@ -306,14 +347,15 @@ class ExplainerSession:
             raise SaywhyError(f"{len(targets)} targets for {n_items} images: give one class, or one per image")
         return np.array([self.explainer.class_index(targets[i]) for i in kept])
 
-    def ground(self, item: Any, attributes: Sequence[str]) -> Heatmaps:
+    def ground(self, item: Any, attributes: Sequence[str], *, box: Any = None) -> Heatmaps:
         """Where each attribute is in one image (eq. 9), from one forward pass."""
-        items = as_items(item)
+        items, preprocess = self._boxed(as_items(item), box)
         if len(items) != 1:
             raise SaywhyError(f"ground maps one image at a time, got {len(items)}")
         alpha = self.attribute_alphas(attributes)  # unknown attributes fail before the pass
-        acts = self.activations(items, keep_maps=True, strict=True)
-        return self._heatmaps(items[0], acts.maps[0], list(attributes), int(self.explainer.predict(acts.pooled)[0]), alpha)
+        acts = self.activations(items, keep_maps=True, strict=True, preprocess=preprocess)
+        return self._heatmaps(items[0], acts.maps[0], list(attributes), int(self.explainer.predict(acts.pooled)[0]), alpha,
+                              preprocess)
 
     def attribute_alphas(self, attributes: Sequence[str]) -> np.ndarray:
         """(T, F) eq. 9 weights of the named attributes; an unknown one is refused with the closest known."""
@@ -321,15 +363,16 @@ class ExplainerSession:
         return self.explainer.grounding_alphas()[:, columns].T
 
     def _heatmaps(self, item: Any, maps: np.ndarray, attributes: list[str], class_index: int,
-                  alpha: np.ndarray | None = None) -> Heatmaps:
+                  alpha: np.ndarray | None = None, preprocess: Any = None) -> Heatmaps:
+        preprocess = preprocess or self.preprocess
         alpha = self.attribute_alphas(attributes) if alpha is None else alpha
         layer = attribute_scores(maps, alpha)
         cam = attribute_scores(maps, self.explainer.head_weights_[class_index])
         if isinstance(item, (ImageRecord, str, Path)):
             with Image.open(item.path if isinstance(item, ImageRecord) else item) as image:  # the header only
                 size = image.size
-            box = self.preprocess.seen_box(size, item.bbox if isinstance(item, ImageRecord) else None) \
-                if isinstance(self.preprocess, Preprocess) else (0, 0, *size)
+            box = preprocess.seen_box(size, item.bbox if isinstance(item, ImageRecord) else None) \
+                if isinstance(preprocess, Preprocess) else (0, 0, *size)
         elif isinstance(item, Image.Image):
             size, box = item.size, (0, 0, *item.size)
         else:
@@ -337,14 +380,14 @@ class ExplainerSession:
             box = (0, 0, *size)
         upsample = lambda m: upsample_heatmap(normalize_heatmaps(m), box, size)  # noqa: E731
         return Heatmaps(list(attributes), layer, np.stack([upsample(m) for m in layer]) if len(layer)
-                        else np.zeros((0, size[1], size[0])), cam, upsample(cam), box, size)
+                        else np.zeros((0, size[1], size[0])), cam, upsample(cam), box, size, int(class_index))
 
     def contrast(self, item: Any, other: str | int, class_: str | int | None = None, *, box: Any = None) -> Contrast:
         """Why the network's class (or ``class_``) and not ``other``, for one image."""
-        items = with_boxes(as_items(item), box)
+        items, preprocess = self._boxed(as_items(item), box)
         if len(items) != 1:
             raise SaywhyError(f"a contrast explains one image at a time, got {len(items)}: contrast each on its own")
-        acts = self.activations(items)
+        acts = self.activations(items, preprocess=preprocess)
         mine = self.explainer.predict(acts.pooled)[0] if class_ is None else self.explainer.class_index(class_)
         return self.explainer.contrast(acts.pooled, int(mine), other)
 
@@ -356,3 +399,12 @@ class ExplainerSession:
         """Rank ``images`` (paths, a folder, records, PIL images or tensors) for the attributes (Figure 6):
         by the sum of log p(t|x,c) over them, c the network's class; each hit shows the readable scores."""
         return search_images(self, as_items(images), attributes, top=top)
+
+
+def _resolved(item: Any) -> str | None:
+    if isinstance(item, (str, Path)):
+        try:
+            return str(Path(item).resolve())
+        except OSError:
+            return None
+    return None

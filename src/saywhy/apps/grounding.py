@@ -115,20 +115,18 @@ class Grounding:
 
 
 def ground(session: ExplainerSession, image: ImageRecord | str | Path, attributes: Sequence[str],
-           sigma: str = "minmax", synonyms: Mapping[str, str] | None = None) -> Grounding:
-    """Eq. 9 for every attribute in ``attributes`` on one image, from one forward pass.
+           sigma: str = "minmax", box: tuple[float, float, float, float] | None = None) -> Grounding:
+    """Eq. 9 for every attribute in ``attributes`` on one image, from one forward pass
+    (:meth:`ExplainerSession.ground`), with ``sigma`` of eq. 9 for the heatmaps.
 
     >>> g = ground(session, "bird.jpg", ["red crown", "black wing"])    # doctest: +SKIP
     >>> g.peaks()[0]                                                      # doctest: +SKIP
     array([41., 23.])
     """
-    alpha = attribute_alphas(session.explainer, attributes, synonyms)  # unknown attributes fail before the pass
-    acts = session.activations([image], keep_maps=True, strict=True)
-    path, bbox = (image.path, image.bbox) if isinstance(image, ImageRecord) else (Path(image), None)
-    size = open_image(path).size
-    scores = attribute_scores(acts.maps[0], alpha)
-    return Grounding(path, list(attributes), scores, normalize_heatmaps(scores, sigma),
-                     crop_box(session.preprocess, size, bbox), size, int(acts.logits[0].argmax()))
+    maps = session.ground(image, attributes, box=box)
+    path = image.path if isinstance(image, ImageRecord) else Path(image)
+    return Grounding(path, list(attributes), maps.layer, normalize_heatmaps(maps.layer, sigma), maps.box,
+                     maps.image_size, maps.class_index)
 
 
 # ----- grounding methods: eq. 9 and its baselines ----------------------------------------------

@@ -32,7 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--class", dest="class_", type=class_ref, metavar="CLASS",
                    help="explain this class (index as 'describe --list' prints it, or name) instead of the predicted one")
     p.add_argument("--box", type=box, metavar="X,Y,W,H",
-                   help="explain only this region of each image, in pixels: left, top, width, height")
+                   help="explain only this region of each image, in pixels: left, top, width, height "
+                        "(default: the dataset's box for a network trained on box crops, else the whole image)")
     p.add_argument("--json", action="store_true", help="print JSON lines")
     add_session_options(p)
 

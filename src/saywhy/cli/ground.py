@@ -8,7 +8,7 @@ import argparse
 import json
 from pathlib import Path
 
-from saywhy.cli.common import add_command, add_attribute_option, add_session_options, load_session
+from saywhy.cli.common import add_attribute_option, add_command, add_session_options, box, load_session
 from saywhy.cli.fit import SIGMAS
 
 
@@ -19,6 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, help="overlay PNG to write (default: IMAGE_ground.png in the current folder)")
     p.add_argument("--sigma", default="minmax", choices=SIGMAS, help="sigma of eq. 9 over positions (default minmax)")
     p.add_argument("--json", action="store_true", help="print the peaks as JSON")
+    p.add_argument("--box", type=box, metavar="X,Y,W,H", help="ground in this region of the image only, in pixels")
     add_session_options(p)
 
 
@@ -28,7 +29,7 @@ def run(args: argparse.Namespace) -> None:
     from saywhy.render.overlay import overlay_figure
 
     session = load_session(args)
-    grounding = ground(session, args.image, args.attribute, sigma=args.sigma)
+    grounding = ground(session, args.image, args.attribute, sigma=args.sigma, box=args.box)
     peaks = grounding.peaks()
     out = args.out or Path(f"{Path(args.image).stem}_ground.png")
     overlay_figure(open_image(args.image), [grounding.upsampled(i) for i in range(len(args.attribute))],
