@@ -141,7 +141,6 @@ def test_box_crop_checkpoints_use_the_box_or_say_they_did_not(resnet_session, ti
 
 
 def test_a_torchvision_transform_is_accepted_when_explaining(resnet_session):
-    import torch
     from torchvision import transforms
 
     session, paths = resnet_session["session"], resnet_session["paths"]

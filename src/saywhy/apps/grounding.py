@@ -33,7 +33,7 @@ from saywhy.core.grounding import (
     peak_cells,
     upsample_heatmap,
 )
-from saywhy.data.images import Preprocess, open_image
+from saywhy.data.images import Preprocess
 from saywhy.data.records import ImageRecord
 from saywhy.errors import SaywhyError
 from saywhy.explain.explainer import Explainer
