@@ -399,4 +399,4 @@ def test_evaluate_refuses_a_dataset_with_other_classes(tiny, tmp_path, capsys):
 
     other = generate(tmp_path / "other", SynthConfig(n_images=24, image_size=32, n_species=3), workers=1, progress=False)
     assert main(["--home", str(tmp_path / "home"), "debug", "--root", str(other), "--explainer", str(tiny["exp"])]) == 1
-    assert "has other classes than the explainer (3 against 4)" in _one_line_error(capsys)
+    assert "the dataset's classes differ from the explainer's (3 against 4)" in _one_line_error(capsys)

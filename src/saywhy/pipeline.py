@@ -49,6 +49,21 @@ class FitReport:
     warnings: list[str] = field(default_factory=list)
 
 
+def require_same_classes(dataset_names: Sequence[str], expected: Sequence[str], owner: str, advice: str) -> None:
+    """Refuse a dataset whose classes (in order) are not ``owner``'s, naming the first difference.
+
+    >>> require_same_classes(["001.A", "002.B"], ["001.A", "002.C"], "the checkpoint", "fit on its dataset")
+    Traceback (most recent call last):
+    saywhy.errors.SaywhyError: the dataset's classes differ from the checkpoint's (2 against 2; first difference: '002.B' where the checkpoint has '002.C'): fit on its dataset
+    """
+    if list(dataset_names) == list(expected):
+        return
+    differ = next(((a, b) for a, b in zip(expected, dataset_names) if a != b), None)
+    raise SaywhyError(f"the dataset's classes differ from {owner}'s ({len(dataset_names)} against {len(expected)}"
+                      + (f"; first difference: {differ[1]!r} where {owner} has {differ[0]!r}" if differ else "")
+                      + f"): {advice}")
+
+
 def image_documents(records: Sequence[ImageRecord], source: str, extractor: PhraseExtractor | None) -> list[list[str]]:
     """Per image, its attribute phrases with multiplicity: parsed captions or given attributes."""
     if source == "attributes":
@@ -97,12 +112,8 @@ def fit_explainer(
     """
     layers = resolve_layers(model, preprocess, layer, head)
     class_names = [dataset.class_names[c] for c in dataset.class_ids]
-    if model_classes is not None and list(model_classes) != class_names:
-        differ = next(((a, b) for a, b in zip(model_classes, class_names) if a != b), None)
-        raise SaywhyError(
-            f"the dataset's classes differ from the checkpoint's ({len(class_names)} against {len(model_classes)}"
-            + (f"; first difference: {differ[1]!r} where the checkpoint has {differ[0]!r}" if differ else "")
-            + "): fit on the dataset the network was trained on")
+    if model_classes is not None:
+        require_same_classes(class_names, model_classes, "the checkpoint", "fit on the dataset the network was trained on")
     if layers.n_classes != len(dataset.class_ids):
         raise SaywhyError(
             f"model predicts {layers.n_classes} classes but the dataset has {len(dataset.class_ids)}: "
@@ -227,13 +238,8 @@ class ExplainerSession:
 
     def check_dataset(self, dataset: Dataset) -> Dataset:
         """Refuse a dataset whose classes are not the explainer's: its labels would be read wrongly."""
-        names = [dataset.class_names[c] for c in dataset.class_ids]
-        if names != list(self.explainer.class_names_):
-            differ = next(((a, b) for a, b in zip(self.explainer.class_names_, names) if a != b), None)
-            raise SaywhyError(
-                f"the dataset at {dataset.root} has other classes than the explainer ({len(names)} against "
-                f"{len(self.explainer.class_names_)}" + (f"; {differ[1]!r} where the explainer has {differ[0]!r}" if differ else "")
-                + "): pass the --root the explainer was fitted on, or fit one for this dataset")
+        require_same_classes([dataset.class_names[c] for c in dataset.class_ids], self.explainer.class_names_,
+                             "the explainer", "pass the --root the explainer was fitted on, or fit one for this dataset")
         return dataset
 
     # ----- the network --------------------------------------------------------------------
