@@ -1,13 +1,22 @@
 """Shared fixtures: a tiny CUB-layout dataset written on the fly, and the real cub50 where present."""
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-import os
+# Tests never write to the user's ./.saywhy: each test process (one per xdist worker) gets a
+# workspace of its own, set before anything reads it (README and docstring examples included).
+os.environ["SAYWHY_HOME"] = tempfile.mkdtemp(prefix="saywhy-test-home-")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two workers on two cores: one thread each, or they fight for the cores.
+    import torch
+
+    torch.set_num_threads(1)
 
 # The real CUB subset lives in shared/ beside the repository on development machines and CI;
 # SAYWHY_CUB50 points elsewhere. Users' machines have neither: those tests skip.

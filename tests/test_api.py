@@ -178,3 +178,14 @@ def test_a_dataset_whose_class_names_differ_from_the_checkpoints_is_refused(tiny
     renamed = names[:1] + ["099.Dodo"] + names[2:]
     with pytest.raises(saywhy.SaywhyError, match="first difference: .* where the checkpoint has '099.Dodo'"):
         fit_explainer(tiny["dataset"], tiny["session"].model, tiny["session"].preprocess, model_classes=renamed)
+
+
+def test_an_unreadable_file_among_others_is_skipped_with_a_transform(resnet_session, tmp_path):
+    from torchvision import transforms
+
+    session, paths = resnet_session["session"], resnet_session["paths"]
+    transform = transforms.Compose([transforms.Resize((48, 48)), transforms.ToTensor()])  # not the saved 64 px
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not an image")
+    explained = saywhy.Session(session.explainer, session.model, transform)([paths[0], bad, paths[1]], strict=False)
+    assert [e.input for e in explained] == [str(paths[0]), str(paths[1])]

@@ -116,5 +116,11 @@ class ImageDataset(torch.utils.data.Dataset):
         try:
             return apply_preprocess(self.preprocess, open_image(path), bbox), index, True
         except SaywhyError:
-            size = getattr(self.preprocess, "image_size", 224)
-            return torch.zeros(3, size, size), index, False
+            return torch.zeros(self._placeholder_shape()), index, False
+
+    def _placeholder_shape(self) -> tuple[int, ...]:
+        """The shape of what ``preprocess`` makes, for the row an unreadable file leaves empty
+        (a torchvision transform may resize to any size)."""
+        if isinstance(self.preprocess, Preprocess):
+            return (3, self.preprocess.image_size, self.preprocess.image_size)
+        return tuple(apply_preprocess(self.preprocess, Image.new("RGB", (256, 256))).shape)
