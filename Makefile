@@ -14,9 +14,10 @@ STAMP := $(VENV)/.saywhy-installed
 demo: $(STAMP)
 	$(BIN)/saywhy demo
 
-# Two workers, whole files each (module fixtures are built once): the suite in about half the time.
+# Two workers that take tests as they free up (pytest-xdist worksteal): measured fastest of
+# load, loadfile and worksteal on the 2-core machines (BENCHMARKS.md, test suite).
 test: $(STAMP)
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest -n 2 --dist worksteal
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/synthbirds.py

@@ -15,8 +15,11 @@ def resnet_session(tiny_noisy_synthbirds, tmp_path_factory):
     import torch
     import torchvision
 
+    import shutil
+
     torch.manual_seed(0)
     base = tmp_path_factory.mktemp("api")
+    shutil.copytree(tiny_noisy_synthbirds["home"], base / "home")  # the captions are parsed already
     model = torchvision.models.resnet18(num_classes=4)  # random weights: near chance, and warned about
     session = saywhy.fit(model, tiny_noisy_synthbirds["root"], preprocess=Preprocess(image_size=64, **IMAGENET),
                          arch="torchvision:resnet18", out=str(base / "exp"), home=base / "home", min_df=1)
