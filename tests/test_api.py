@@ -153,6 +153,7 @@ def test_a_torchvision_transform_is_accepted_when_explaining(resnet_session):
     assert [e.class_index for e in with_transform(paths)] == [e.class_index for e in session(paths)]
 
 
+# VGG-11 goes through the same find_layers refusal (tests/test_layers.py builds it without its slow init)
 @pytest.mark.parametrize("build", ["mlp_head_resnet18", "vgg11"])
 def test_networks_the_method_cannot_explain_are_refused_at_fit_in_one_line(tiny_noisy_synthbirds, tmp_path, build):
     import torch
@@ -160,7 +161,9 @@ def test_networks_the_method_cannot_explain_are_refused_at_fit_in_one_line(tiny_
     from torch import nn
 
     if build == "vgg11":
-        model = torchvision.models.vgg11(num_classes=4)
+        from torchvision.models.vgg import VGG, cfgs, make_layers
+
+        model = VGG(make_layers(cfgs["A"]), num_classes=4, init_weights=False)  # = vgg11(num_classes=4)
     else:
         model = torchvision.models.resnet18()
         model.fc = nn.Sequential(nn.Linear(512, 128), nn.ReLU(), nn.Linear(128, 4))
