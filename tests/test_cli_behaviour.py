@@ -400,3 +400,25 @@ def test_evaluate_refuses_a_dataset_with_other_classes(tiny, tmp_path, capsys):
     other = generate(tmp_path / "other", SynthConfig(n_images=24, image_size=32, n_species=3), workers=1, progress=False)
     assert main(["--home", str(tmp_path / "home"), "debug", "--root", str(other), "--explainer", str(tiny["exp"])]) == 1
     assert "the dataset's classes differ from the explainer's (3 against 4)" in _one_line_error(capsys)
+
+
+@pytest.mark.parametrize("command", ["fit", "train"])
+def test_out_never_replaces_a_folder_of_the_users_files(tiny, tmp_path, capsys, command):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("precious")
+    argv = (["fit", "--model", str(tiny["ckpt"]), "--root", str(tiny["root"])] if command == "fit"
+            else ["train", "--root", str(tiny["root"]), "--epochs", "1"])
+    assert main(["--home", str(tmp_path / "home")] + argv + ["--out", str(mine)]) == 1
+    assert "refusing to replace" in _one_line_error(capsys)
+    assert (mine / "thesis.tex").read_text() == "precious" and [p.name for p in mine.iterdir()] == ["thesis.tex"]
+
+
+def test_fit_out_refuses_the_checkpoint_it_fits(tiny, tmp_path, capsys):
+    import shutil
+
+    ckpt = shutil.copytree(tiny["ckpt"], tmp_path / "ckpt")
+    assert main(["--home", str(tmp_path / "home"), "fit", "--model", str(ckpt), "--root", str(tiny["root"]),
+                 "--out", str(ckpt)]) == 1
+    assert "it holds a saywhy checkpoint, not an explainer" in _one_line_error(capsys)
+    assert (ckpt / "model.safetensors").is_file()

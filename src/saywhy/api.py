@@ -66,6 +66,12 @@ def fit(model: Any, dataset: Any, *, preprocess: Any = None, arch: str | None = 
     metadata: dict[str, Any] = {"arch": arch} if arch else {}
     out = None if out is None else Path(out)
     checkpoint = None if out is None or arch is None else checkpoint_beside(out)
+    if out is not None:
+        from saywhy.files import check_replaceable
+
+        check_replaceable(out, "explainer")
+        if checkpoint is not None:
+            check_replaceable(checkpoint, "checkpoint")
     if checkpoint is not None:
         metadata["checkpoint"] = str(checkpoint)
     explainer, report = fit_explainer(dataset, model, preprocess, config, source=source, extractor=extractor,

@@ -110,6 +110,9 @@ def run(args: argparse.Namespace) -> None:
     from saywhy.pipeline import fit_explainer
     from saywhy.text.phrases import PhraseExtractor
 
+    from saywhy.files import check_replaceable
+
+    check_replaceable(args.out, "explainer")  # before minutes of work, not after
     ws = workspace(args)
     config = config_from(args)
     model, meta = load_checkpoint(args.model)

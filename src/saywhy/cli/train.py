@@ -51,6 +51,9 @@ def is_pretrained(args: argparse.Namespace) -> bool:
 
 
 def run(args: argparse.Namespace) -> None:
+    from saywhy.files import check_replaceable
+
+    check_replaceable(args.out, "checkpoint")  # before minutes of training, not after
     if is_pretrained(args):
         run_train_pretrained(args)
         return

@@ -521,7 +521,7 @@ class Explainer:
                   **self.cooccurrence_.arrays()}
         if self.attribute_model_ is not self.cooccurrence_:
             arrays.update(self.attribute_model_.arrays())
-        with atomic_folder(folder) as tmp:
+        with atomic_folder(folder, "explainer") as tmp:
             save_file({k: np.ascontiguousarray(v, dtype=np.float64) for k, v in arrays.items()}, tmp / "explainer.safetensors")
             meta = {"format_version": FORMAT_VERSION, "config": asdict(self.config), "vocabulary": self.vocabulary_,
                     "class_names": self.class_names_, "n_images": self.n_images_, "metadata": self.metadata_,

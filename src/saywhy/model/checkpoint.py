@@ -118,7 +118,7 @@ def weights_digest(model: nn.Module) -> str:
 def save_checkpoint(folder: str | Path, model: nn.Module, meta: dict[str, Any]) -> Path:
     """Write weights and metadata atomically: a temp folder renamed into place."""
     folder = Path(folder)
-    with atomic_folder(folder) as tmp:
+    with atomic_folder(folder, "checkpoint") as tmp:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, tmp / "model.safetensors")
         meta = {**meta, "weights_digest": weights_digest(model)}
