@@ -288,17 +288,6 @@ def test_a_decompression_bomb_is_one_line(tmp_path, monkeypatch, capsys):
     assert "too large to open safely" in _one_line_error(capsys)
 
 
-def test_a_bug_still_shows_its_traceback(monkeypatch):
-    from saywhy.cli import describe
-
-    def bug(args):
-        raise ZeroDivisionError("a bug")
-
-    monkeypatch.setattr(describe, "run", bug)
-    with pytest.raises(ZeroDivisionError):
-        main(["describe"])
-
-
 # ----- explain: several files, folders, --box ----------------------------------------------------
 @pytest.fixture
 def tiny(tiny_noisy_synthbirds) -> dict:
@@ -422,3 +411,17 @@ def test_fit_out_refuses_the_checkpoint_it_fits(tiny, tmp_path, capsys):
                  "--out", str(ckpt)]) == 1
     assert "it holds a saywhy checkpoint, not an explainer" in _one_line_error(capsys)
     assert (ckpt / "model.safetensors").is_file()
+
+
+def test_an_unexpected_error_is_one_line_unless_debug(monkeypatch, capsys):
+    from saywhy.cli import describe
+
+    def broken(args):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(describe, "run", broken)
+    assert main(["describe", "--list"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "internal error, ZeroDivisionError" in err and "--debug" in err
+    with pytest.raises(ZeroDivisionError):
+        main(["describe", "--list", "--debug"])

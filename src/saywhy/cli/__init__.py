@@ -71,7 +71,11 @@ def _main(argv: list[str]) -> int:
     except Exception as error:
         if _is_decompression_bomb(error):
             return _fail(f"an image is too large to open safely ({error}): shrink it or leave it out")
-        raise
+        if getattr(args, "debug", False):
+            raise
+        # a bug of saywhy's, not the user's: one line, and the way to the traceback
+        return _fail(f"internal error, {error.__class__.__name__}: {error} (run again with --debug for the "
+                     "traceback, and please report it)")
     return 0
 
 

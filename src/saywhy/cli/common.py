@@ -80,7 +80,7 @@ def class_ref(text: str) -> int | str:
 
 # ----- shared options ----------------------------------------------------------------------------
 def global_options(suppress: bool) -> argparse.ArgumentParser:
-    """``--home`` and ``--quiet``, for the main parser and (``suppress``) as a parent of every sub-command.
+    """``--home``, ``--quiet`` and ``--debug``, for the main parser and (``suppress``) as a parent of every sub-command.
 
     On the sub-commands the defaults are ``SUPPRESS``, so ``saywhy --quiet demo`` keeps the
     value given before the sub-command while ``saywhy demo --quiet`` sets it after.
@@ -91,6 +91,8 @@ def global_options(suppress: bool) -> argparse.ArgumentParser:
                         help="workspace folder for data, models and explainers (default $SAYWHY_HOME or ./.saywhy)")
     parser.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS if suppress else False,
                         help="no progress bars")
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS if suppress else False,
+                        help="show the full traceback of an unexpected error (for reporting a bug)")
     return parser
 
 

@@ -5,6 +5,7 @@ flag instead, and the caller drops and counts those images.
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -61,17 +62,43 @@ class Preprocess:
         return torch.from_numpy(array.transpose(2, 0, 1).copy())
 
 
+def max_pixels() -> int:
+    """The largest image saywhy decodes (width x height): ``$SAYWHY_MAX_PIXELS``, default 100 million
+    (a 10,000 x 10,000 photo); larger files are refused before decoding, so that a tiny file that
+    expands to gigabytes (a decompression bomb) cannot take the machine's memory."""
+    try:
+        return int(os.environ.get("SAYWHY_MAX_PIXELS", 100_000_000))
+    except ValueError:
+        raise SaywhyError("SAYWHY_MAX_PIXELS must be a whole number of pixels, e.g. 100000000") from None
+
+
 def open_image(path: str | Path) -> Image.Image:
-    """Open an image fully, or raise one clear line saying which file is bad."""
+    """Open an image fully as 8-bit RGB, or raise one clear line saying which file is bad.
+
+    16-bit and 32-bit greyscale images are scaled to 8 bits (PIL's own conversion would clip
+    them to white); images over :func:`max_pixels` are refused from their header alone.
+    """
     path = Path(path)
     if not path.is_file():
         raise SaywhyError(f"image {path} does not exist: check the path")
     try:
         with Image.open(path) as image:
+            limit = max_pixels()
+            if image.width * image.height > limit:
+                raise SaywhyError(f"image {path} has {image.width} x {image.height} pixels, more than the limit of "
+                                  f"{limit:,}: shrink it, or raise SAYWHY_MAX_PIXELS if you trust the file")
             image.load()
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as error:
+            return _to_rgb(image)
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
         raise SaywhyError(f"image {path} cannot be read ({error.__class__.__name__}): replace or remove the file") from None
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or array.max() <= 65535 else float(array.max())
+        return Image.fromarray(np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
+    return image.convert("RGB")
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")

@@ -154,6 +154,10 @@ def load_checkpoint(folder: str | Path, map_location: str = "cpu") -> tuple[nn.M
         state = load_file(weights_path, device=map_location)
     except (SafetensorError, OSError, RuntimeError) as error:
         raise SaywhyError(f"cannot read {weights_path} ({type(error).__name__}): the checkpoint is damaged, write it again") from None
+    bad = [name for name, tensor in state.items() if tensor.is_floating_point() and not bool(tensor.isfinite().all())]
+    if bad:
+        raise SaywhyError(f"{weights_path} holds NaN or infinite weights ({len(bad)} tensors, e.g. {bad[0]}): "
+                          "the checkpoint is damaged or its training diverged; train or import it again")
     load_weights(model, state, str(weights_path), f"{meta['arch']} with {len(meta['classes'])} classes")
     return model.eval(), meta
 

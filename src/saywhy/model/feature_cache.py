@@ -121,6 +121,12 @@ class FeatureCache:
         folder = self.model_folder(model, preprocess, layers)
         keys = [image_key(item, preprocess) for item in items]
         known = _read_shards(folder, layers.n_filters)
+        damaged = [key for key, row in known.items() if not np.isfinite(row).all()]
+        if damaged:  # a damaged or edited cache file: never serve its rows, compute them again
+            log.warning("%d cached feature rows in %s hold NaN or infinite numbers: computing them again",
+                        len(damaged), folder)
+            for key in damaged:
+                del known[key]
         missing = [i for i, key in enumerate(keys) if key is None or key not in known]
         computed: dict[int, np.ndarray] = {}
         if missing:
