@@ -68,3 +68,60 @@ def test_nan_rows_in_the_feature_cache_are_computed_again(tiny_noisy_synthbirds,
     again = cache.pooled(session.model, items, session.preprocess, session.layers, progress=False)
     np.testing.assert_allclose(again.pooled, first, rtol=1e-6)
     assert again.n_computed == 4
+
+
+def test_the_feature_cache_never_serves_a_file_replaced_by_other_bytes(tiny_noisy_synthbirds, tmp_path):
+    import os
+
+    from saywhy.model import feature_cache
+    from saywhy.model.feature_cache import FeatureCache
+
+    session = tiny_noisy_synthbirds["session"]
+    target, blue = tmp_path / "bird.bmp", tmp_path / "blue.bmp"
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(target)  # BMP: same size in bytes for any colours
+    Image.new("RGB", (32, 32), (30, 30, 200)).save(blue)
+    cache = FeatureCache(tmp_path / "features")
+    red_features = cache.pooled(session.model, [target], session.preprocess, session.layers, progress=False).pooled
+    stat = os.stat(target)
+    target.write_bytes(blue.read_bytes())  # other bytes, then the old size and time back
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert os.stat(target).st_size == stat.st_size and os.stat(target).st_mtime_ns == stat.st_mtime_ns
+    feature_cache._CONTENT.clear()  # a new run
+    after = cache.pooled(session.model, [target], session.preprocess, session.layers, progress=False)
+    blue_features = cache.pooled(session.model, [blue], session.preprocess, session.layers, progress=False).pooled
+    assert not np.allclose(red_features, blue_features)
+    np.testing.assert_allclose(after.pooled, blue_features, rtol=1e-6)
+
+
+def test_a_checkpoint_edited_after_saving_is_refused(tmp_path):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from saywhy.data.images import Preprocess
+    from saywhy.model.checkpoint import build_model, load_checkpoint, save_checkpoint
+
+    model = build_model("saywhy:smallcnn", 3)
+    folder = save_checkpoint(tmp_path / "ckpt", model, {"arch": "saywhy:smallcnn", "arch_kwargs": {},
+                                                         "classes": ["a", "b", "c"],
+                                                         "preprocess": Preprocess(image_size=32).to_dict()})
+    state = load_file(folder / "model.safetensors")
+    name = next(k for k, v in state.items() if v.is_floating_point())
+    state[name] = state[name] + 1.0
+    save_file(state, folder / "model.safetensors")
+    with pytest.raises(SaywhyError, match="does not match the weights digest"):
+        load_checkpoint(folder)
+    assert torch.is_tensor(state[name])
+
+
+@pytest.mark.parametrize("box", [(0, 0, 0, 5), (50, 50, 10, 10), (-30, 2, 10, 10), (1, 1, float("nan"), 3)])
+def test_a_box_without_pixels_of_the_image_is_skipped_and_counted_not_a_black_input(tmp_path, box):
+    from saywhy.data.records import ImageRecord
+
+    path = tmp_path / "bird.png"
+    Image.new("RGB", (40, 40), (200, 30, 30)).save(path)
+    record = ImageRecord(image_id=1, path=path, class_id=1, is_train=True, bbox=box)
+    _, _, ok = ImageDataset([record], Preprocess(image_size=8, crop="bbox"))[0]
+    assert ok is False
+    inside = ImageRecord(image_id=2, path=path, class_id=1, is_train=True, bbox=(30, 30, 20, 20))  # partly outside
+    image, _, ok = ImageDataset([inside], Preprocess(image_size=8, crop="bbox"))[0]
+    assert ok is True and image.abs().sum() > 0

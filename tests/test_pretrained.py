@@ -8,6 +8,7 @@ import urllib.error
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -249,7 +250,9 @@ def test_a_changed_file_is_recomputed_and_only_it(tiny_cub, tmp_path):
     cache, model, preprocess = FeatureCache(tmp_path / "f"), _tiny_net(), Preprocess(image_size=16)
     _cache_call(cache, model, records, preprocess)
     stat = records[0].path.stat()
-    os.utime(records[0].path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    os.utime(records[0].path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # touched, same bytes
+    assert _cache_call(cache, model, records, preprocess).n_computed == 0  # keyed by content, not by time
+    Image.new("RGB", (32, 32), (10, 200, 10)).save(records[0].path)  # other bytes
     again = _cache_call(cache, model, records, preprocess)
     assert (again.n_computed, again.n_cached) == (1, 3)
 
@@ -299,7 +302,8 @@ def test_fit_head_writes_a_head_the_network_uses(tiny_cub, tmp_path):
     report = fit_head(model, dataset, preprocess, cache=FeatureCache(tmp_path / "f"), progress=False)
     assert report["train_images"] == 2 and report["test_images"] == 2
     assert report["test_accuracy"] == 1.0  # red versus blue squares
-    assert report["training"]["head"] == "4" and report["features_computed"] == 4
+    # the tiny dataset's test images have the same bytes as its training images: served from the cache
+    assert report["training"]["head"] == "4" and (report["features_computed"], report["features_cached"]) == (2, 2)
 
 
 def _train_namespace(dataset_root: Path, tmp_path: Path, **changes) -> argparse.Namespace:

@@ -54,8 +54,7 @@ class Preprocess:
     def __call__(self, image: Image.Image, bbox: tuple[float, float, float, float] | None = None) -> torch.Tensor:
         image = image.convert("RGB")
         if self.crop == "bbox" and bbox is not None:
-            x, y, w, h = bbox
-            image = image.crop((int(x), int(y), int(np.ceil(x + w)), int(np.ceil(y + h))))
+            image = crop_to_box(image, bbox)
         image = image.resize((self.image_size, self.image_size), Image.BILINEAR)
         array = np.asarray(image, dtype=np.float32) / 255.0
         array = (array - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
@@ -104,14 +103,33 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
+def crop_to_box(image: Image.Image, bbox: tuple[float, float, float, float]) -> Image.Image:
+    """The (x, y, w, h) box of ``image``, the pixels (int(x), int(y)) to (ceil(x + w), ceil(y + h)).
+
+    A box that is not four finite numbers, has no area, or lies wholly outside the image is
+    refused (it would otherwise become an all-black input): the image is skipped and counted in
+    long runs. A box partly outside keeps its size (the outside is black), as the heatmaps'
+    geometry (:meth:`Preprocess.seen_box`) assumes.
+
+    >>> crop_to_box(Image.new("RGB", (10, 10)), (2.5, 3.0, 4.0, 5.0)).size
+    (5, 5)
+    """
+    x, y, w, h = (float(v) for v in bbox)
+    if not all(np.isfinite([x, y, w, h])) or w <= 0 or h <= 0:
+        raise SaywhyError(f"box {tuple(bbox)} is not x, y, width, height with finite numbers and a positive size")
+    left, top, right, bottom = int(x), int(y), int(np.ceil(x + w)), int(np.ceil(y + h))
+    if right <= 0 or bottom <= 0 or left >= image.width or top >= image.height:
+        raise SaywhyError(f"box {tuple(bbox)} lies outside the {image.width} x {image.height} image")
+    return image.crop((left, top, right, bottom))  # a box partly outside keeps its geometry, padded black
+
+
 def apply_preprocess(preprocess, image: Image.Image, bbox: tuple[float, float, float, float] | None = None) -> torch.Tensor:
     """A :class:`Preprocess`, or any callable from a PIL image to a (3, H, W) tensor (a torchvision
     transform); a box crops first for either."""
     if isinstance(preprocess, Preprocess):
         return preprocess(image, bbox)
     if bbox is not None:
-        x, y, w, h = bbox
-        image = image.crop((int(x), int(y), int(np.ceil(x + w)), int(np.ceil(y + h))))
+        image = crop_to_box(image, bbox)
     tensor = preprocess(image.convert("RGB"))
     if not isinstance(tensor, torch.Tensor) or tensor.ndim != 3:
         raise SaywhyError(f"the transform returned {type(tensor).__name__}, not a (3, H, W) tensor: "

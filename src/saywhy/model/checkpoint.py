@@ -130,7 +130,8 @@ def load_checkpoint(folder: str | Path, map_location: str = "cpu") -> tuple[nn.M
     """Rebuild the model of a checkpoint folder and return it (in eval mode) with its metadata.
 
     Every way a folder can be wrong (missing files, bad JSON, missing fields, weights that
-    do not fit the architecture) is one ``SaywhyError`` line naming the file.
+    do not fit the architecture, NaN weights, tensors that no longer match the digest saved
+    with them) is one ``SaywhyError`` line naming the file.
     """
     folder = Path(folder)
     meta_path, weights_path = folder / "model.json", folder / "model.safetensors"
@@ -159,6 +160,9 @@ def load_checkpoint(folder: str | Path, map_location: str = "cpu") -> tuple[nn.M
         raise SaywhyError(f"{weights_path} holds NaN or infinite weights ({len(bad)} tensors, e.g. {bad[0]}): "
                           "the checkpoint is damaged or its training diverged; train or import it again")
     load_weights(model, state, str(weights_path), f"{meta['arch']} with {len(meta['classes'])} classes")
+    if meta.get("weights_digest") and weights_digest(model) != meta["weights_digest"]:
+        raise SaywhyError(f"{weights_path} does not match the weights digest in {meta_path.name} (damaged or edited "
+                          "after saving): train or import the checkpoint again")
     return model.eval(), meta
 
 

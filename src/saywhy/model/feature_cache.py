@@ -2,9 +2,10 @@
 
 A row is found again only when everything that made it is the same: the backbone (a
 digest of its layers and tensors, the head left out so that a new head reuses them), the
-layer read, the preprocessing (size, mean, std, crop) and the image file (resolved path,
-size and modification time, plus its bounding box when the crop uses it). Change any of
-these and the row is recomputed; a stale feature is never served.
+layer read, the preprocessing (size, mean, std, crop) and the image file (the SHA-256 of its
+bytes, plus its bounding box when the crop uses it). Change any of these and the row is
+recomputed; a stale feature is never served, even for a file replaced by other bytes of the
+same size and time.
 
 Layout: ``FOLDER/<model key>/<shard>.safetensors``, each shard holding ``keys`` (N x 16
 bytes) and ``pooled`` (N x filters, float32); a shard is written to a temp name and
@@ -57,20 +58,28 @@ def backbone_digest(model: nn.Module, head: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def image_key(item: ImageRecord | str | Path, preprocess: Preprocess) -> bytes | None:
-    """The identity of one image's input: file path, size, mtime and (with bbox crop) the box.
+_CONTENT: dict[tuple[str, int, int], bytes] = {}  # (path, size, mtime) -> SHA-256 of the bytes, this process
 
-    None when the file cannot be found: such an image is never cached.
+
+def image_key(item: ImageRecord | str | Path, preprocess: Preprocess) -> bytes | None:
+    """The identity of one image's input: a hash of the file's bytes and (with bbox crop) the box.
+
+    Keyed by content, so a file replaced by other bytes of the same size and time is never
+    served the old features; the hash is computed once per process while the file's size and
+    time stay the same. None when the file cannot be read: such an image is never cached.
     """
     path, bbox = (item.path, item.bbox) if isinstance(item, ImageRecord) else (Path(item), None)
     try:
         path = Path(path).resolve()
         stat = path.stat()
+        seen = (str(path), stat.st_size, stat.st_mtime_ns)
+        content = _CONTENT.get(seen)
+        if content is None:
+            content = _CONTENT[seen] = hashlib.sha256(path.read_bytes()).digest()
     except OSError:
         return None
     box = bbox if preprocess.crop == "bbox" else None
-    text = f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\0{box}"
-    return hashlib.sha256(text.encode()).digest()[:KEY_BYTES]
+    return hashlib.sha256(content + f"\0{box}".encode()).digest()[:KEY_BYTES]
 
 
 @dataclass
