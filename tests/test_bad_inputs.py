@@ -125,3 +125,73 @@ def test_a_box_without_pixels_of_the_image_is_skipped_and_counted_not_a_black_in
     inside = ImageRecord(image_id=2, path=path, class_id=1, is_train=True, bbox=(30, 30, 20, 20))  # partly outside
     image, _, ok = ImageDataset([inside], Preprocess(image_size=8, crop="bbox"))[0]
     assert ok is True and image.abs().sum() > 0
+
+
+def test_a_damaged_phrase_cache_heals_and_an_unwritable_one_is_a_warning(tmp_path, caplog, monkeypatch):
+    import errno
+
+    from saywhy.text import phrases
+    from saywhy.text.phrases import PhraseExtractor
+
+    extractor = PhraseExtractor(cache_dir=tmp_path / "cache")
+    expected = extractor.extract(["this bird has a red crown."])
+    cache_file = next((tmp_path / "cache").glob("phrases-*.jsonl"))
+    cache_file.write_text(cache_file.read_text()[:-9] + "\n{not json\n")  # truncated, then garbage
+    healed = PhraseExtractor(cache_dir=tmp_path / "cache")
+    assert healed.extract(["this bird has a red crown."]) == expected
+    assert "damaged line" in caplog.text
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(phrases.tempfile, "mkstemp", full_disk)  # the optional cache cannot be written
+    assert PhraseExtractor(cache_dir=tmp_path / "other").extract(["a small blue bird."])
+    assert "could not be written (No space left on device)" in caplog.text
+
+
+def test_duplicate_image_ids_keep_the_first_line_and_are_counted(tmp_path):
+    from conftest import write_tiny_cub
+
+    from saywhy.data.cub import read_cub
+
+    root = write_tiny_cub(tmp_path)
+    images = root / "CUB_200_2011" / "images.txt"
+    images.write_text(images.read_text() + "1 007.Blue_Bird/b_1.jpg\n")
+    dataset = read_cub(root)
+    assert next(r for r in dataset.records if r.image_id == 1).path.name == "a_1.jpg"
+    assert dataset.skipped["duplicate id in images.txt (first line kept)"] == 1
+
+
+def test_attributes_given_as_one_string_in_jsonl_are_phrases_not_letters(tmp_path):
+    import json
+
+    from conftest import write_tiny_cub
+
+    from saywhy.data.attribute_files import attach_attribute_file
+    from saywhy.data.cub import read_cub
+
+    root = write_tiny_cub(tmp_path)
+    path = tmp_path / "attributes.jsonl"
+    path.write_text(json.dumps({"image": 1, "attributes": "red crown; small bird"}) + "\n")
+    dataset = attach_attribute_file(read_cub(root), path)
+    assert next(r for r in dataset.records if r.image_id == 1).attributes == ("red crown", "small bird")
+
+
+def test_a_partly_copied_demo_model_is_made_again(tiny_noisy_synthbirds, tmp_path, monkeypatch):
+    from saywhy import demo
+    from saywhy.workspace import Workspace
+
+    tiny = tiny_noisy_synthbirds
+    monkeypatch.setattr(demo, "_shipped_model_folder", lambda: tiny["ckpt"])
+    real_load = demo.load_checkpoint
+
+    def load(path, *args, **kwargs):
+        model, meta = real_load(path, *args, **kwargs)
+        return model, {**meta, "dataset_fingerprint": "fp", "arch_kwargs": demo.DEMO_ARCH_KWARGS}
+
+    monkeypatch.setattr(demo, "load_checkpoint", load)
+    workspace = Workspace(tmp_path)
+    _, _, folder = demo.ensure_demo_model(workspace, tiny["dataset"], "fp", progress=False)
+    (folder / "model.safetensors").write_bytes(b"half a file")  # a copy cut short
+    model, _, again = demo.ensure_demo_model(workspace, tiny["dataset"], "fp", progress=False)
+    assert again == folder and (folder / "model.safetensors").stat().st_size > 100

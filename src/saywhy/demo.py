@@ -20,6 +20,7 @@ from saywhy.data.records import Dataset
 from saywhy.data.synthbirds import SynthConfig, generate, load_truth
 from saywhy.errors import SaywhyError
 from saywhy.explain.explainer import FORMAT_VERSION, Explainer, ExplainerConfig
+from saywhy.files import atomic_folder
 from saywhy.model.checkpoint import build_model, checkpoint_metadata, load_checkpoint, save_checkpoint, weights_digest
 from saywhy.model.train import TrainConfig, train_classifier
 from saywhy.pipeline import fit_explainer
@@ -79,16 +80,22 @@ def ensure_demo_model(workspace: Workspace, dataset: Dataset, dataset_fingerprin
     """The cached model; else the shipped weights if they match this synthbirds config; else train."""
     key = f"smallcnn-{fingerprint(dataset_fingerprint, DEMO_ARCH, DEMO_ARCH_KWARGS, DEMO_PREPROCESS.to_dict(), DEMO_TRAIN.__dict__)}"
     folder = workspace.model(key)
-    if not (folder / "model.json").is_file():
-        shipped = _shipped_model_folder()
-        shipped_meta = load_checkpoint(shipped)[1] if shipped is not None else {}
-        if (shipped_meta.get("dataset_fingerprint") == dataset_fingerprint
-                and shipped_meta.get("arch_kwargs") == DEMO_ARCH_KWARGS):
-            log.info("using the shipped demo weights")
-            folder.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copytree(shipped, folder, dirs_exist_ok=True)
-        else:
-            train_demo_model(dataset, dataset_fingerprint, folder, progress=progress)
+    if (folder / "model.json").is_file():
+        try:
+            model, meta = load_checkpoint(folder)
+            return model, meta, folder
+        except SaywhyError as error:  # partly copied or damaged: the demo's own cache, so make it again
+            log.warning("the cached demo model is unusable, making it again: %s", error)
+    shipped = _shipped_model_folder()
+    shipped_meta = load_checkpoint(shipped)[1] if shipped is not None else {}
+    if (shipped_meta.get("dataset_fingerprint") == dataset_fingerprint
+            and shipped_meta.get("arch_kwargs") == DEMO_ARCH_KWARGS):
+        log.info("using the shipped demo weights")
+        with atomic_folder(folder, "checkpoint") as tmp:  # whole or not at all: a kill leaves no half copy
+            for name in ("model.json", "model.safetensors"):
+                shutil.copy2(shipped / name, tmp / name)
+    else:
+        train_demo_model(dataset, dataset_fingerprint, folder, progress=progress)
     model, meta = load_checkpoint(folder)
     return model, meta, folder
 

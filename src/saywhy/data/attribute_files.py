@@ -108,7 +108,12 @@ def _read_pairs(path: Path, skipped: Counter):
                 continue
             try:
                 row = json.loads(line)
-                yield str(row["image"]), list(row["attributes"])
+                attributes = row["attributes"]
+                if isinstance(attributes, str):  # "red crown; black wing", as in the CSV, not its letters
+                    attributes = attributes.split(";")
+                if not isinstance(attributes, list) or not all(isinstance(a, str) for a in attributes):
+                    raise TypeError("attributes must be a list of phrases or a ';'-separated string")
+                yield str(row["image"]), attributes
             except (json.JSONDecodeError, KeyError, TypeError):
                 skipped["malformed attribute row"] += 1
         return

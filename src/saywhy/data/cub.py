@@ -59,12 +59,18 @@ def _rows(path: Path, n_fields: int, skipped: Counter) -> list[list[str]]:
 
 
 def _int_map(path: Path, skipped: Counter) -> dict[int, str]:
+    """id -> rest of the line; an id listed twice keeps its first line, and the others are counted."""
     out = {}
     for fields in _rows(path, 2, skipped):
         try:
-            out[int(fields[0])] = " ".join(fields[1:])
+            key = int(fields[0])
         except ValueError:
             skipped[f"malformed line in {path.name}"] += 1
+            continue
+        if key in out:
+            skipped[f"duplicate id in {path.name} (first line kept)"] += 1
+            continue
+        out[key] = " ".join(fields[1:])
     return out
 
 

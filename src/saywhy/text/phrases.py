@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -35,6 +36,8 @@ from typing import Any
 import numpy as np
 
 from saywhy.errors import SaywhyError
+
+log = logging.getLogger(__name__)
 
 # Bump when the extraction rules change, so cached phrases from older rules are not reused.
 EXTRACTOR_VERSION = 1
@@ -152,13 +155,24 @@ class PhraseExtractor:
             self._cache = {}
             path = self._cache_path()
             if path is not None and path.exists():
+                bad = 0
                 try:
-                    with path.open(encoding="utf-8") as lines:
+                    with path.open(encoding="utf-8", errors="replace") as lines:
                         for line in lines:
-                            entry = json.loads(line)
-                            self._cache[entry["key"]] = entry["phrases"]
-                except (ValueError, KeyError, TypeError) as error:
-                    raise SaywhyError(f"the phrase cache {path} is unreadable ({error!r}): delete it to rebuild") from None
+                            try:
+                                entry = json.loads(line)
+                                key, phrases = entry["key"], entry["phrases"]
+                                if not isinstance(key, str) or not isinstance(phrases, list) or \
+                                        not all(isinstance(p, str) for p in phrases):
+                                    raise TypeError("not a key and a list of phrases")
+                            except (ValueError, KeyError, TypeError):
+                                bad += 1  # a truncated or edited line: those captions are parsed again
+                                continue
+                            self._cache[key] = phrases
+                except OSError as error:
+                    log.warning("the phrase cache %s cannot be read (%s): parsing the captions again", path, error)
+                if bad:
+                    log.warning("%d damaged line(s) in the phrase cache %s: those captions are parsed again", bad, path)
         return self._cache
 
     def _save_cache(self, cache: dict[str, list[str]]) -> None:
@@ -168,15 +182,22 @@ class PhraseExtractor:
         path = self._cache_path()
         if path is None:
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+        temporary = None
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
             with os.fdopen(handle, "w", encoding="utf-8") as out:
                 for key, phrases in cache.items():
                     out.write(json.dumps({"key": key, "phrases": phrases}) + "\n")
             os.replace(temporary, path)
+        except OSError as error:  # a full disk, a read-only cache: the cache is optional, the run goes on
+            if temporary is not None:
+                Path(temporary).unlink(missing_ok=True)
+            log.warning("the phrase cache %s could not be written (%s): the next run parses the captions again",
+                        path, error.strerror or error)
         except BaseException:
-            Path(temporary).unlink(missing_ok=True)
+            if temporary is not None:
+                Path(temporary).unlink(missing_ok=True)
             raise
 
 
