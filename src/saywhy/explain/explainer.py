@@ -317,7 +317,9 @@ class Explainer:
     def decision_function(self, pooled: np.ndarray) -> np.ndarray:
         """The head's logits W phi + b (images x classes), recomputed exactly from pooled activations."""
         self._check_fitted()
-        return self._pooled(pooled) @ self._weights.T + self._bias
+        with np.errstate(over="ignore", invalid="ignore"):
+            logits = self._pooled(pooled) @ self._weights.T + self._bias
+        return _finite(logits, "the class scores computed from these activations (they overflow)")
 
     logits = decision_function
 
@@ -427,8 +429,13 @@ class Explainer:
         pooled = self._pooled(pooled)
         predicted = self.predict(pooled)
         classes = predicted if classes is None else self._classes(pooled, classes)
-        scores = self.attribute_model_.scores(pooled, self.filter_given_image_class(pooled, classes))
-        readable = self.attribute_model_.readable(pooled, scores)
+        with np.errstate(over="ignore", invalid="ignore"):
+            scores = self.attribute_model_.scores(pooled, self.filter_given_image_class(pooled, classes))
+            readable = self.attribute_model_.readable(pooled, scores)
+        _finite(readable, "the attribute scores computed from these activations (they overflow)")
+        if np.isnan(scores.log_p).any() or (scores.evidence is not None and not np.isfinite(scores.evidence).all()):
+            raise SaywhyError("the attribute evidence computed from these activations overflows: they are far outside "
+                              "what the explainer was fitted on; check the network and the preprocessing")
         logits, proba = self.decision_function(pooled), self.predict_proba(pooled)
         out = []
         for i, c in enumerate(classes):
