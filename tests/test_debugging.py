@@ -9,7 +9,8 @@ import pytest
 import scipy.sparse as sp
 
 from saywhy.apps.debugging import canonical_rows, debug_network, explain_failures
-from saywhy.apps.retrieval import evaluate_attribute_retrieval, search_images
+from saywhy.apps.retrieval import evaluate_attribute_retrieval
+from saywhy.search import search_images
 from saywhy.cli import main
 from saywhy.errors import SaywhyError
 from saywhy.explain.explainer import Explainer, ExplainerConfig

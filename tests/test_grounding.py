@@ -13,7 +13,6 @@ from saywhy.apps.grounding import (
     GROUNDING_METHODS,
     GroundingMethod,
     attribute_alphas,
-    crop_box,
     filter_figure,
     ground,
     grounding_pck,
@@ -89,11 +88,11 @@ def test_cell_centre_maps_to_the_right_pixel_without_crop():
 
 
 def test_cell_centre_maps_to_the_right_pixel_with_bbox_crop():
-    box = crop_box(Preprocess(crop="bbox"), (100, 100), (10.0, 20.0, 23.5, 40.0))
+    box = Preprocess(crop="bbox").seen_box((100, 100), (10.0, 20.0, 23.5, 40.0))
     assert box == (10, 20, 34, 60)  # int(x), int(y), ceil(x + w), ceil(y + h): 24 x 40 px
     # 3 px per column, 5 px per row: cell (2, 3) -> (10 + 3.5 * 3, 20 + 2.5 * 5).
     assert cells_to_image(np.array([2, 3]), (8, 8), box).tolist() == [20.5, 32.5]
-    assert crop_box(Preprocess(crop="none"), (100, 80), (10.0, 20.0, 23.5, 40.0)) == (0, 0, 100, 80)
+    assert Preprocess(crop="none").seen_box((100, 80), (10.0, 20.0, 23.5, 40.0)) == (0, 0, 100, 80)
 
 
 def test_upsampled_heatmap_puts_the_cell_value_on_its_pixel_and_zero_outside_the_crop():
@@ -116,7 +115,7 @@ def test_geometry_matches_what_preprocess_does():
     tensor = preprocess(Image.fromarray(pixels), bbox)[0].numpy()
     cell = np.unravel_index(tensor.argmax(), tensor.shape)
     assert cell == (4, 4)
-    box = crop_box(preprocess, (40, 30), bbox)
+    box = preprocess.seen_box((40, 30), bbox)
     assert cells_to_image(np.array(cell), (8, 8), box).tolist() == [13.0, 10.5]  # the block's centre
 
 

@@ -10,15 +10,10 @@ import scipy.sparse as sp
 from PIL import Image
 
 from saywhy.apps.phrase_stats import top_phrases
-from saywhy.apps.retrieval import (
-    evaluate_attribute_retrieval,
-    frequent_attributes,
-    query_indices,
-    rank_images,
-    top_k_mask,
-)
+from saywhy.apps.retrieval import evaluate_attribute_retrieval, frequent_attributes
 from saywhy.errors import SaywhyError
 from saywhy.explain.explainer import Explainer, ExplainerConfig
+from saywhy.search import query_indices, rank_images, top_k_mask
 from saywhy.metrics.retrieval import (
     average_precision,
     confusion_counts,

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from saywhy.data.inputs import item_name, list_images  # noqa: F401  (list_images: re-exported)
+from saywhy.data.inputs import item_name
 from saywhy.data.records import ImageRecord
 from saywhy.errors import SaywhyError
 

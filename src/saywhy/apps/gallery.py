@@ -36,7 +36,6 @@ from saywhy.apps.debugging import (
     canonical_paths,
     explain_failures,
 )
-from saywhy.apps.grounding import crop_box
 from saywhy.core.grounding import normalize_heatmaps, upsample_heatmap
 from saywhy.data.images import open_image
 from saywhy.data.records import Dataset, ImageRecord
@@ -205,7 +204,7 @@ def _figure1(session: Any, records: Sequence[ImageRecord], pooled: np.ndarray, l
     record = records[row]
     maps = session.activations([record], keep_maps=True, strict=True).maps[0]
     size = open_image(record.path).size
-    box = crop_box(session.preprocess, size, record.bbox)
+    box = session.preprocess.seen_box(size, record.bbox)
     cams = [upsample_heatmap(normalize_heatmaps(class_activation_map(explainer.head_weights_[c], maps)), box, size)
             for c in (predicted, other)]
     return Misclassified(str(record.path), record.image_id, explainer.readable_name(int(labels[row])),

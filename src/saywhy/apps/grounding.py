@@ -2,7 +2,7 @@
 
 One forward pass per image keeps the final conv maps f(x); every queried attribute's
 heatmap is then eq. 9 in :mod:`saywhy.core.grounding`. Heatmaps are placed on the
-original image through the box the network saw (:func:`crop_box`), so a bounding-box
+original image through the box the network saw (:meth:`Preprocess.seen_box`), so a bounding-box
 crop and the non-uniform stretch to a square are undone exactly.
 
 Baselines for the PCK table (:func:`grounding_points`), all from the same pass, each a
@@ -33,7 +33,6 @@ from saywhy.core.grounding import (
     peak_cells,
     upsample_heatmap,
 )
-from saywhy.data.images import Preprocess
 from saywhy.data.records import ImageRecord
 from saywhy.errors import SaywhyError
 from saywhy.explain.explainer import Explainer
@@ -45,18 +44,6 @@ from saywhy.metrics.pck import (
     pck,
 )
 from saywhy.pipeline import ExplainerSession
-
-def crop_box(preprocess: Preprocess, image_size: tuple[int, int], bbox: tuple[float, float, float, float] | None) -> Box:
-    """The (x0, y0, x1, y1) region of the original image that the network saw.
-
-    The same box as :class:`~saywhy.data.images.Preprocess` crops: the whole image, or
-    (int(x), int(y), ceil(x + w), ceil(y + h)) with ``crop="bbox"``.
-
-    >>> crop_box(Preprocess(crop="bbox"), (100, 80), (10.5, 20.0, 30.2, 40.0))
-    (10, 20, 41, 60)
-    """
-    return preprocess.seen_box(image_size, bbox)
-
 
 def canonical(phrase: str, synonyms: Mapping[str, str] | None) -> str:
     """A phrase with each word mapped through ``synonyms`` ("gray bill" -> "grey beak")."""
@@ -331,7 +318,7 @@ def grounding_points(session: ExplainerSession, records: Sequence[ImageRecord], 
             size = _image_size(record.path)
             items.append(GroundingItem(record, row, queried, alpha_all[[position[t] for t in queried]],
                                        acts.maps[row], acts.logits[row], size,
-                                       crop_box(session.preprocess, size, record.bbox)))
+                                       session.preprocess.seen_box(size, record.bbox)))
         batch = GroundingBatch(session, kept, items)
         for method, runner in runners.items():
             for item, found in zip(items, runner.ground(batch)):

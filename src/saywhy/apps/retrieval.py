@@ -27,15 +27,7 @@ import numpy as np
 from saywhy.errors import SaywhyError
 from saywhy.explain.explainer import Explainer
 from saywhy.metrics.retrieval import RetrievalReport, evaluate_retrieval
-from saywhy.search import (  # noqa: F401  (Figure 6 lives with the session; re-exported for Table 2's users)
-    SearchHit,
-    SearchResult,
-    list_images,
-    query_indices,
-    rank_images,
-    search_images,
-    top_k_mask,
-)
+from saywhy.search import top_k_mask
 
 # ----- Table 2 -------------------------------------------------------------------------------
 @dataclass
