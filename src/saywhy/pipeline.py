@@ -342,16 +342,14 @@ class ExplainerSession:
     __call__ = explain
 
     def _targets(self, target: Any, n_items: int, kept: np.ndarray) -> Any:
-        if target is None:
-            return None
-        if hasattr(target, "tolist"):  # a torch tensor or numpy array, as Captum users pass them
-            target = target.tolist()
-        if isinstance(target, (str, int)):
-            return np.full(len(kept), self.explainer.class_index(target))
-        targets = list(target)
+        """One target for all, or the targets of the inputs that could be read (``Explainer.explain``
+        turns names, indices and tensors into classes and checks them)."""
+        if target is None or isinstance(target, (str, int)) or getattr(target, "ndim", None) == 0:
+            return target
+        targets = target.tolist() if hasattr(target, "tolist") else list(target)
         if len(targets) != n_items:
             raise SaywhyError(f"{len(targets)} targets for {n_items} images: give one class, or one per image")
-        return np.array([self.explainer.class_index(targets[i]) for i in kept])
+        return [targets[i] for i in kept]
 
     def ground(self, item: Any, attributes: Sequence[str], *, box: Any = None) -> Heatmaps:
         """Where each attribute is in one image (eq. 9), from one forward pass."""
