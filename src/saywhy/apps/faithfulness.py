@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from saywhy.core.normalization import softmax
+
 from saywhy.explain.explainer import Explainer
 
 
@@ -41,11 +43,6 @@ class RemovalResult:
         return {"logit_drop": self.logit_drop, "probability_drop": self.probability_drop, "flipped": self.flipped}
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
-
-
 def removal_effect(explainer: Explainer, pooled: np.ndarray, classes: np.ndarray, removed: np.ndarray) -> RemovalResult:
     """Zero the ``removed`` filters of each image (row of indices) and compare the class's score."""
     rows = np.arange(len(pooled))
@@ -55,7 +52,7 @@ def removal_effect(explainer: Explainer, pooled: np.ndarray, classes: np.ndarray
     after = explainer.decision_function(cut)
     return RemovalResult(
         logit_drop=float(np.mean(before[rows, classes] - after[rows, classes])),
-        probability_drop=float(np.mean(_softmax(before)[rows, classes] - _softmax(after)[rows, classes])),
+        probability_drop=float(np.mean(softmax(before, axis=1)[rows, classes] - softmax(after, axis=1)[rows, classes])),
         flipped=float(np.mean(after.argmax(axis=1) != classes)),
     )
 

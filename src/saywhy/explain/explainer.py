@@ -22,6 +22,7 @@ from safetensors.numpy import load_file, save_file
 
 from saywhy.core.filter_attribute import attribute_incidence
 from saywhy.core.image_class import filter_given_class, filter_given_image_class
+from saywhy.core.normalization import softmax
 from saywhy.errors import SaywhyError
 from saywhy.explain.attribute_models import CooccurrenceModel, Scores, attribute_model, part_weights  # noqa: F401
 from saywhy.explain.names import readable_class_name
@@ -329,9 +330,7 @@ class Explainer:
 
     def predict_proba(self, pooled: np.ndarray) -> np.ndarray:
         """Softmax of the logits: the network's class probabilities (images x classes)."""
-        z = self.decision_function(pooled)
-        z = np.exp(z - z.max(axis=1, keepdims=True))
-        return z / z.sum(axis=1, keepdims=True)
+        return softmax(self.decision_function(pooled), axis=1)
 
     def _pooled(self, pooled: np.ndarray) -> np.ndarray:
         pooled = np.atleast_2d(np.asarray(pooled, np.float64))
@@ -427,7 +426,8 @@ class Explainer:
         """
         self._check_fitted()
         pooled = self._pooled(pooled)
-        predicted = self.predict(pooled)
+        logits = self.decision_function(pooled)  # once: the decision, the probabilities and the printed logit
+        proba, predicted = softmax(logits, axis=1), logits.argmax(axis=1)
         classes = predicted if classes is None else self._classes(pooled, classes)
         with np.errstate(over="ignore", invalid="ignore"):
             scores = self.attribute_model_.scores(pooled, self.filter_given_image_class(pooled, classes))
@@ -436,7 +436,6 @@ class Explainer:
         if np.isnan(scores.log_p).any() or (scores.evidence is not None and not np.isfinite(scores.evidence).all()):
             raise SaywhyError("the attribute evidence computed from these activations overflows: they are far outside "
                               "what the explainer was fitted on; check the network and the preprocessing")
-        logits, proba = self.decision_function(pooled), self.predict_proba(pooled)
         out = []
         for i, c in enumerate(classes):
             order = [j for j in np.argsort(-scores.log_p[i], kind="stable")[: self.config.top_k] if scores.own[i, j] > 0]
