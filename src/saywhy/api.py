@@ -109,16 +109,13 @@ def load(explainer: str | Path, model: Any = None, *, preprocess: Any = None, ho
     not describe; tensors given to the session are always used as they are.
     """
     from saywhy.explain.explainer import Explainer
-    from saywhy.model.checkpoint import load_checkpoint
     from saywhy.model.feature_cache import FeatureCache
     from saywhy.pipeline import ExplainerSession
     from saywhy.workspace import Workspace
 
     fitted = Explainer.load(explainer)
+    cache = FeatureCache((Workspace(home) if home else Workspace.default()).feature_cache)
     if model is None:
-        folder = fitted.metadata_.get("checkpoint")
-        if folder is None:
-            raise SaywhyError(f"{explainer} does not name its network: pass the model, saywhy.load(folder, model)")
-        model, _ = load_checkpoint(folder)
-    workspace = Workspace(home) if home else Workspace.default()
-    return ExplainerSession(fitted, model.eval(), preprocess, feature_cache=FeatureCache(workspace.feature_cache))
+        return ExplainerSession.from_checkpoint(fitted, preprocess=preprocess, feature_cache=cache,
+                                                advice="pass the model, saywhy.load(folder, model)")
+    return ExplainerSession(fitted, model.eval(), preprocess, feature_cache=cache)

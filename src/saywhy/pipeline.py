@@ -232,6 +232,18 @@ class ExplainerSession:
         self.layers = resolve_layers(model, self._probe_size(), meta.get("layer"), meta.get("head"))
         self._known_boxes: dict[str, ImageRecord] | None = None
 
+    @classmethod
+    def from_checkpoint(cls, explainer: Explainer, checkpoint: str | Path | None = None, *, preprocess: Any = None,
+                        feature_cache: FeatureCache | None = None, advice: str = "pass the checkpoint folder") -> ExplainerSession:
+        """The explainer with the network of ``checkpoint``, or of the checkpoint its metadata names."""
+        from saywhy.model.checkpoint import load_checkpoint
+
+        checkpoint = checkpoint or explainer.metadata_.get("checkpoint")
+        if checkpoint is None:
+            raise SaywhyError(f"the explainer does not name its network's checkpoint: {advice}")
+        model, _ = load_checkpoint(checkpoint)
+        return cls(explainer, model, preprocess, feature_cache=feature_cache)
+
     def _probe_size(self) -> Preprocess:
         size = getattr(self.preprocess, "image_size", None) or self.explainer.metadata_.get("preprocess", {}).get("image_size", 224)
         return Preprocess(image_size=int(size))

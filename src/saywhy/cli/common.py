@@ -161,16 +161,12 @@ def load_explainer(args: argparse.Namespace, folder: Path | None = None):
 
 def load_session(args: argparse.Namespace, explainer=None):
     """The explainer (given, or from --explainer / the workspace) with the network it was fitted on."""
-    from saywhy.model.checkpoint import load_checkpoint
     from saywhy.model.feature_cache import FeatureCache
     from saywhy.pipeline import ExplainerSession
 
-    explainer = explainer or load_explainer(args)
-    model_folder = getattr(args, "model", None) or explainer.metadata_.get("checkpoint")
-    if model_folder is None:
-        raise SaywhyError("the explainer does not name its checkpoint: pass --model DIR")
-    model, _ = load_checkpoint(model_folder)
-    return ExplainerSession(explainer, model, feature_cache=FeatureCache(workspace(args).feature_cache))
+    return ExplainerSession.from_checkpoint(explainer or load_explainer(args), getattr(args, "model", None),
+                                            feature_cache=FeatureCache(workspace(args).feature_cache),
+                                            advice="pass --model DIR")
 
 
 def dataset_and_session(args: argparse.Namespace):
