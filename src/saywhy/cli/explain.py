@@ -50,6 +50,7 @@ def print_explanation(image: Path, explanation, as_json: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    from saywhy.data.images import open_image
     from saywhy.data.inputs import list_images
 
     extra = {} if args.box is None else {"box": args.box}
@@ -77,15 +78,18 @@ def run(args: argparse.Namespace) -> None:
         else:
             failed(f"image {path} does not exist: check the path")
     tried = len(images) + len(failures)
-    try:
-        explained = dict(zip(images, session.explain(images, args.class_, **extra))) if images else {}
-    except SaywhyError:  # an unreadable file among them: explain one by one to say which, and go on
-        explained = {}
-        for image in images:
+    # one pass over every image; an unreadable one is left out, and opening it again says why
+    found = {Path(e.input).resolve(): e for e in session.explain(images, args.class_, strict=False, **extra)} \
+        if images else {}
+    explained = {image: found[image.resolve()] for image in images if image.resolve() in found}
+    for image in images:
+        if image not in explained:
             try:
-                explained[image] = session.explain([image], args.class_, **extra)[0]
+                open_image(image)
             except SaywhyError as error:
                 failed(str(error))
+            else:
+                failed(f"image {image} could not be explained")
     for image in images:  # in the order given
         if image in explained:
             print_explanation(image, explained[image], args.json)
