@@ -27,6 +27,13 @@ class Preprocess:
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     crop: str = "none"  # "none" or "bbox": crop to the bounding box, the paper's setting
 
+    def __post_init__(self) -> None:
+        if isinstance(self.image_size, bool) or not isinstance(self.image_size, (int, np.integer)) \
+                or len(self.mean) != 3 or len(self.std) != 3 or self.image_size < 1 \
+                or not all(np.isfinite([*self.mean, *self.std])) or min(self.std) <= 0 or self.crop not in ("none", "bbox"):
+            raise SaywhyError(f"preprocessing {self.to_dict()} is invalid: image_size >= 1, three means, three "
+                              "positive stds, crop 'none' or 'bbox'")
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -172,15 +172,12 @@ def checkpoint_preprocess(meta: dict[str, Any]) -> Preprocess:
 
 def _preprocess(data: Mapping[str, Any], where: str) -> Preprocess:
     try:
-        preprocess = Preprocess.from_dict(data)
+        return Preprocess.from_dict(data)
     except (KeyError, TypeError, ValueError) as error:
         raise SaywhyError(f"{where}: preprocessing needs image_size, mean and std (3 values each) ({type(error).__name__}: "
                           f"{error})") from None
-    if len(preprocess.mean) != 3 or len(preprocess.std) != 3 or preprocess.image_size < 1 or min(preprocess.std) <= 0 \
-            or preprocess.crop not in ("none", "bbox"):
-        raise SaywhyError(f"{where}: preprocessing {preprocess.to_dict()} is invalid: image_size >= 1, three means, three "
-                          "positive stds, crop 'none' or 'bbox'")
-    return preprocess
+    except SaywhyError as error:  # the values are there but invalid (Preprocess checks them)
+        raise SaywhyError(f"{where}: {error}") from None
 
 
 def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], source: str, target: str) -> None:
