@@ -214,3 +214,42 @@ def _figure1(session: Any, records: Sequence[ImageRecord], pooled: np.ndarray, l
 
 
 # ----- drawing --------------------------------------------------------------------------------
+
+
+# ----- Figure 5 for a class ---------------------------------------------------------------------
+def class_filters(explainer: Any, pooled: np.ndarray, paths: Sequence[str], class_: str | int,
+                  n_filters: int = 3, k: int = 5) -> list[dict[str, Any]]:
+    """The filters that matter most for a class, each as the paper's Figure 5, from pooled activations.
+
+    Filters are ranked by eq. 8's p(f|c) (the explainer's ``sigma_decision`` over the class's
+    head weights); each comes with its top-``k`` attributes by p(t|f) (and the unnormalized
+    p.d.f., eq. 1's bars) and the ``k`` rows of ``pooled`` (images ``paths``) that activate
+    it most. Same data as :func:`saywhy.apps.grounding.filter_figure`, with the activations
+    computed once by the caller for every class.
+
+    >>> import scipy.sparse as sp
+    >>> from saywhy.explain.explainer import Explainer
+    >>> ex = Explainer().fit(np.eye(2), sp.csr_matrix(np.eye(2)), ["red crown", "blue wing"], np.eye(2), ["A", "B"])
+    >>> figure = class_filters(ex, np.array([[0.2, 1.0], [3.0, 0.1]]), ["a.jpg", "b.jpg"], "B", n_filters=1, k=1)
+    >>> figure[0]["filter"], figure[0]["images"][0]["path"]
+    (1, 'a.jpg')
+    """
+    from saywhy.core.image_class import filter_given_class
+
+    c = explainer.class_index(class_)
+    pooled = np.atleast_2d(np.asarray(pooled, np.float64))
+    if len(pooled) != len(paths):
+        raise SaywhyError(f"{len(pooled)} activations for {len(paths)} images: must match")
+    share = filter_given_class(explainer.head_weights_[[c]], explainer.config.sigma_decision)[0]  # eq. 8
+    figures = []
+    for f in np.argsort(-share, kind="stable")[:n_filters]:
+        pdf = explainer.filter_attribute_pdf_[f]
+        unnormalized = explainer.unnormalized_filter_pdf(int(f))
+        top_images = np.argsort(-pooled[:, f], kind="stable")[:k] if len(pooled) else []
+        figures.append({
+            "filter": int(f), "share": float(share[f]),
+            "attributes": [{"attribute": explainer.vocabulary_[j], "p": float(pdf[j]), "unnormalized": float(unnormalized[j])}
+                           for j in np.argsort(-pdf, kind="stable")[:k]],
+            "images": [{"path": str(paths[i]), "activation": float(pooled[i, f])} for i in top_images],
+        })
+    return figures

@@ -18,7 +18,7 @@ from saywhy.cli.common import global_options
 from saywhy.errors import SaywhyError
 
 COMMANDS = ("demo", "data", "train", "fit", "explain", "contrast", "describe", "ground", "search", "debug",
-            "evaluate", "gallery", "layers", "checkpoint")
+            "evaluate", "gallery", "report", "serve", "layers", "checkpoint")
 
 
 def build_parser() -> argparse.ArgumentParser:
