@@ -20,7 +20,7 @@ from PIL import Image
 
 MEDIA_ID = re.compile(r"^[0-9a-f]{24}$")
 THUMBNAIL = 128  # px, the longer side of a thumbnail
-PICTURE = 288  # px, the longer side of an explained image and its heatmaps
+PICTURE = 256  # px, the longer side of an explained image and its heatmaps
 
 
 def jpeg(image: Image.Image, size: int, quality: int = 82) -> bytes:
