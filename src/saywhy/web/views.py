@@ -268,19 +268,20 @@ class Site:
             return view
         with self.lock:
             result = self.session.search(attributes, self.test, top=top)
-            hits = []
-            for hit in result.hits:
-                record = self.by_path.get(hit.path)
-                if record is None:
-                    continue
-                maps = self.session.ground(record, attributes) if len(hits) < heatmaps else None
-                picture = open_image(record.path) if maps is not None else None
-                hits.append({"rank": hit.rank, "thumb": self.thumbnail(record), "predicted": hit.predicted_class,
-                             "in_explanation": hit.in_explanation, "log_score": f"{hit.log_score:.2f}",
-                             "scores": [{"name": t, "score": score_text(p, self.explainer.score_name)}
-                                        for t, p in hit.probabilities.items()],
-                             "heatmaps": [{"name": t, "src": self.media.put(overlay(picture, maps.image[i], THUMBNAIL * 3 // 2))}
-                                          for i, t in enumerate(maps.attributes)] if maps is not None else []})
+            found = [(hit, self.by_path[hit.path]) for hit in result.hits if hit.path in self.by_path]
+            mapped = [r for _, r in found[:heatmaps]]
+            # one forward pass for every mapped hit: explain() grounds the query attributes on each
+            maps = [e.heatmaps for e in self.session.explain(mapped, heatmaps=list(result.query))] if mapped else []
+        hits = []
+        for position, (hit, record) in enumerate(found):
+            heat = maps[position] if position < len(maps) else None
+            picture = open_image(record.path) if heat is not None else None
+            hits.append({"rank": hit.rank, "thumb": self.thumbnail(record), "predicted": hit.predicted_class,
+                         "in_explanation": hit.in_explanation, "log_score": f"{hit.log_score:.2f}",
+                         "scores": [{"name": t, "score": score_text(p, self.explainer.score_name)}
+                                    for t, p in hit.probabilities.items()],
+                         "heatmaps": [{"name": t, "src": self.media.put(overlay(picture, heat.image[i], THUMBNAIL * 3 // 2))}
+                                      for i, t in enumerate(heat.attributes)] if heat is not None else []})
         view.update(hits=hits, attributes=result.query, n_images=result.n_images,
                     n_in_explanation=result.n_in_explanation, top_k=result.top_k, n_unreadable=result.n_unreadable)
         return view
