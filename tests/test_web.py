@@ -170,6 +170,12 @@ def test_an_oversized_upload_is_refused_before_it_is_read(client):
     assert client.post("/api/explain", content=b"\0" * (LIMIT * 2)).json()["error"].startswith("the upload is larger")
 
 
+def test_an_oversized_upload_without_a_length_is_cut_off_while_it_streams(client):
+    chunks = (b"\0" * LIMIT for _ in range(3))  # chunked: no Content-Length to refuse it by
+    answer = client.post("/api/explain", content=chunks)
+    assert answer.status_code == 413 and answer.json()["error"].startswith("the upload is larger than the limit")
+
+
 def test_a_file_that_is_not_an_image_is_refused_whatever_its_name_says(client):
     answer = client.post("/upload", files={"file": ("bird.png", b"#!/bin/sh\necho hello\n", "image/png")})
     assert answer.status_code == 400

@@ -57,24 +57,31 @@ class BodyLimit:
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.limit:
-                raise _BodyTooLarge
+                raise BodyTooLarge(self.limit)
             return message
 
         try:
             await self.app(scope, limited, send)
-        except _BodyTooLarge:
+        except BodyTooLarge:
             await _too_large(scope, receive, send, self.limit)
 
 
-class _BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(UploadError):
+    """A request body that grew past the limit while it streamed in (no Content-Length to check first)."""
+
+    def __init__(self, limit: int):
+        super().__init__(_too_large_line(limit), 413)
+
+
+def _too_large_line(limit: int) -> str:
+    return (f"the upload is larger than the limit of {limit - FORM_OVERHEAD:,} bytes: shrink the image "
+            "or start the server with a larger --max-upload-mb")
 
 
 async def _too_large(scope, receive, send, limit):
     from starlette.responses import HTMLResponse, JSONResponse
 
-    message = (f"the upload is larger than the limit of {limit - FORM_OVERHEAD:,} bytes: shrink the image "
-               "or start the server with a larger --max-upload-mb")
+    message = _too_large_line(limit)
     if scope.get("path", "").startswith("/api/"):
         response = JSONResponse({"error": message}, status_code=413)
     else:
