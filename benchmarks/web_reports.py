@@ -67,9 +67,17 @@ def open_watched(browser, url: str, allowed: tuple[str, ...]):
     page.on("console", lambda m: log["console_errors"].append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: log["console_errors"].append(str(e)))
     started = time.perf_counter()
-    page.goto(url, wait_until="load")
+    page.goto(url, wait_until="networkidle")
     log["load_s"] = round(time.perf_counter() - started, 2)
+    settle(page)
     return context, page, log
+
+
+def settle(page) -> None:
+    """Wait until every picture in view has loaded (lazy ones load once laid out)."""
+    page.wait_for_function("""() => Array.from(document.images).every(i => {
+        const r = i.getBoundingClientRect();
+        return r.top > innerHeight || r.bottom < 0 || (i.complete && i.naturalWidth > 0); })""", timeout=30000)
 
 
 def reports(browser) -> dict:
@@ -94,6 +102,7 @@ def reports(browser) -> dict:
             buttons.nth(1).click()
         page.mouse.move(0, 0)
         page.evaluate("window.scrollTo(0, 0)")
+        settle(page)
         shot = small_png(page.screenshot(), DOCS / f"report_{name}.png")
         context.close()
         results[name] = {"build_s": round(build, 1), "size_mb": round(out.stat().st_size / 2**20, 2),
@@ -140,6 +149,7 @@ def app(browser) -> dict:
             page.locator("button.attribute").nth(1).click()
             page.mouse.move(0, 0)
             page.evaluate("window.scrollTo(0, 0)")
+            settle(page)
         results[name] = {"url": path, "screenshot_bytes": small_png(page.screenshot(), DOCS / f"{name}.png"), **log}
         context.close()
     server.should_exit = True
