@@ -146,6 +146,13 @@ def test_the_evaluation_view_shows_the_tables_of_a_matching_run(site, tiny_noisy
     assert "Table 1, attribute grounding PCK" in page.text and page.text.count("<table>") >= 4
 
 
+def test_an_unreadable_evaluation_file_is_one_line(site, tmp_path):
+    (tmp_path / "old_eval.json").write_text('{"test_images": 3}')
+    other = Site(site.session, site.dataset, MediaStore(), eval_path=tmp_path / "old_eval.json")
+    page = TestClient(create_app(other)).get("/evaluation")
+    assert page.status_code == 400 and "run &#39;saywhy evaluate&#39; again" in _error_line(page.text)
+
+
 # ----- uploads ------------------------------------------------------------------------------------
 def test_an_uploaded_image_is_explained_as_the_session_explains_it(site, client):
     image = Image.open(site.test[2].path).convert("RGB")

@@ -192,3 +192,34 @@ def test_the_report_opens_offline(tiny_noisy_synthbirds, browser, tmp_path):
     buttons.nth(other).click()
     assert card.locator("img.heatmap").get_attribute("src") == buttons.nth(other).get_attribute("data-heatmap") != before
     w.close()
+
+
+def test_paste_an_image_and_reach_the_attributes_by_keyboard(server, watched):
+    import base64
+
+    base, site = server
+    page = watched.page
+    record = site.test[5]
+    page.goto(base + "/explain")
+    encoded = base64.b64encode(_png(record.path)).decode("ascii")
+    with page.expect_navigation():
+        page.evaluate("""(data) => {
+            const bytes = Uint8Array.from(atob(data), c => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], "pasted.png", {type: "image/png"}));
+            document.dispatchEvent(new ClipboardEvent("paste", {clipboardData: transfer}));
+        }""", encoded)
+    page.wait_for_selector("p.sentence")
+    expected = site.session.explain(Image.open(record.path).convert("RGB"))[0]
+    assert page.inner_text("p.sentence") == expected.sentence
+    for _ in range(60):  # Tab through the page until an attribute button has the focus
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.classList.contains('attribute')"):
+            break
+    else:
+        pytest.fail("no attribute button is reachable with Tab")
+    for _ in range(len(expected.attributes) - 1):
+        page.keyboard.press("Tab")
+    focused = page.evaluate("document.activeElement.dataset.heatmap")
+    assert page.get_attribute("img.heatmap", "src") == focused
+    watched.shot()

@@ -321,9 +321,12 @@ class Site:
         found, looked = self._evaluation_file()
         if found is None:
             return {"blocks": None, "looked": looked}
-        result = json.loads(found.read_text())
-        return {"blocks": markdown_blocks(markdown(result, f"{found.name}: saywhy evaluate")), "file": found.name,
-                "looked": looked}
+        try:
+            blocks = markdown_blocks(markdown(json.loads(found.read_text()), f"{found.name}: saywhy evaluate"))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            raise SaywhyError(f"{found} is not a result this saywhy can read (another version?): "
+                              "run 'saywhy evaluate' again") from None
+        return {"blocks": blocks, "file": found.name, "looked": looked}
 
     def _evaluation_file(self) -> tuple[Path | None, str]:
         if self.eval_path is not None and self.eval_path.is_file():
