@@ -335,34 +335,18 @@ def test_the_report_command_writes_the_file(tiny_noisy_synthbirds, tmp_path, cap
     assert MARKER in out.read_text()[:4096] and "wrote" in capsys.readouterr().out
 
 
-def test_the_serve_command_serves_on_loopback(tiny_noisy_synthbirds):
-    import os
-    import socket
-    import subprocess
-    import sys
-    import time
-    import urllib.request
+def test_the_serve_command_serves_its_explainer_on_loopback(tiny_noisy_synthbirds, monkeypatch, capsys):
+    """``saywhy serve`` end to end but for the socket: uvicorn is handed the app, on 127.0.0.1."""
+    import uvicorn
 
-    bench = tiny_noisy_synthbirds
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "PYTHONPATH": str(SRC.parent), "OMP_NUM_THREADS": "1"}
-    server = subprocess.Popen([sys.executable, "-m", "saywhy", "--home", str(bench["home"]), "--quiet", "serve",
-                               "--explainer", str(bench["exp"]), "--root", str(bench["root"]), "--port", str(port)],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        banner = server.stdout.readline()
-        assert f"http://127.0.0.1:{port}/" in banner, server.stderr.read() if server.poll() is not None else banner
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                page = urllib.request.urlopen(f"http://127.0.0.1:{port}/explain", timeout=10).read().decode()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the server did not answer"
-                time.sleep(0.2)
-        assert '<form class="upload"' in page
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
+    from saywhy.cli import main
+
+    bench, served = tiny_noisy_synthbirds, {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: served.update(app=app, **options))
+    status = main(["--home", str(bench["home"]), "--quiet", "serve", "--explainer", str(bench["exp"]),
+                   "--root", str(bench["root"]), "--port", "8765"])
+    assert status == 0, capsys.readouterr().err
+    assert (served["host"], served["port"]) == ("127.0.0.1", 8765)
+    assert "http://127.0.0.1:8765/" in capsys.readouterr().out
+    page = TestClient(served["app"]).get("/explain?image=" + str(bench["dataset"].split(train=False)[0].image_id))
+    assert page.status_code == 200 and '<p class="sentence">' in page.text
