@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
@@ -41,6 +41,7 @@ from saywhy.metrics.pck import (
     PCKResult,
     load_attribute_parts,
     most_frequent_attributes,
+    part_discrimination,
     pck,
 )
 from saywhy.pipeline import ExplainerSession
@@ -333,10 +334,12 @@ class GroundingPCK:
     attributes: list[str]  # the most frequent groundable attributes that name a part
     results: dict[str, PCKResult]  # method -> PCK
     skipped_images: dict[str, int]
+    discrimination: dict[str, dict] = field(default_factory=dict)  # method -> part discrimination
 
     def to_dict(self) -> dict:
         return {"attributes": self.attributes, "skipped_images": self.skipped_images,
-                "results": {m: r.to_dict() for m, r in self.results.items()}}
+                "results": {m: r.to_dict() for m, r in self.results.items()},
+                "part_discrimination": self.discrimination}
 
 
 def grounding_pck(session: ExplainerSession, records: Sequence[ImageRecord],
@@ -369,7 +372,20 @@ def grounding_pck(session: ExplainerSession, records: Sequence[ImageRecord],
                "images with none of the chosen attributes": len(with_docs) - len(used),
                "unreadable images": len(used) - len(scored_images)}
     results = {m: pck(((p, t, r.keypoints, r.bbox) for p, t, r in found), part_map, alphas) for m, found in points.items()}
-    return GroundingPCK(attributes, results, skipped)
+    return GroundingPCK(attributes, results, skipped, discrimination_by_method(points, part_map))
+
+
+def discrimination_by_method(points: Mapping[str, Sequence[tuple[tuple[float, float], str, ImageRecord]]],
+                             part_map: Mapping[str, Sequence[str]]) -> dict[str, dict]:
+    """Per method, the part discrimination rate (:func:`saywhy.metrics.pck.part_discrimination`) of the
+    grounded (point, attribute, record) triples, pairs taken within each image."""
+    out = {}
+    for method, found in points.items():
+        by_image: dict[int, tuple[ImageRecord, list]] = {}
+        for point, attribute, record in found:
+            by_image.setdefault(id(record), (record, []))[1].append((point, attribute))
+        out[method] = part_discrimination(((pts, r.keypoints) for r, pts in by_image.values()), part_map).to_dict()
+    return out
 
 
 def _path(item: ImageRecord | str | Path) -> str:
