@@ -121,3 +121,15 @@ def test_keypoint_checks_stand_beside_their_baselines(evaluated):
     assert all(0 <= at_tnr[n]["recall"] <= 1 for n in ("method", "class caption frequency", "random"))
     for heading in ("Image-specificity against keypoints", "paper's operating point", "part discrimination"):
         assert heading in markdown
+
+
+def test_grounding_ablation_runs_finer_maps_beside_the_constant_pdf(tiny_noisy_synthbirds):
+    from saywhy.evaluate import grounding_ablation
+
+    tiny = tiny_noisy_synthbirds
+    rows = grounding_ablation(tiny["session"], tiny["dataset"], tiny["extractor"], scales=(2.0,))
+    (name, row), = rows.items()
+    assert row["input_size"] == 64 and "64 px" in name
+    for key in ("pck", "constant_pck", "contrast_pck"):
+        values = [row[key][a] for a in ("0.1", "0.2", "0.3")]
+        assert values == sorted(values) and all(0 <= v <= 1 for v in values)

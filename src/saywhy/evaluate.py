@@ -320,21 +320,33 @@ def markdown(result: dict[str, Any], title: str) -> str:
               + ", ".join(f"{t} {100 * s:.0f}%" for t, s in e["most_common"]) + "."]
     if result.get("ablation"):
         lines += ["", "Ablation (same images, same run):", "",
-                  "| config | PCK@0.1/0.2/0.3 | constant p.d.f. | part discrimination | retrieval mAP | recall | TNR | "
-                  "recall at TNR 92.9 | invisible share | BLEU-1/2/4 | "
+                  "| config | PCK@0.1/0.2/0.3 | constant p.d.f. | part discrimination | part-contrasted alpha: PCK, "
+                  "discrimination | retrieval mAP | recall | TNR | recall at TNR 92.9 | invisible share | BLEU-1/2/4 | "
                   "distinct attributes | top attribute's share | precision@k | contrast |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for name, row in result["ablation"].items():
             pck_cells = "/".join(_pct(row["pck"][a]) for a in ("0.1", "0.2", "0.3"))
             constant = "/".join(_pct(row["constant_pck"][a]) for a in ("0.1", "0.2", "0.3"))
             bleu = "/".join(f"{row['bleu'][f'BLEU-{n}']:.3f}" for n in (1, 2, 4))
-            lines.append(f"| {name} | {pck_cells} | {constant} | {_pct(row.get('part_discrimination'))} | "
+            contrast = ("/".join(_pct(row["contrast_pck"][a]) for a in ("0.1", "0.2", "0.3"))
+                        + f", {_pct(row['contrast_discrimination'])}") if row.get("contrast_pck") else "-"
+            lines.append(f"| {name} | {pck_cells} | {constant} | {_pct(row.get('part_discrimination'))} | {contrast} | "
                          f"{_pct(row['retrieval_map'])} | "
                          f"{_pct(row['retrieval_recall'])} | {_pct(row['retrieval_tnr'])} | "
                          f"{_pct(row.get('recall_at_paper_tnr'))} | {_pct(row.get('invisible_share'))} | {bleu} | "
                          f"{row['distinct_attributes']} | {100 * row['most_common_share']:.0f}% | "
                          + (f"{row['precision_at_k']:.3f} | {_pct(row['contrast_names_differing_attribute'])}% |"
                             if "precision_at_k" in row else "- | - |"))
+    if result.get("grounding_ablation"):
+        lines += ["", "Grounding ablation: finer final maps (the network at a larger input for grounding only), "
+                  "same test images and attributes:", "",
+                  "| variant | PCK@0.1/0.2/0.3 | part discrimination | part-contrasted alpha PCK | its discrimination | "
+                  "constant p.d.f. |", "| --- | --- | --- | --- | --- | --- |"]
+        for name, row in result["grounding_ablation"].items():
+            cells = lambda p: "/".join(_pct(p[a]) for a in ("0.1", "0.2", "0.3")) if p else "-"  # noqa: E731
+            lines.append(f"| {name} | {cells(row['pck'])} | {_pct(row['part_discrimination'])} | "
+                         f"{cells(row['contrast_pck'])} | {_pct(row['contrast_discrimination'])} | "
+                         f"{cells(row['constant_pck'])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -397,9 +409,39 @@ def ablation(session: ExplainerSession, dataset: Dataset, extractor: PhraseExtra
                                      progress=False, activations=train_activations)
         variant = ExplainerSession(explainer, session.model, session.preprocess, session.feature_cache, memo)
         result = evaluate(variant, dataset, extractor, truth, seed, n_figure_filters=0,
-                          grounding_methods=("proposed", "constant"), baselines=False, occlusion_images=0)
+                          grounding_methods=("proposed", "part_contrast", "constant"), baselines=False,
+                          occlusion_images=0)
         rows[name] = summary_row(result)
     return rows
+
+
+GROUNDING_SCALES = (1.5,)  # larger inputs for grounding only, x the model's size, in ``evaluate --ablation``
+
+
+def grounding_ablation(session: ExplainerSession, dataset: Dataset, extractor: PhraseExtractor,
+                       truth: dict | None = None, seed: int = 0, scales: Sequence[float] = GROUNDING_SCALES) -> dict[str, dict]:
+    """Table 1 for the session's own explainer with finer final maps: the network run at each of
+    ``scales`` x its input size for grounding only (the decision and the explanation stay at the model's size), on the
+    same test images and caption attributes; eq. 9, the part-contrasted alpha and the constant p.d.f."""
+    kept, _, documents = parsed_split(session, dataset.split(train=False), extractor)
+    synonyms = truth.get("synonyms") if truth else None
+    rows = {}
+    for size in (int(round(scale * session.preprocess.image_size)) for scale in scales):
+        grounding_session = ExplainerSession(session.explainer, session.model,
+                                             replace(session.preprocess, image_size=int(size)))
+        table = grounding_pck(grounding_session, kept, documents, synonyms=synonyms, seed=seed,
+                              methods=("proposed", "part_contrast", "constant")).to_dict()
+        rows[f"the explainer's own config, grounding at {size} px input"] = {
+            "input_size": int(size), **_grounding_cells(table)}
+    return rows
+
+
+def _grounding_cells(table: dict) -> dict[str, Any]:
+    results, disc = table["results"], table.get("part_discrimination", {})
+    return {"pck": results["proposed"]["pck"], "constant_pck": results.get("constant", {}).get("pck"),
+            "part_discrimination": disc.get("proposed", {}).get("rate"),
+            "contrast_pck": results.get("part_contrast", {}).get("pck"),
+            "contrast_discrimination": disc.get("part_contrast", {}).get("rate")}
 
 
 def ablation_configs() -> dict[str, Any]:
@@ -432,7 +474,9 @@ def summary_row(result: dict[str, Any]) -> dict[str, Any]:
         "distinct_attributes": result["explanations"]["distinct_attributes"],
         "most_common_share": result["explanations"]["most_common"][0][1] if result["explanations"]["most_common"] else 0,
     }
-    row["part_discrimination"] = result["table1_pck"].get("part_discrimination", {}).get("proposed", {}).get("rate")
+    cells = _grounding_cells(result["table1_pck"])
+    row.update(part_discrimination=cells["part_discrimination"], contrast_pck=cells["contrast_pck"],
+               contrast_discrimination=cells["contrast_discrimination"])
     at_tnr = result.get("table2_at_paper_tnr") or {}
     row["recall_at_paper_tnr"] = at_tnr.get("method", {}).get("recall")
     invisible = (result.get("image_specificity") or {}).get("invisible_parts", {})

@@ -143,6 +143,7 @@ class GroundingBatch:
     session: ExplainerSession
     records: list[ImageRecord]  # every readable image of the pass, in row order
     items: list[GroundingItem]  # those with at least one queried attribute
+    synonyms: Mapping[str, str] | None = None  # how the queried attributes were canonicalized
 
 
 class GroundingMethod:
@@ -204,7 +205,7 @@ def list_grounding_methods() -> list[str]:
     """Names of the registered grounding methods, in registration order (the order of Table 1).
 
     >>> list_grounding_methods()
-    ['proposed', 'constant', 'cam', 'gradcam', 'bbox_center', 'random']
+    ['proposed', 'part_contrast', 'constant', 'cam', 'gradcam', 'bbox_center', 'random']
     """
     return list(GROUNDING_METHODS)
 
@@ -217,6 +218,55 @@ class Proposed(HeatmapMethod):
 
     def heatmaps(self, item: GroundingItem) -> np.ndarray:
         return attribute_scores(item.maps, item.alpha)
+
+
+def part_contrast_alphas(explainer: Explainer, part_map: Mapping[str, Sequence[str]],
+                         synonyms: Mapping[str, str] | None = None) -> dict[str, np.ndarray]:
+    """Per attribute (canonical form), eq. 9's alpha minus the mean alpha of the attributes with the
+    same adjective(s) and a part disjoint from its own ("red crown" minus the mean of "red breast",
+    "red belly", ...): what tells the crown's red from the rest of the red bird. Attributes whose noun
+    names no part, or with no such neighbour, keep their alpha.
+
+    >>> import scipy.sparse as sp
+    >>> ex = Explainer().fit(np.eye(3), sp.csr_matrix(np.eye(3)), ["red crown", "red tail", "blue tail"], np.eye(3), ["A", "B", "C"])
+    >>> a = part_contrast_alphas(ex, {"crown": ["crown"], "tail": ["tail"]})
+    >>> np.allclose(a["red crown"], attribute_alphas(ex, ["red crown"])[0] - attribute_alphas(ex, ["red tail"])[0])
+    True
+    """
+    from saywhy.metrics.pck import attribute_parts
+
+    keys = list(dict.fromkeys(canonical(t, synonyms) if synonyms else t for t in explainer.vocabulary_))
+    alphas = dict(zip(keys, attribute_alphas(explainer, keys, synonyms)))
+    by_adjective: dict[str, list[tuple[str, set]]] = {}
+    for key in keys:
+        parts = set(attribute_parts(key, part_map))
+        if parts and len(key.split()) > 1:
+            by_adjective.setdefault(" ".join(key.split()[:-1]), []).append((key, parts))
+    out = dict(alphas)
+    for group in by_adjective.values():
+        for key, parts in group:
+            others = [alphas[k] for k, p in group if not (p & parts)]
+            if others:
+                out[key] = alphas[key] - np.mean(others, axis=0)
+    return out
+
+
+@register
+class PartContrast(HeatmapMethod):
+    """Eq. 9 with part-aware weights: each attribute's alpha minus the mean alpha of same-adjective
+    attributes of other parts (:func:`part_contrast_alphas`), so same-colour parts differ."""
+
+    name, label = "part_contrast", "proposed, part-contrasted alpha"
+
+    def prepare(self, batch: GroundingBatch) -> None:
+        key = (id(batch.session.explainer), repr(batch.synonyms))
+        if getattr(self, "_key", None) != key:
+            self._alphas = part_contrast_alphas(batch.session.explainer, load_attribute_parts(), batch.synonyms)
+            self._key = key
+
+    def heatmaps(self, item: GroundingItem) -> np.ndarray:
+        alpha = np.stack([self._alphas.get(t, a) for t, a in zip(item.attributes, item.alpha)])
+        return attribute_scores(item.maps, alpha)
 
 
 @register
@@ -320,7 +370,7 @@ def grounding_points(session: ExplainerSession, records: Sequence[ImageRecord], 
             items.append(GroundingItem(record, row, queried, alpha_all[[position[t] for t in queried]],
                                        acts.maps[row], acts.logits[row], size,
                                        session.preprocess.seen_box(size, record.bbox)))
-        batch = GroundingBatch(session, kept, items)
+        batch = GroundingBatch(session, kept, items, synonyms)
         for method, runner in runners.items():
             for item, found in zip(items, runner.ground(batch)):
                 points[method] += [((float(p[0]), float(p[1])), t, item.record) for p, t in zip(found, item.attributes)]
