@@ -113,3 +113,4 @@ def test_occlusion_on_a_real_network_drops_scores_where_the_square_is(tiny_noisy
     out = occlusion_test(session, records, {"method": cited}, [0] * len(records), seed=0)["method"]
     assert out["cases"] > 0 and 0.0 <= out["own_part_drops_more"] <= 1.0
     assert np.isfinite(out["mean_own_drop"]) and np.isfinite(out["mean_other_drop"])
+    assert out["ranking_score"]["cases"] == out["cases"] and 0 <= out["ranking_score"]["own_part_drops_more"] <= 1

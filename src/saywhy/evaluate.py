@@ -377,14 +377,15 @@ def specificity_lines(spec: dict | None) -> list[str]:
              "log-odds of the score explanations show (calibrated p(t|x) with the evidence model), read by the network "
              "for every citer (the class caption frequency's own score never changes: it ignores the image):", "",
              "| cited by | invisible share | cited part-attributes | own part drops more | cases | mean own drop | "
-             "mean other drop |", "| --- | --- | --- | --- | --- | --- | --- |"]
+             "mean other drop | own part drops more, ranking score (eq. 5-6 log-odds) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     occlusion = spec.get("occlusion", {})
     for name, row in spec["invisible_parts"].items():
         o = occlusion.get(name, {})
         fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
         lines.append(f"| {name} | {_pct(row['invisible_share'])}% | {row['scored']} | "
                      f"{_pct(o.get('own_part_drops_more'))}% | {o.get('cases', 0)} | {fmt(o.get('mean_own_drop'))} | "
-                     f"{fmt(o.get('mean_other_drop'))} |")
+                     f"{fmt(o.get('mean_other_drop'))} | {_pct(o.get('ranking_score', {}).get('own_part_drops_more'))}% |")
     return lines
 
 

@@ -8,7 +8,9 @@ square is filled with the preprocessing mean (0 after normalization) on the netw
 input, so it is the same grey whatever the crop and resize. The score is the one
 explanations show (``Explainer.readable_scores``: the calibrated p(t|x) with the evidence
 model, p(t|x,c) with the paper's p(t|f), for the class the explanation was for), read
-in log-odds; a drop is its value on the image minus its value on the occluded copy.
+in log-odds; a drop is its value on the image minus its value on the occluded copy. The same
+figures for the score explanations are ranked by (the class-weighted log-odds of eq. 5-6, or
+log p(t|x,c) with p(t|f)) come under ``ranking_score``.
 Each occluded image is one row of a batched forward pass through the session.
 
 :func:`invisible_parts`: for lists of cited attributes per image (the method's
@@ -152,9 +154,10 @@ def occlusion_test(session: ExplainerSession, records: Sequence[ImageRecord], ci
     for key, row in rows.items():
         row_class[row] = int(classes[key[0]])
     scores = _log_odds(session.explainer.readable_scores(pooled, row_class)) if len(pooled) else np.zeros((0, 0))
+    ranking = _ranking_scores(session.explainer, pooled, row_class)
     out = {}
     for name, lists in cited.items():
-        result = OcclusionResult()
+        result, ranked = OcclusionResult(), OcclusionResult()
         for i, attributes in enumerate(lists):
             for attribute in dict.fromkeys(attributes):
                 if (i, attribute, "own") not in rows:
@@ -164,6 +167,17 @@ def occlusion_test(session: ExplainerSession, records: Sequence[ImageRecord], ci
                 j = vocabulary[attribute]
                 base = scores[rows[(i, None)], j]
                 result.add(base - scores[rows[(i, attribute, "own")], j], base - scores[rows[(i, attribute, "other")], j])
+                base = ranking[rows[(i, None)], j]
+                ranked.add(base - ranking[rows[(i, attribute, "own")], j], base - ranking[rows[(i, attribute, "other")], j])
         result.skipped = dict(skipped[name])
-        out[name] = result.to_dict()
+        out[name] = {**result.to_dict(), "ranking_score": {k: v for k, v in ranked.to_dict().items() if k != "skipped"}}
     return out
+
+
+def _ranking_scores(explainer, pooled: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """The score explanations are ranked by, for the same classes: the evidence model's class-weighted
+    log-odds (eq. 5 with eq. 6's weights), or log p(t|x,c) for the paper's p(t|f)."""
+    if not len(pooled):
+        return np.zeros((0, 0))
+    scores = explainer.scores(pooled, classes)
+    return np.asarray(scores.evidence if scores.evidence is not None else scores.log_p, np.float64)
