@@ -358,11 +358,11 @@ def tnr_lines(at: dict | None) -> list[str]:
              f"{100 * at['target_tnr']:.1f}% on the {at['train_images']} captioned training images, applied to the "
              f"{at['test_images']} captioned test images (same {at['attributes']} attributes, macro %):", "",
              "| ranking | recall | TNR | precision | mAP |", "| --- | --- | --- | --- | --- |"]
-    for name in ("method", "class caption frequency", "random"):
+    for name in ("method", "method, threshold set on the test images (reference)", "class caption frequency", "random"):
         if name in at:
             m = at[name]
             lines.append(f"| {name} | {_pct(m['recall'])} | {_pct(m['true_negative_rate'])} | {_pct(m['precision'])} | "
-                         f"{_pct(m['average_precision'])} |")
+                         f"{_pct(m.get('average_precision'))} |")
     return lines
 
 
