@@ -205,7 +205,7 @@ def list_grounding_methods() -> list[str]:
     """Names of the registered grounding methods, in registration order (the order of Table 1).
 
     >>> list_grounding_methods()
-    ['proposed', 'part_contrast', 'constant', 'cam', 'gradcam', 'bbox_center', 'random']
+    ['proposed', 'part_contrast', 'part_rest', 'constant', 'cam', 'gradcam', 'bbox_center', 'random', 'keypoint_cell']
     """
     return list(GROUNDING_METHODS)
 
@@ -221,11 +221,12 @@ class Proposed(HeatmapMethod):
 
 
 def part_contrast_alphas(explainer: Explainer, part_map: Mapping[str, Sequence[str]],
-                         synonyms: Mapping[str, str] | None = None) -> dict[str, np.ndarray]:
+                         synonyms: Mapping[str, str] | None = None, same_adjective: bool = True) -> dict[str, np.ndarray]:
     """Per attribute (canonical form), eq. 9's alpha minus the mean alpha of the attributes with the
     same adjective(s) and a part disjoint from its own ("red crown" minus the mean of "red breast",
     "red belly", ...): what tells the crown's red from the rest of the red bird. Attributes whose noun
-    names no part, or with no such neighbour, keep their alpha.
+    names no part, or with no such neighbour, keep their alpha. ``same_adjective=False`` subtracts
+    the mean alpha of every attribute of another part, whatever its adjective (part against the rest).
 
     >>> import scipy.sparse as sp
     >>> ex = Explainer().fit(np.eye(3), sp.csr_matrix(np.eye(3)), ["red crown", "red tail", "blue tail"], np.eye(3), ["A", "B", "C"])
@@ -241,7 +242,8 @@ def part_contrast_alphas(explainer: Explainer, part_map: Mapping[str, Sequence[s
     for key in keys:
         parts = set(attribute_parts(key, part_map))
         if parts and len(key.split()) > 1:
-            by_adjective.setdefault(" ".join(key.split()[:-1]), []).append((key, parts))
+            group = " ".join(key.split()[:-1]) if same_adjective else ""
+            by_adjective.setdefault(group, []).append((key, parts))
     out = dict(alphas)
     for group in by_adjective.values():
         for key, parts in group:
@@ -257,16 +259,26 @@ class PartContrast(HeatmapMethod):
     attributes of other parts (:func:`part_contrast_alphas`), so same-colour parts differ."""
 
     name, label = "part_contrast", "proposed, part-contrasted alpha"
+    same_adjective: ClassVar[bool] = True
 
     def prepare(self, batch: GroundingBatch) -> None:
         key = (id(batch.session.explainer), repr(batch.synonyms))
         if getattr(self, "_key", None) != key:
-            self._alphas = part_contrast_alphas(batch.session.explainer, load_attribute_parts(), batch.synonyms)
+            self._alphas = part_contrast_alphas(batch.session.explainer, load_attribute_parts(), batch.synonyms,
+                                                self.same_adjective)
             self._key = key
 
     def heatmaps(self, item: GroundingItem) -> np.ndarray:
         alpha = np.stack([self._alphas.get(t, a) for t, a in zip(item.attributes, item.alpha)])
         return attribute_scores(item.maps, alpha)
+
+
+@register
+class PartVersusRest(PartContrast):
+    """Eq. 9 with each attribute's alpha minus the mean alpha of every attribute of another part."""
+
+    name, label = "part_rest", "proposed, alpha against other parts'"
+    same_adjective = False
 
 
 @register
@@ -330,6 +342,34 @@ class Random(GroundingMethod):
 
     def points(self, item: GroundingItem) -> np.ndarray:
         return self.rng.uniform(0, 1, (len(item.attributes), 2)) * item.size
+
+
+@register
+class KeypointCell(GroundingMethod):
+    """An upper reference, not a method: the centre of the final-map cell that holds the attribute's
+    own part keypoint (the first visible one), i.e. the best any peak on this grid can do. It reads
+    the ground truth, and bounds PCK and part discrimination at the network's map resolution. An
+    attribute with no visible keypoint of its part gets the box centre (it is not scored anyway)."""
+
+    name, label = "keypoint_cell", "keypoint's own cell (upper reference)"
+
+    def points(self, item: GroundingItem) -> np.ndarray:
+        from saywhy.metrics.pck import attribute_parts
+
+        part_map = load_attribute_parts()
+        h, w = item.maps.shape[-2:]
+        x0, y0, x1, y1 = item.box
+        out = []
+        for attribute in item.attributes:
+            visible = [item.record.keypoints[p] for p in attribute_parts(attribute, part_map)
+                       if p in item.record.keypoints and item.record.keypoints[p].visible]
+            if not visible:
+                out.append(((x0 + x1) / 2, (y0 + y1) / 2))
+                continue
+            col = min(max(int((visible[0].x - x0) / max(x1 - x0, 1e-9) * w), 0), w - 1)
+            row = min(max(int((visible[0].y - y0) / max(y1 - y0, 1e-9) * h), 0), h - 1)
+            out.append(tuple(cells_to_image(np.array([row, col]), (h, w), item.box)))
+        return np.array(out, dtype=np.float64).reshape(len(item.attributes), 2)
 
 
 # ----- the PCK experiment ----------------------------------------------------------------------
