@@ -101,3 +101,35 @@ def test_text_only_baselines_are_measured_like_the_method(evaluated):
     assert 0 <= baselines["class caption frequency"]["retrieval_map"] <= 1
     own, fixed = baselines["own captions (upper reference)"]["bleu"], baselines["fixed sentence"]["bleu"]
     assert own["BLEU-1"] >= fixed["BLEU-1"]  # it is built from the references it is scored against
+
+
+def test_keypoint_checks_stand_beside_their_baselines(evaluated):
+    result, markdown = evaluated
+    spec = result["image_specificity"]
+    citers = {"method", "class caption frequency", "own captions (upper reference)"}
+    assert set(spec["invisible_parts"]) == citers and set(spec["occlusion"]) == citers
+    assert spec["occlusion_images"] == min(150, spec["images"])
+    for row in spec["occlusion"].values():
+        assert row["cases"] > 0 and 0 <= row["own_part_drops_more"] <= 1
+    discrimination = result["table1_pck"]["part_discrimination"]
+    assert set(discrimination) == set(result["table1_pck"]["results"])
+    assert discrimination["proposed"]["pairs"] > 0
+    for same_point in ("constant", "cam", "gradcam", "bbox_center"):  # one point for every attribute: never apart
+        assert discrimination[same_point]["rate"] == 0.0
+    at_tnr = result["table2_at_paper_tnr"]
+    assert {"method", "class caption frequency", "random"} <= set(at_tnr) and at_tnr["target_tnr"] == 0.929
+    assert all(0 <= at_tnr[n]["recall"] <= 1 for n in ("method", "class caption frequency", "random"))
+    for heading in ("Image-specificity against keypoints", "paper's operating point", "part discrimination"):
+        assert heading in markdown
+
+
+def test_grounding_ablation_runs_finer_maps_beside_the_constant_pdf(tiny_noisy_synthbirds):
+    from saywhy.evaluate import grounding_ablation
+
+    tiny = tiny_noisy_synthbirds
+    rows = grounding_ablation(tiny["session"], tiny["dataset"], tiny["extractor"], scales=(2.0,))
+    (name, row), = rows.items()
+    assert row["input_size"] == 64 and "64 px" in name
+    for key in ("pck", "constant_pck", "contrast_pck"):
+        values = [row[key][a] for a in ("0.1", "0.2", "0.3")]
+        assert values == sorted(values) and all(0 <= v <= 1 for v in values)

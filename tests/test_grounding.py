@@ -248,6 +248,7 @@ def test_every_method_predicts_its_hand_computed_point(tmp_path):
     assert session.explainer.predict(np.stack([m.mean(axis=(1, 2)) for m in session.maps.values()])).tolist() == [0, 1]
     assert got["cam"] == [(50.0, 30.0), (10.0, 70.0)]
     assert got["bbox_center"] == [(40.0, 40.0), (40.0, 40.0)]
+    assert got["keypoint_cell"] == [(50.0, 30.0), (50.0, 30.0)]  # the crown's own cell (1, 2), in both images
     again = grounding_points(session, records, [["red crown"]] * 2, ["red crown"], ["random"], seed=5)["random"]
     assert [p for p, _, _ in again] == got["random"]  # seeded
     expected = np.random.default_rng(5).uniform(0, 1, (2, 2)) * 80
@@ -264,7 +265,7 @@ def test_every_method_predicts_its_hand_computed_point(tmp_path):
 
 def test_unknown_method_names_the_registered_ones(tmp_path):
     session, records = _hand_placed(tmp_path)
-    with pytest.raises(SaywhyError, match="unknown grounding method.*choose from proposed, constant"):
+    with pytest.raises(SaywhyError, match="unknown grounding method.*choose from proposed, part_contrast, part_rest, constant"):
         grounding_points(session, records, [["red crown"]] * 2, ["red crown"], ["proposed", "nearest"])
 
 

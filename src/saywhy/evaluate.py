@@ -22,8 +22,9 @@ import numpy as np
 from saywhy.apps.debugging import debug_network
 from saywhy.apps.faithfulness import faithfulness
 from saywhy.apps.grounding import GROUNDING_METHODS, filter_figure, grounding_pck
+from saywhy.apps.occlusion import invisible_parts, occlusion_sample, occlusion_test
 from saywhy.apps.phrase_stats import top_phrases
-from saywhy.apps.retrieval import evaluate_attribute_retrieval, score_retrieval
+from saywhy.apps.retrieval import PAPER_TNR, evaluate_attribute_retrieval, retrieval_at_tnr, score_retrieval
 from saywhy.apps.text_baselines import class_attribute_frequency, fixed_attributes, own_attributes, top_attributes
 from saywhy.data.records import Dataset, ImageRecord
 from saywhy.explain.names import readable_class_name
@@ -114,10 +115,70 @@ def text_baselines(session: ExplainerSession, dataset: Dataset, extractor: Phras
     return out
 
 
+def retrieval_operating_point(session: ExplainerSession, dataset: Dataset, extractor: PhraseExtractor,
+                              documents: Sequence[list[str] | None], pooled: np.ndarray, predicted: np.ndarray,
+                              tnr: float = PAPER_TNR, seed: int = 0) -> dict[str, Any]:
+    """Table 2 at the paper's TNR (:func:`saywhy.apps.retrieval.retrieval_at_tnr`), thresholds set on the
+    captioned training images, for the method's ranking log p(t|x, predicted class) and for the class
+    caption frequency baseline's (the share of the predicted class's training images naming t)."""
+    explainer = session.explainer
+    vocabulary = explainer.vocabulary_
+    train = dataset.with_captions(dataset.split(train=True))
+    train_acts = session.activations(train, strict=False)
+    train = [train[i] for i in train_acts.index]
+    train_docs = extractor.extract_documents([list(r.captions) for r in train])
+    labels = [dataset.class_index(r.class_id) for r in train]
+    rows = [i for i, d in enumerate(documents) if d is not None]
+    if not rows or not train:
+        return {}
+    out = retrieval_at_tnr(explainer.attribute_log_pdf(train_acts.pooled), train_docs,
+                           explainer.attribute_log_pdf(pooled[rows]), documents, vocabulary, tnr=tnr, seed=seed)
+    frequency = class_attribute_frequency(train_docs, labels, vocabulary, len(explainer.class_names_))
+    train_predicted = explainer.predict(train_acts.pooled)
+    baseline = retrieval_at_tnr(frequency[train_predicted], train_docs, frequency[predicted[rows]], documents,
+                                vocabulary, tnr=tnr, seed=seed)
+    out["class caption frequency"] = baseline["method"]
+    return out
+
+
+def image_specificity(session: ExplainerSession, dataset: Dataset, extractor: PhraseExtractor,
+                      kept: Sequence[ImageRecord], documents: Sequence[list[str] | None], explanations: Sequence,
+                      predicted: np.ndarray, seed: int = 0, occlusion_images: int = 150) -> dict[str, Any]:
+    """Image-specificity against keypoints (:mod:`saywhy.apps.occlusion`), on the captioned test images,
+    for the method's cited attributes beside the class caption frequency baseline's and the image's
+    own captions' (the same k, the same images): the share of cited parts that are hidden in the
+    image, and, on a seeded sample of ``occlusion_images`` of them (0: none), whether greying out
+    the named part lowers the attribute's score more than greying out another part."""
+    explainer = session.explainer
+    k, vocabulary = explainer.config.top_k, explainer.vocabulary_
+    rows = [i for i, d in enumerate(documents) if d is not None]
+    if not rows:
+        return {}
+    train = dataset.with_captions(dataset.split(train=True))
+    train_docs = extractor.extract_documents([list(r.captions) for r in train])
+    labels = [dataset.class_index(r.class_id) for r in train]
+    frequency = class_attribute_frequency(train_docs, labels, vocabulary, len(explainer.class_names_))
+    records = [kept[i] for i in rows]
+    classes = [int(explanations[i].class_index) for i in rows]
+    cited = {"method": [[t for t, _ in explanations[i].attributes] for i in rows],
+             "class caption frequency": top_attributes(frequency[predicted[rows]], vocabulary, k),
+             "own captions (upper reference)": [own_attributes(documents[i], k) for i in rows]}
+    out: dict[str, Any] = {"images": len(records), "invisible_parts": invisible_parts(records, cited)}
+    if occlusion_images:
+        sample = occlusion_sample(records, occlusion_images, seed)
+        started = time.perf_counter()
+        out["occlusion"] = occlusion_test(session, [records[i] for i in sample],
+                                          {name: [lists[i] for i in sample] for name, lists in cited.items()},
+                                          [classes[i] for i in sample], seed=seed)
+        out["occlusion_images"] = len(sample)
+        out["occlusion_seconds"] = round(time.perf_counter() - started, 1)
+    return out
+
+
 def evaluate(session: ExplainerSession, dataset: Dataset, extractor: PhraseExtractor, truth: dict | None = None,
              seed: int = 0, grounding_source: str = "captions", n_figure_filters: int = 3,
              grounding_size: int | None = None, grounding_methods: Sequence[str] | None = None,
-             baselines: bool = True) -> dict[str, Any]:
+             baselines: bool = True, occlusion_images: int = 150) -> dict[str, Any]:
     """Run every evaluation on the dataset's test split and return JSON-able results.
 
     ``grounding_source``: ground the attributes parsed from each image's captions (the
@@ -126,6 +187,7 @@ def evaluate(session: ExplainerSession, dataset: Dataset, extractor: PhraseExtra
     final maps from a fully convolutional network); None keeps the model's own size.
     ``grounding_methods``: Table 1's rows, default every registered grounding method.
     ``baselines``: also measure the text-only explanations of :func:`text_baselines`.
+    ``occlusion_images``: test images in the occlusion test of :func:`image_specificity` (0: none).
     """
     started = time.perf_counter()
     explainer = session.explainer
@@ -150,6 +212,7 @@ def evaluate(session: ExplainerSession, dataset: Dataset, extractor: PhraseExtra
     pck_table = grounding_pck(grounding_session, kept, ground_docs, synonyms=synonyms, seed=seed,
                               methods=grounding_methods)
     retrieval = evaluate_attribute_retrieval(explainer, acts.pooled, documents, n_attributes=50, k=10, seed=seed)
+    at_tnr = retrieval_operating_point(session, dataset, extractor, documents, acts.pooled, predicted, seed=seed)
     bleu = bleu_by_correctness(sentences, [r.captions for r in kept], correct)
     debug = debug_network(session, dataset, kept, canonical=False)
     strongest = np.argsort(-acts.pooled.mean(axis=0))[:n_figure_filters]
@@ -166,6 +229,7 @@ def evaluate(session: ExplainerSession, dataset: Dataset, extractor: PhraseExtra
         "table1_source": grounding_source,
         "table1_input_size": grounding_session.preprocess.image_size,
         "table2_retrieval": retrieval.to_dict(),
+        "table2_at_paper_tnr": at_tnr,
         "table3_bleu": bleu.to_dict(),
         "bleu_signature": bleu_signature(4),
         "debugging": {k: v for k, v in debug.to_dict().items() if k != "failures"},
@@ -176,6 +240,9 @@ def evaluate(session: ExplainerSession, dataset: Dataset, extractor: PhraseExtra
     }
     if baselines and with_captions:
         result["baselines"] = text_baselines(session, dataset, extractor, documents, kept, predicted, correct, seed)
+    if with_captions:
+        result["image_specificity"] = image_specificity(session, dataset, extractor, kept, documents, explanations,
+                                                        predicted, seed, occlusion_images)
     if truth:
         result["truth"] = truth_checks(session, acts.pooled, kept, dataset, truth)
     result["seconds"] = round(time.perf_counter() - started, 1)
@@ -195,13 +262,16 @@ def markdown(result: dict[str, Any], title: str) -> str:
     pck = result["table1_pck"]
     lines += [f"Table 1, attribute grounding PCK (%) over {len(pck['attributes'])} attributes "
               f"({result['table1_source']} attributes, network input {result['table1_input_size']} px):", "",
-              "| method | PCK@0.1 | PCK@0.2 | PCK@0.3 | pairs | paper |", "| --- | --- | --- | --- | --- | --- |"]
+              "| method | PCK@0.1 | PCK@0.2 | PCK@0.3 | pairs | paper | part discrimination | attribute pairs |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for method, r in pck["results"].items():
+        disc = pck.get("part_discrimination", {}).get(method, {})
         values = [r["pck"].get(str(a)) for a in (0.1, 0.2, 0.3)]
         name = GROUNDING_METHODS[method].label if method in GROUNDING_METHODS else method
         paper = PAPER["pck"].get(name)
         lines.append(f"| {name} | " + " | ".join(_pct(v) for v in values) + f" | {r['scored']} | "
-                     + ("/".join(f"{p:.1f}" for p in paper) if paper else "-") + " |")
+                     + ("/".join(f"{p:.1f}" for p in paper) if paper else "-")
+                     + f" | {_pct(disc.get('rate'))} | {disc.get('pairs', 0)} |")
     rt = result["table2_retrieval"]
     lines += ["", f"Table 2, attribute retrieval over the {len(rt['attributes'])} most frequent caption attributes "
               "(macro averages, %; accuracy = precision, see metrics/retrieval.py):", "",
@@ -212,6 +282,7 @@ def markdown(result: dict[str, Any], title: str) -> str:
                      f"{_pct(m['precision_at_10'])} | {_pct(m['average_precision'])} |")
     p = PAPER["retrieval"]
     lines.append(f"| paper | {p['recall']} | {p['true_negative_rate']} | {p['accuracy']} | - | - |")
+    lines += tnr_lines(result.get("table2_at_paper_tnr"))
     b = result["table3_bleu"]
     lines += ["", f"Table 3, sentence BLEU ({result['bleu_signature']}):", "",
               "| images | BLEU-1 | BLEU-2 | BLEU-3 | BLEU-4 | images | paper |", "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -229,6 +300,7 @@ def markdown(result: dict[str, Any], title: str) -> str:
             lines.append(f"| {name} | {_pct(row.get('retrieval_map'))} | {_pct(row.get('retrieval_recall'))} | "
                          f"{_pct(row.get('retrieval_tnr'))} | {bleu} | {row['distinct_attributes']} | "
                          f"{100 * row['most_common_share']:.0f}% |")
+    lines += specificity_lines(result.get("image_specificity"))
     f = result["faithfulness"]["10"]
     lines += ["", "Faithfulness: class-score drop when 10 filters per image are zeroed:", "",
               "| filters removed | logit drop | probability drop | prediction flipped |", "| --- | --- | --- | --- |"]
@@ -248,19 +320,73 @@ def markdown(result: dict[str, Any], title: str) -> str:
               + ", ".join(f"{t} {100 * s:.0f}%" for t, s in e["most_common"]) + "."]
     if result.get("ablation"):
         lines += ["", "Ablation (same images, same run):", "",
-                  "| config | PCK@0.1/0.2/0.3 | constant p.d.f. | retrieval mAP | recall | TNR | BLEU-1/2/4 | "
+                  "| config | PCK@0.1/0.2/0.3 | constant p.d.f. | part discrimination | part-contrasted alpha: PCK, "
+                  "discrimination | retrieval mAP | recall | TNR | recall at TNR 92.9 | invisible share | BLEU-1/2/4 | "
                   "distinct attributes | top attribute's share | precision@k | contrast |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for name, row in result["ablation"].items():
             pck_cells = "/".join(_pct(row["pck"][a]) for a in ("0.1", "0.2", "0.3"))
             constant = "/".join(_pct(row["constant_pck"][a]) for a in ("0.1", "0.2", "0.3"))
             bleu = "/".join(f"{row['bleu'][f'BLEU-{n}']:.3f}" for n in (1, 2, 4))
-            lines.append(f"| {name} | {pck_cells} | {constant} | {_pct(row['retrieval_map'])} | "
-                         f"{_pct(row['retrieval_recall'])} | {_pct(row['retrieval_tnr'])} | {bleu} | "
+            contrast = ("/".join(_pct(row["contrast_pck"][a]) for a in ("0.1", "0.2", "0.3"))
+                        + f", {_pct(row['contrast_discrimination'])}") if row.get("contrast_pck") else "-"
+            lines.append(f"| {name} | {pck_cells} | {constant} | {_pct(row.get('part_discrimination'))} | {contrast} | "
+                         f"{_pct(row['retrieval_map'])} | "
+                         f"{_pct(row['retrieval_recall'])} | {_pct(row['retrieval_tnr'])} | "
+                         f"{_pct(row.get('recall_at_paper_tnr'))} | {_pct(row.get('invisible_share'))} | {bleu} | "
                          f"{row['distinct_attributes']} | {100 * row['most_common_share']:.0f}% | "
                          + (f"{row['precision_at_k']:.3f} | {_pct(row['contrast_names_differing_attribute'])}% |"
                             if "precision_at_k" in row else "- | - |"))
+    if result.get("grounding_ablation"):
+        lines += ["", "Grounding ablation: finer final maps (the network at a larger input for grounding only), "
+                  "same test images and attributes:", "",
+                  "| variant | PCK@0.1/0.2/0.3 | part discrimination | part-contrasted alpha PCK | its discrimination | "
+                  "constant p.d.f. |", "| --- | --- | --- | --- | --- | --- |"]
+        for name, row in result["grounding_ablation"].items():
+            cells = lambda p: "/".join(_pct(p[a]) for a in ("0.1", "0.2", "0.3")) if p else "-"  # noqa: E731
+            lines.append(f"| {name} | {cells(row['pck'])} | {_pct(row['part_discrimination'])} | "
+                         f"{cells(row['contrast_pck'])} | {_pct(row['contrast_discrimination'])} | "
+                         f"{cells(row['constant_pck'])} |")
     return "\n".join(lines) + "\n"
+
+
+def tnr_lines(at: dict | None) -> list[str]:
+    """Table 2 at the paper's operating point (:func:`retrieval_operating_point`)."""
+    if not at:
+        return []
+    lines = ["", f"Table 2 at the paper's operating point: per attribute, the threshold giving TNR "
+             f"{100 * at['target_tnr']:.1f}% on the {at['train_images']} captioned training images, applied to the "
+             f"{at['test_images']} captioned test images (same {at['attributes']} attributes, macro %):", "",
+             "| ranking | recall | TNR | precision | mAP |", "| --- | --- | --- | --- | --- |"]
+    for name in ("method", "method, threshold set on the test images (reference)", "class caption frequency", "random"):
+        if name in at:
+            m = at[name]
+            lines.append(f"| {name} | {_pct(m['recall'])} | {_pct(m['true_negative_rate'])} | {_pct(m['precision'])} | "
+                         f"{_pct(m.get('average_precision'))} |")
+    return lines
+
+
+def specificity_lines(spec: dict | None) -> list[str]:
+    """The invisible-part and occlusion tables of :func:`image_specificity`."""
+    if not spec:
+        return []
+    lines = ["", f"Image-specificity against keypoints, on {spec['images']} captioned test images: share of cited "
+             "part-attributes whose part is annotated invisible in the image (lower is better), and, on a seeded "
+             f"sample of {spec.get('occlusion_images', 0)} of them, occlusion: a square of side 0.2 x max(box w, h) "
+             "greyed out (preprocessing mean) on the attribute's own part or on another visible part; score = "
+             "log-odds of the score explanations show (calibrated p(t|x) with the evidence model), read by the network "
+             "for every citer (the class caption frequency's own score never changes: it ignores the image):", "",
+             "| cited by | invisible share | cited part-attributes | own part drops more | cases | mean own drop | "
+             "mean other drop | own part drops more, ranking score (eq. 5-6 log-odds) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    occlusion = spec.get("occlusion", {})
+    for name, row in spec["invisible_parts"].items():
+        o = occlusion.get(name, {})
+        fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+        lines.append(f"| {name} | {_pct(row['invisible_share'])}% | {row['scored']} | "
+                     f"{_pct(o.get('own_part_drops_more'))}% | {o.get('cases', 0)} | {fmt(o.get('mean_own_drop'))} | "
+                     f"{fmt(o.get('mean_other_drop'))} | {_pct(o.get('ranking_score', {}).get('own_part_drops_more'))}% |")
+    return lines
 
 
 def _config_line(config: dict) -> str:
@@ -284,9 +410,39 @@ def ablation(session: ExplainerSession, dataset: Dataset, extractor: PhraseExtra
                                      progress=False, activations=train_activations)
         variant = ExplainerSession(explainer, session.model, session.preprocess, session.feature_cache, memo)
         result = evaluate(variant, dataset, extractor, truth, seed, n_figure_filters=0,
-                          grounding_methods=("proposed", "constant"), baselines=False)
+                          grounding_methods=("proposed", "part_contrast", "constant"), baselines=False,
+                          occlusion_images=0)
         rows[name] = summary_row(result)
     return rows
+
+
+GROUNDING_SCALES = (1.5,)  # larger inputs for grounding only, x the model's size, in ``evaluate --ablation``
+
+
+def grounding_ablation(session: ExplainerSession, dataset: Dataset, extractor: PhraseExtractor,
+                       truth: dict | None = None, seed: int = 0, scales: Sequence[float] = GROUNDING_SCALES) -> dict[str, dict]:
+    """Table 1 for the session's own explainer with finer final maps: the network run at each of
+    ``scales`` x its input size for grounding only (the decision and the explanation stay at the model's size), on the
+    same test images and caption attributes; eq. 9, the part-contrasted alpha and the constant p.d.f."""
+    kept, _, documents = parsed_split(session, dataset.split(train=False), extractor)
+    synonyms = truth.get("synonyms") if truth else None
+    rows = {}
+    for size in (int(round(scale * session.preprocess.image_size)) for scale in scales):
+        grounding_session = ExplainerSession(session.explainer, session.model,
+                                             replace(session.preprocess, image_size=int(size)))
+        table = grounding_pck(grounding_session, kept, documents, synonyms=synonyms, seed=seed,
+                              methods=("proposed", "part_contrast", "constant")).to_dict()
+        rows[f"the explainer's own config, grounding at {size} px input"] = {
+            "input_size": int(size), **_grounding_cells(table)}
+    return rows
+
+
+def _grounding_cells(table: dict) -> dict[str, Any]:
+    results, disc = table["results"], table.get("part_discrimination", {})
+    return {"pck": results["proposed"]["pck"], "constant_pck": results.get("constant", {}).get("pck"),
+            "part_discrimination": disc.get("proposed", {}).get("rate"),
+            "contrast_pck": results.get("part_contrast", {}).get("pck"),
+            "contrast_discrimination": disc.get("part_contrast", {}).get("rate")}
 
 
 def ablation_configs() -> dict[str, Any]:
@@ -319,6 +475,13 @@ def summary_row(result: dict[str, Any]) -> dict[str, Any]:
         "distinct_attributes": result["explanations"]["distinct_attributes"],
         "most_common_share": result["explanations"]["most_common"][0][1] if result["explanations"]["most_common"] else 0,
     }
+    cells = _grounding_cells(result["table1_pck"])
+    row.update(part_discrimination=cells["part_discrimination"], contrast_pck=cells["contrast_pck"],
+               contrast_discrimination=cells["contrast_discrimination"])
+    at_tnr = result.get("table2_at_paper_tnr") or {}
+    row["recall_at_paper_tnr"] = at_tnr.get("method", {}).get("recall")
+    invisible = (result.get("image_specificity") or {}).get("invisible_parts", {})
+    row["invisible_share"] = invisible.get("method", {}).get("invisible_share")
     if "truth" in result:
         row.update({k: result["truth"][k] for k in ("precision_at_k", "contrast_names_differing_attribute")})
     return row

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
@@ -41,6 +41,7 @@ from saywhy.metrics.pck import (
     PCKResult,
     load_attribute_parts,
     most_frequent_attributes,
+    part_discrimination,
     pck,
 )
 from saywhy.pipeline import ExplainerSession
@@ -142,6 +143,7 @@ class GroundingBatch:
     session: ExplainerSession
     records: list[ImageRecord]  # every readable image of the pass, in row order
     items: list[GroundingItem]  # those with at least one queried attribute
+    synonyms: Mapping[str, str] | None = None  # how the queried attributes were canonicalized
 
 
 class GroundingMethod:
@@ -203,7 +205,7 @@ def list_grounding_methods() -> list[str]:
     """Names of the registered grounding methods, in registration order (the order of Table 1).
 
     >>> list_grounding_methods()
-    ['proposed', 'constant', 'cam', 'gradcam', 'bbox_center', 'random']
+    ['proposed', 'part_contrast', 'part_rest', 'constant', 'cam', 'gradcam', 'bbox_center', 'random', 'keypoint_cell']
     """
     return list(GROUNDING_METHODS)
 
@@ -216,6 +218,67 @@ class Proposed(HeatmapMethod):
 
     def heatmaps(self, item: GroundingItem) -> np.ndarray:
         return attribute_scores(item.maps, item.alpha)
+
+
+def part_contrast_alphas(explainer: Explainer, part_map: Mapping[str, Sequence[str]],
+                         synonyms: Mapping[str, str] | None = None, same_adjective: bool = True) -> dict[str, np.ndarray]:
+    """Per attribute (canonical form), eq. 9's alpha minus the mean alpha of the attributes with the
+    same adjective(s) and a part disjoint from its own ("red crown" minus the mean of "red breast",
+    "red belly", ...): what tells the crown's red from the rest of the red bird. Attributes whose noun
+    names no part, or with no such neighbour, keep their alpha. ``same_adjective=False`` subtracts
+    the mean alpha of every attribute of another part, whatever its adjective (part against the rest).
+
+    >>> import scipy.sparse as sp
+    >>> ex = Explainer().fit(np.eye(3), sp.csr_matrix(np.eye(3)), ["red crown", "red tail", "blue tail"], np.eye(3), ["A", "B", "C"])
+    >>> a = part_contrast_alphas(ex, {"crown": ["crown"], "tail": ["tail"]})
+    >>> np.allclose(a["red crown"], attribute_alphas(ex, ["red crown"])[0] - attribute_alphas(ex, ["red tail"])[0])
+    True
+    """
+    from saywhy.metrics.pck import attribute_parts
+
+    keys = list(dict.fromkeys(canonical(t, synonyms) if synonyms else t for t in explainer.vocabulary_))
+    alphas = dict(zip(keys, attribute_alphas(explainer, keys, synonyms)))
+    by_adjective: dict[str, list[tuple[str, set]]] = {}
+    for key in keys:
+        parts = set(attribute_parts(key, part_map))
+        if parts and len(key.split()) > 1:
+            group = " ".join(key.split()[:-1]) if same_adjective else ""
+            by_adjective.setdefault(group, []).append((key, parts))
+    out = dict(alphas)
+    for group in by_adjective.values():
+        for key, parts in group:
+            others = [alphas[k] for k, p in group if not (p & parts)]
+            if others:
+                out[key] = alphas[key] - np.mean(others, axis=0)
+    return out
+
+
+@register
+class PartContrast(HeatmapMethod):
+    """Eq. 9 with part-aware weights: each attribute's alpha minus the mean alpha of same-adjective
+    attributes of other parts (:func:`part_contrast_alphas`), so same-colour parts differ."""
+
+    name, label = "part_contrast", "proposed, part-contrasted alpha"
+    same_adjective: ClassVar[bool] = True
+
+    def prepare(self, batch: GroundingBatch) -> None:
+        key = (id(batch.session.explainer), repr(batch.synonyms))
+        if getattr(self, "_key", None) != key:
+            self._alphas = part_contrast_alphas(batch.session.explainer, load_attribute_parts(), batch.synonyms,
+                                                self.same_adjective)
+            self._key = key
+
+    def heatmaps(self, item: GroundingItem) -> np.ndarray:
+        alpha = np.stack([self._alphas.get(t, a) for t, a in zip(item.attributes, item.alpha)])
+        return attribute_scores(item.maps, alpha)
+
+
+@register
+class PartVersusRest(PartContrast):
+    """Eq. 9 with each attribute's alpha minus the mean alpha of every attribute of another part."""
+
+    name, label = "part_rest", "proposed, alpha against other parts'"
+    same_adjective = False
 
 
 @register
@@ -281,6 +344,34 @@ class Random(GroundingMethod):
         return self.rng.uniform(0, 1, (len(item.attributes), 2)) * item.size
 
 
+@register
+class KeypointCell(GroundingMethod):
+    """An upper reference, not a method: the centre of the final-map cell that holds the attribute's
+    own part keypoint (the first visible one), i.e. the best any peak on this grid can do. It reads
+    the ground truth, and bounds PCK and part discrimination at the network's map resolution. An
+    attribute with no visible keypoint of its part gets the box centre (it is not scored anyway)."""
+
+    name, label = "keypoint_cell", "keypoint's own cell (upper reference)"
+
+    def points(self, item: GroundingItem) -> np.ndarray:
+        from saywhy.metrics.pck import attribute_parts
+
+        part_map = load_attribute_parts()
+        h, w = item.maps.shape[-2:]
+        x0, y0, x1, y1 = item.box
+        out = []
+        for attribute in item.attributes:
+            visible = [item.record.keypoints[p] for p in attribute_parts(attribute, part_map)
+                       if p in item.record.keypoints and item.record.keypoints[p].visible]
+            if not visible:
+                out.append(((x0 + x1) / 2, (y0 + y1) / 2))
+                continue
+            col = min(max(int((visible[0].x - x0) / max(x1 - x0, 1e-9) * w), 0), w - 1)
+            row = min(max(int((visible[0].y - y0) / max(y1 - y0, 1e-9) * h), 0), h - 1)
+            out.append(tuple(cells_to_image(np.array([row, col]), (h, w), item.box)))
+        return np.array(out, dtype=np.float64).reshape(len(item.attributes), 2)
+
+
 # ----- the PCK experiment ----------------------------------------------------------------------
 def _image_size(path: Path) -> tuple[int, int]:
     with Image.open(path) as image:  # the header only
@@ -319,7 +410,7 @@ def grounding_points(session: ExplainerSession, records: Sequence[ImageRecord], 
             items.append(GroundingItem(record, row, queried, alpha_all[[position[t] for t in queried]],
                                        acts.maps[row], acts.logits[row], size,
                                        session.preprocess.seen_box(size, record.bbox)))
-        batch = GroundingBatch(session, kept, items)
+        batch = GroundingBatch(session, kept, items, synonyms)
         for method, runner in runners.items():
             for item, found in zip(items, runner.ground(batch)):
                 points[method] += [((float(p[0]), float(p[1])), t, item.record) for p, t in zip(found, item.attributes)]
@@ -333,10 +424,12 @@ class GroundingPCK:
     attributes: list[str]  # the most frequent groundable attributes that name a part
     results: dict[str, PCKResult]  # method -> PCK
     skipped_images: dict[str, int]
+    discrimination: dict[str, dict] = field(default_factory=dict)  # method -> part discrimination
 
     def to_dict(self) -> dict:
         return {"attributes": self.attributes, "skipped_images": self.skipped_images,
-                "results": {m: r.to_dict() for m, r in self.results.items()}}
+                "results": {m: r.to_dict() for m, r in self.results.items()},
+                "part_discrimination": self.discrimination}
 
 
 def grounding_pck(session: ExplainerSession, records: Sequence[ImageRecord],
@@ -369,7 +462,20 @@ def grounding_pck(session: ExplainerSession, records: Sequence[ImageRecord],
                "images with none of the chosen attributes": len(with_docs) - len(used),
                "unreadable images": len(used) - len(scored_images)}
     results = {m: pck(((p, t, r.keypoints, r.bbox) for p, t, r in found), part_map, alphas) for m, found in points.items()}
-    return GroundingPCK(attributes, results, skipped)
+    return GroundingPCK(attributes, results, skipped, discrimination_by_method(points, part_map))
+
+
+def discrimination_by_method(points: Mapping[str, Sequence[tuple[tuple[float, float], str, ImageRecord]]],
+                             part_map: Mapping[str, Sequence[str]]) -> dict[str, dict]:
+    """Per method, the part discrimination rate (:func:`saywhy.metrics.pck.part_discrimination`) of the
+    grounded (point, attribute, record) triples, pairs taken within each image."""
+    out = {}
+    for method, found in points.items():
+        by_image: dict[int, tuple[ImageRecord, list]] = {}
+        for point, attribute, record in found:
+            by_image.setdefault(id(record), (record, []))[1].append((point, attribute))
+        out[method] = part_discrimination(((pts, r.keypoints) for r, pts in by_image.values()), part_map).to_dict()
+    return out
 
 
 def _path(item: ImageRecord | str | Path) -> str:

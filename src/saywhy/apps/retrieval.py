@@ -26,7 +26,13 @@ import numpy as np
 
 from saywhy.errors import SaywhyError
 from saywhy.explain.explainer import Explainer
-from saywhy.metrics.retrieval import RetrievalReport, evaluate_retrieval
+from saywhy.metrics.retrieval import (
+    RetrievalReport,
+    evaluate_retrieval,
+    retrieval_scores,
+    retrieve_above,
+    thresholds_at_tnr,
+)
 from saywhy.search import top_k_mask
 
 # ----- Table 2 -------------------------------------------------------------------------------
@@ -103,3 +109,47 @@ def score_retrieval(scores: np.ndarray, vocabulary: Sequence[str], documents: Se
     report.notes = {"ranking": "the given scores", "set decision": f"attribute in the top-{top_k} explanation",
                     "ground truth": "attribute among the phrases parsed from the image's captions"}
     return RetrievalEvaluation(report, skipped)
+
+
+# ----- the paper's operating point -------------------------------------------------------------
+PAPER_TNR = 0.929  # Table 2's true negative rate
+
+
+def retrieval_at_tnr(train_scores: np.ndarray, train_documents: Sequence[Sequence[str]], test_scores: np.ndarray,
+                     test_documents: Sequence[Sequence[str] | None], vocabulary: Sequence[str],
+                     n_attributes: int = 50, tnr: float = PAPER_TNR, k: int = 10, seed: int = 0) -> dict[str, Any]:
+    """Table 2 at a chosen operating point: per attribute, the threshold whose true negative rate on
+    the TRAINING images is ``tnr`` (:func:`~saywhy.metrics.retrieval.thresholds_at_tnr`), applied
+    to the test images; recall, TNR and precision on the test images (macro, as Table 2).
+
+    ``train_scores`` (training images x ``vocabulary``) and ``test_scores`` (captioned test
+    images x ``vocabulary``) come from the same ranking; the attributes are Table 2's (the
+    ``n_attributes`` most frequent in the test captions that ``vocabulary`` holds). A
+    random ranking thresholded the same way is the floor (recall near 1 - ``tnr``).
+    """
+    keep = [d for d in test_documents if d is not None]
+    if len(test_scores) != len(keep) or len(train_scores) != len(train_documents):
+        raise SaywhyError(f"{len(train_scores)}/{len(test_scores)} score rows for {len(train_documents)} training "
+                          f"and {len(keep)} captioned test images")
+    attributes = frequent_attributes(keep, n_attributes, vocabulary)
+    if not attributes:
+        raise SaywhyError("no caption attribute of these images is in the vocabulary")
+    index = {t: j for j, t in enumerate(vocabulary)}
+    columns = [index[t] for t in attributes]
+    relevant = lambda docs: np.array([[t in set(d) for t in attributes] for d in docs], dtype=bool)  # noqa: E731
+    train_relevant, test_relevant = relevant(train_documents), relevant(keep)
+    rows = {}
+    rng = np.random.default_rng(seed)
+    rankings = {"method": (np.asarray(train_scores)[:, columns], np.asarray(test_scores)[:, columns]),
+                "random": (rng.random(train_relevant.shape), rng.random(test_relevant.shape))}
+    for name, (train, test) in rankings.items():
+        thresholds = thresholds_at_tnr(train, train_relevant, tnr)
+        macro = retrieval_scores(test, retrieve_above(test, thresholds), test_relevant, k).macro
+        rows[name] = {m: macro[m] for m in ("recall", "true_negative_rate", "precision", "average_precision")}
+        if name == "method":  # a reference only: the threshold that gives the rate on the test images themselves
+            reference = thresholds_at_tnr(test, test_relevant, tnr)
+            rows["method, threshold set on the test images (reference)"] = {
+                m: retrieval_scores(test, retrieve_above(test, reference), test_relevant, k).macro[m]
+                for m in ("recall", "true_negative_rate", "precision")}
+    return {"target_tnr": tnr, "threshold_images": "training", "attributes": len(attributes),
+            "train_images": len(train_documents), "test_images": len(keep), **rows}

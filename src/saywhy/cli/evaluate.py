@@ -18,12 +18,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="ground each image's caption attributes (the paper) or its true attributes (synthbirds)")
     p.add_argument("--grounding-size", type=int_at_least(8), help="network input size for grounding only (default: the model's own)")
     p.add_argument("--ablation", action="store_true", help="also compare, on the same images, the paper's exact method and each of saywhy's choices (ablation_configs)")
+    p.add_argument("--occlusion-images", type=int_at_least(0), default=150,
+                   help="seeded sample of captioned test images for the occlusion test (0: skip it)")
     p.add_argument("--seed", type=int_at_least(0), default=0)
     add_session_options(p)
 
 
 def run(args: argparse.Namespace) -> None:
-    from saywhy.evaluate import ablation, ablation_configs, evaluate, markdown, record_sample
+    from saywhy.evaluate import ablation, ablation_configs, evaluate, grounding_ablation, markdown, record_sample
     from saywhy.text.phrases import PhraseExtractor
 
     ws = workspace(args)
@@ -32,10 +34,11 @@ def run(args: argparse.Namespace) -> None:
     name = args.name or (args.root.name if args.root else _dataset_name(dataset.root))
     extractor = PhraseExtractor(cache_dir=ws.phrase_cache, progress=progress(args))
     result = evaluate(session, dataset, extractor, truth, args.seed, args.grounding_source,
-                      grounding_size=args.grounding_size)
+                      grounding_size=args.grounding_size, occlusion_images=args.occlusion_images)
     result["sample"] = record_sample(session, dataset, dataset.split(train=False), seed=args.seed)
     if args.ablation:
         result["ablation"] = ablation(session, dataset, extractor, ablation_configs(), truth, args.seed)
+        result["grounding_ablation"] = grounding_ablation(session, dataset, extractor, truth, args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{name}_eval.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
     (args.out / f"{name}_eval.md").write_text(markdown(result, f"{name}: saywhy evaluate"))

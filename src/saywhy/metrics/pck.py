@@ -147,3 +147,61 @@ def most_frequent_attributes(documents: Iterable[Iterable[str]], part_map: PartM
     counts = Counter(t for doc in documents for t in set(doc)
                      if attribute_parts(t, part_map) and (allowed is None or t in allowed))
     return [t for t, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]]
+
+
+# ----- part discrimination -----------------------------------------------------------------------
+@dataclass
+class DiscriminationResult:
+    """Pairs of attributes of different parts on one image, and how many each peak nearer its own part."""
+
+    pairs: int = 0
+    discriminated: int = 0
+    skipped: Counter = field(default_factory=Counter)
+
+    @property
+    def rate(self) -> float | None:
+        return self.discriminated / self.pairs if self.pairs else None
+
+    def to_dict(self) -> dict:
+        return {"rate": self.rate, "pairs": self.pairs, "discriminated": self.discriminated, "skipped": dict(self.skipped)}
+
+
+def _nearest(point: tuple[float, float], keypoints: Sequence[Keypoint]) -> float:
+    return min(float(np.hypot(point[0] - k.x, point[1] - k.y)) for k in keypoints)
+
+
+def part_discrimination(cases: Iterable[tuple[Sequence[tuple[tuple[float, float], str]], Mapping[str, Keypoint]]],
+                        part_map: PartMap) -> DiscriminationResult:
+    """The part discrimination rate over images given as ``(points, keypoints)``, ``points`` the
+    (predicted (x, y), attribute) of each attribute grounded on the image.
+
+    Every pair of the image's attributes whose nouns name disjoint parts, each with a visible
+    keypoint, is scored: it is discriminated when each one's point is strictly nearer its own
+    part's nearest visible keypoint than the other's. A method that gives every attribute the
+    same point never discriminates a pair; independent uniform points do about a quarter of
+    the time.
+
+    >>> kp = {"crown": Keypoint(0.0, 0.0, True), "tail": Keypoint(10.0, 0.0, True)}
+    >>> parts = {"crown": ["crown"], "tail": ["tail"]}
+    >>> part_discrimination([([((1.0, 0.0), "red crown"), ((9.0, 0.0), "red tail")], kp)], parts).rate
+    1.0
+    >>> part_discrimination([([((1.0, 0.0), "red crown"), ((1.0, 0.0), "red tail")], kp)], parts).rate
+    0.0
+    """
+    result = DiscriminationResult()
+    for points, keypoints in cases:
+        grounded = []
+        for point, attribute in points:
+            parts = attribute_parts(attribute, part_map)
+            visible = [keypoints[p] for p in parts if p in keypoints and keypoints[p].visible]
+            if parts and visible:
+                grounded.append((point, set(parts), visible))
+        for i in range(len(grounded)):
+            for j in range(i + 1, len(grounded)):
+                (pa, parts_a, ka), (pb, parts_b, kb) = grounded[i], grounded[j]
+                if parts_a & parts_b:
+                    result.skipped["same part"] += 1
+                    continue
+                result.pairs += 1
+                result.discriminated += int(_nearest(pa, ka) < _nearest(pa, kb) and _nearest(pb, kb) < _nearest(pb, ka))
+    return result

@@ -248,3 +248,39 @@ def evaluate_retrieval(scores: np.ndarray, retrieved: np.ndarray, relevant: np.n
     random_scores, random_retrieved = random_baseline(relevant, retrieved.sum(0), seed)
     return RetrievalReport(list(attributes), len(relevant), k, seed, method,
                            retrieval_scores(random_scores, random_retrieved, relevant, k))
+
+
+# ----- a set decision at a chosen true negative rate ------------------------------------------
+def thresholds_at_tnr(scores: np.ndarray, relevant: np.ndarray, tnr: float) -> np.ndarray:
+    """Per attribute, the smallest score threshold whose true negative rate on these images is at
+    least ``tnr``, an image being retrieved when its score is strictly above the threshold.
+
+    The threshold is the ceil(tnr x negatives)-th lowest score of the non-relevant images (ties
+    can only raise the rate); an attribute without non-relevant images gets -inf (everything is
+    retrieved, as nothing can be wrongly returned). Fit on one set of images (training), apply
+    to another with :func:`retrieve_above`.
+
+    >>> thresholds_at_tnr(np.array([[0.1], [0.2], [0.3], [0.4], [0.9]]), np.array([[0], [0], [0], [0], [1]]), 0.75).tolist()
+    [0.3]
+    """
+    relevant = _as_bool("relevant", relevant)
+    scores = np.asarray(scores, np.float64)
+    _check_shapes(scores=scores, relevant=relevant)
+    if not 0.0 < tnr <= 1.0:
+        raise SaywhyError(f"the true negative rate must be in (0, 1], got {tnr}")
+    out = np.full(scores.shape[1], -np.inf)
+    for a in range(scores.shape[1]):
+        negatives = np.sort(scores[~relevant[:, a], a])
+        if len(negatives):
+            out[a] = negatives[int(np.ceil(tnr * len(negatives) - 1e-9)) - 1]
+    return out
+
+
+def retrieve_above(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """The set decision of a threshold per attribute: True where the score is strictly above it.
+
+    >>> retrieve_above(np.array([[0.2, 0.5], [0.4, 0.1]]), np.array([0.3, 0.3])).tolist()
+    [[False, True], [True, False]]
+    """
+    scores = np.asarray(scores, np.float64)
+    return scores > np.asarray(thresholds, np.float64)[None, :]
