@@ -72,10 +72,12 @@ def truth_checks(session: ExplainerSession, pooled: np.ndarray, records, dataset
 
 def parsed_split(session: ExplainerSession, records: Sequence[ImageRecord], extractor: PhraseExtractor
                  ) -> tuple[list[ImageRecord], Activations, list[list[str] | None]]:
-    """The readable records, their activations, and each one's caption phrases (None without captions)."""
+    """The readable records, their activations, and each one's caption phrases (None without captions),
+    written with the explainer's synonym groups ("black bill" counts as its "black beak")."""
     acts = session.activations(records, strict=False)
     kept = [records[i] for i in acts.index]
-    parsed = iter(extractor.extract_documents([list(r.captions) for r in kept if r.captions is not None]))
+    merge = session.explainer.synonyms_.terms
+    parsed = iter(merge(d) for d in extractor.extract_documents([list(r.captions) for r in kept if r.captions is not None]))
     return kept, acts, [next(parsed) if r.captions is not None else None for r in kept]
 
 
@@ -87,7 +89,7 @@ def text_baselines(session: ExplainerSession, dataset: Dataset, extractor: Phras
     explainer = session.explainer
     k, vocabulary = explainer.config.top_k, explainer.vocabulary_
     train = dataset.with_captions(dataset.split(train=True))
-    train_docs = extractor.extract_documents([list(r.captions) for r in train])
+    train_docs = [explainer.synonyms_.terms(d) for d in extractor.extract_documents([list(r.captions) for r in train])]
     labels = [dataset.class_index(r.class_id) for r in train]
     frequency = class_attribute_frequency(train_docs, labels, vocabulary, len(explainer.class_names_))
     rows = [i for i, d in enumerate(documents) if d is not None]

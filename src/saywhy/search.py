@@ -44,7 +44,7 @@ def query_indices(explainer: Any, query: Sequence[str]) -> list[int]:
     index = {term: i for i, term in enumerate(explainer.vocabulary_)}
     columns = []
     for attribute in query:
-        wanted = " ".join(str(attribute).lower().split())
+        wanted = explainer.synonyms_.term(" ".join(str(attribute).lower().split()))  # "black bill" -> "black beak"
         if wanted not in index:
             close = difflib.get_close_matches(wanted, explainer.vocabulary_, n=5, cutoff=0.6)
             hint = f"closest: {', '.join(close)}" if close else "no close match"
