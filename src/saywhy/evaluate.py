@@ -107,13 +107,23 @@ def text_baselines(session: ExplainerSession, dataset: Dataset, extractor: Phras
         row = {"bleu": bleu_by_correctness(sentences, captions, right).means["overall"],
                "distinct_attributes": len(used),
                "most_common_share": used.most_common(1)[0][1] / max(1, len(rows)) if used else 0.0,
-               "example": sentences[0] if sentences else None}
+               "example": sentences[0] if sentences else None,
+               "sentences": sentence_quality(explainer, sentences, classes)}
         if name == "class caption frequency":
             macro = score_retrieval(frequency[classes], vocabulary, documents, k, 50, 10, seed).report.to_dict()["method"]["macro"]
             row.update(retrieval_map=macro["average_precision"], retrieval_recall=macro["recall"],
                        retrieval_tnr=macro["true_negative_rate"])
         out[name] = row
     return out
+
+
+def sentence_quality(explainer: Any, sentences: Sequence[str], classes: Sequence[int]) -> dict[str, Any]:
+    """Issue 11: shares of sentences with a missing article, a repeated synonym, a repeated reason or a
+    vague word, by :mod:`saywhy.metrics.sentences` with the explainer's own words."""
+    from saywhy.metrics.sentences import SentenceChecker
+
+    checker = SentenceChecker(explainer.vocabulary_, explainer.surface_forms_, explainer.synonyms_)
+    return checker.report(sentences, [explainer.readable_name(int(c)) for c in classes]).to_dict()
 
 
 def evaluate(session: ExplainerSession, dataset: Dataset, extractor: PhraseExtractor, truth: dict | None = None,
@@ -176,6 +186,7 @@ def evaluate(session: ExplainerSession, dataset: Dataset, extractor: PhraseExtra
         "figure9": top_phrases([d for d in documents if d is not None], 100).to_dict(),
         "paper": PAPER,
     }
+    result["sentences"] = sentence_quality(explainer, sentences, [e.class_index for e in explanations])
     if baselines and with_captions:
         result["baselines"] = text_baselines(session, dataset, extractor, documents, kept, predicted, correct, seed)
     if truth:
@@ -231,6 +242,7 @@ def markdown(result: dict[str, Any], title: str) -> str:
             lines.append(f"| {name} | {_pct(row.get('retrieval_map'))} | {_pct(row.get('retrieval_recall'))} | "
                          f"{_pct(row.get('retrieval_tnr'))} | {bleu} | {row['distinct_attributes']} | "
                          f"{100 * row['most_common_share']:.0f}% |")
+    lines += _sentence_lines(result)
     f = result["faithfulness"]["10"]
     lines += ["", "Faithfulness: class-score drop when 10 filters per image are zeroed:", "",
               "| filters removed | logit drop | probability drop | prediction flipped |", "| --- | --- | --- | --- |"]
@@ -263,6 +275,21 @@ def markdown(result: dict[str, Any], title: str) -> str:
                          + (f"{row['precision_at_k']:.3f} | {_pct(row['contrast_names_differing_attribute'])}% |"
                             if "precision_at_k" in row else "- | - |"))
     return "\n".join(lines) + "\n"
+
+
+def _sentence_lines(result: dict[str, Any]) -> list[str]:
+    """Issue 11's sentence checks (metrics/sentences.py) for the method and each text baseline."""
+    if "sentences" not in result:
+        return []
+    rows = {"method": result["sentences"],
+            **{name: row["sentences"] for name, row in result.get("baselines", {}).items() if "sentences" in row}}
+    lines = ["", "Sentences as people write them: share with each problem (%, metrics/sentences.py):", "",
+             "| sentences | missing article | repeated synonym | repeated reason | vague word | sentences |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for name, r in rows.items():
+        lines.append(f"| {name} | {_pct(r['missing_article'])} | {_pct(r['repeated_synonym'])} | "
+                     f"{_pct(r['repeated_reason'])} | {_pct(r['vague_word'])} | {r['n_sentences']} |")
+    return lines
 
 
 def _config_line(config: dict) -> str:
@@ -323,6 +350,8 @@ def summary_row(result: dict[str, Any]) -> dict[str, Any]:
     }
     if "truth" in result:
         row.update({k: result["truth"][k] for k in ("precision_at_k", "contrast_names_differing_attribute")})
+    if "sentences" in result:
+        row["sentences"] = {k: v for k, v in result["sentences"].items() if k != "examples"}
     return row
 
 

@@ -74,12 +74,12 @@ def image_documents(records: Sequence[ImageRecord], source: str, extractor: Phra
     return extractor.extract_documents([list(r.captions or ()) for r in records])
 
 
-def learn_caption_synonyms(records: Sequence[ImageRecord], extractor: PhraseExtractor | None) -> SynonymGroups:
-    """Synonym groups from the fitting captions, compared caption by caption within each image."""
+def caption_phrases(records: Sequence[ImageRecord], extractor: PhraseExtractor | None) -> list[list[list[str]]]:
+    """Per image, per caption, its phrases: what synonyms and vague words are learned from."""
     if extractor is None:
         raise SaywhyError("caption attributes need a phrase extractor")
     per_caption = iter(extractor.extract([c for r in records for c in (r.captions or ())]))
-    return learn_synonyms([[next(per_caption) for _ in (r.captions or ())] for r in records])
+    return [[next(per_caption) for _ in (r.captions or ())] for r in records]
 
 
 def resolve_layers(model: nn.Module, preprocess: Preprocess, layer: str | None = None, head: str | None = None) -> LayerChoice:
@@ -158,8 +158,9 @@ def fit_explainer(
             "its explanations will not mean much; train it first ('saywhy train') or check the classes and preprocessing")
         log.warning("%s", report.warnings[-1])
     documents = image_documents(kept, source, extractor)
+    per_caption = caption_phrases(kept, extractor) if source == "captions" else None
     if synonyms is None:
-        synonyms = learn_caption_synonyms(kept, extractor) if source == "captions" else SynonymGroups([], "none")
+        synonyms = learn_synonyms(per_caption) if per_caption is not None else SynonymGroups([], "none")
     vocabulary = AttributeVocabulary(min_df=config.min_df, synonyms=synonyms).fit(documents)
     counts = vocabulary.transform(documents)
     weights, bias = head_parameters(model, layers)
@@ -170,7 +171,8 @@ def fit_explainer(
         "warnings": report.warnings, **(metadata or {}),
     }
     captions = [c for r in kept for c in (r.captions or ())]  # none for attribute files: lemmas as given
-    forms = learn_surface_forms(captions, vocabulary.terms_)
+    merged = None if per_caption is None else [[synonyms.terms(c) for c in image] for image in per_caption]
+    forms = learn_surface_forms(captions, vocabulary.terms_, merged)
     explainer = Explainer(config).fit(activations.pooled, counts, vocabulary.terms_, weights, class_names, bias, meta,
                                       surface_forms=forms, synonyms=synonyms)
     report.images_used, report.vocabulary_size = len(kept), len(vocabulary.terms_)

@@ -441,8 +441,13 @@ class Explainer:
             raise SaywhyError("the attribute evidence computed from these activations overflows: they are far outside "
                               "what the explainer was fitted on; check the network and the preprocessing")
         out = []
+        forms = self._forms()
+        unsaid = None if forms is None or not forms.vague else np.array([forms.is_vague(t) for t in self.vocabulary_])
         for i, c in enumerate(classes):
-            order = [j for j in np.argsort(-scores.log_p[i], kind="stable")[: self.config.top_k] if scores.own[i, j] > 0]
+            ranked = np.argsort(-scores.log_p[i], kind="stable")
+            if unsaid is not None:  # vague words ("particular bird") never take a place in a natural sentence
+                ranked = ranked[~unsaid[ranked]]
+            order = [j for j in ranked[: self.config.top_k] if scores.own[i, j] > 0]
             top = [(self.vocabulary_[j], float(readable[i, j])) for j in order]
             name = self.readable_name(int(c))
             others = [k for k in np.argsort(-proba[i], kind="stable") if k != c][:3]
@@ -499,7 +504,11 @@ class Explainer:
         """Class-level description (eq. 7-8): what the network looks for in a class, ranked by log p(t|c)."""
         c = self.class_index(class_)
         ranking = self.class_ranking()[c]
-        order = np.argsort(-ranking, kind="stable")[: self.config.top_k]
+        order = np.argsort(-ranking, kind="stable")
+        forms = self._forms()
+        if forms is not None and forms.vague:
+            order = np.array([j for j in order if not forms.is_vague(self.vocabulary_[j])], dtype=np.int64)
+        order = order[: self.config.top_k]
         means = self.class_mean_pooled_[[c]]
         model = self.attribute_model_
         readable = model.readable(means, model.scores(means, self.filter_given_image_class(means, [c])))[0]

@@ -13,7 +13,9 @@ writes "a black beak and a black bill"). Both tests are normalized against chanc
 - *agreement*: over pairs of different captions of one image, one naming word 1 and the
   other word 2, the share of context words they share (the adjective of a noun, the noun
   of an adjective), divided by the geometric mean of each word's agreement with itself.
-  Synonyms give about 1; two parts of one bird, or "long"/"short", much less.
+  Synonyms give about 1; two parts of one bird, or "long"/"short", much less. Chance is
+  the agreement of captions of different images; a word whose own agreement is barely
+  above chance (an adjective of one noun only, like "pointed" of "beak") is not judged.
 
 Nouns are compared on their adjectives, adjectives on their nouns. Groups are built by
 complete linkage (every pair in a group passes both tests), so "belly"~"underbelly" and
@@ -40,6 +42,7 @@ MIN_PAIRS = 30          # caption pairs (word 1 in one, word 2 in another of the
 MAX_WITHIN = 0.17       # (W + 0.5) / E at most: words almost never written in one caption
 MIN_AGREEMENT = 0.85    # same context words about as often as each word with itself
 MAX_AGREEMENT = 1.25    # far above 1 only when a word barely agrees with itself: too few data to judge
+MIN_SELF_EXCESS = 0.1   # a word's own agreement above chance: its context words tell images apart
 MIN_CAPTIONS = 5        # captions a word must be in to be considered
 
 
@@ -249,7 +252,12 @@ def pair_evidence(images: Sequence[Sequence[Sequence[str]]], role: str,
     with np.errstate(divide="ignore", invalid="ignore"):
         agreement = np.where(pairs > 0, matches / np.maximum(pairs, 1), 0.0)
         excess = agreement - chance
+        # A word whose context says little about the image ("short" of a "beak" every bird has)
+        # cannot be judged this way: its agreement is noise over noise.
+        informative = np.diag(excess) >= MIN_SELF_EXCESS
         own = np.sqrt(np.clip(np.outer(np.diag(excess), np.diag(excess)), 0, None))
+        own[~informative, :] = 0
+        own[:, ~informative] = 0
         relative = np.where(own > 0, excess / own, 0.0)
         share = (same_caption + 0.5) / np.maximum(expected_same, 1e-12)
         word_share = (within + 0.5) / np.maximum(expected, 1e-12)
