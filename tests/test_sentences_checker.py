@@ -8,12 +8,12 @@ from saywhy.text.surface import NounForm, SurfaceForms
 from saywhy.text.synonyms import SynonymGroups
 
 TERMS = ["yellow breast", "black beak", "long beak", "grey crown", "black wing", "white cheek patch", "long tail",
-         "black tail feather", "small bird", "yellow bird", "particular bird", "orange bird", "brown plumage"]
+         "black tail feather", "light blue", "blue wing", "small bird", "yellow bird", "particular bird", "orange bird", "brown plumage"]
 FORMS = SurfaceForms({"breast": NounForm("breast", True), "beak": NounForm("beak", True),
                       "crown": NounForm("crown", True), "wing": NounForm("wings", False),
                       "cheek patch": NounForm("cheek patch", True), "tail": NounForm("tail", True),
                       "tail feather": NounForm("tail feathers", False), "plumage": NounForm("plumage", False),
-                      "bird": NounForm("bird", True)}, "bird", {"small": 0.9}, ["particular"])
+                      "bird": NounForm("bird", True), "blue": NounForm("blue", True)}, "bird", {"small": 0.9}, ["particular"])
 SYNONYMS = SynonymGroups([["beak", "bill"], ["grey", "gray"], ["breast", "chest"]])
 CHECKER = SentenceChecker(TERMS, FORMS, SYNONYMS)
 
@@ -22,6 +22,7 @@ GOOD = [
     "This is a Gray Catbird because it has a grey crown and a black and long beak.",  # the name is no synonym
     "This is a Wren because it has a white cheek patch, black tail feathers, and brown plumage.",
     "This is a Wren because it has black wings, a long tail, and a yellow breast.",
+    "This is a Wren because it has striped, blue, and black wings and a long tail.",  # "blue" is no noun here
     "This is a Wren: a small yellow bird.",
 ]
 BAD = [

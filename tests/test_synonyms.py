@@ -107,3 +107,50 @@ def test_spelling_variants():
 def _write(path, text):
     path.write_text(text)
     return path
+
+
+def test_fit_reads_a_synonym_file_and_describe_prints_the_groups(tiny_noisy_synthbirds, tmp_path, capsys):
+    import shutil
+
+    from saywhy.cli import main
+    from saywhy.explain.explainer import Explainer
+
+    tiny = tiny_noisy_synthbirds
+    home = tmp_path / "home"
+    shutil.copytree(tiny["home"], home)
+    groups = tmp_path / "mine.txt"
+    groups.write_text("beak, bill\n")
+    out = tmp_path / "exp"
+    assert main(["--quiet", "--home", str(home), "fit", "--model", str(tiny["ckpt"]), "--root", str(tiny["root"]),
+                 "--out", str(out), "--min-df", "1", "--attribute-model", "cooccurrence", "--synonyms", str(groups)]) == 0
+    explainer = Explainer.load(out)
+    assert explainer.synonyms_.groups == [["beak", "bill"]] and explainer.synonyms_.source == "file mine.txt"
+    assert not any(t.endswith(" bill") for t in explainer.vocabulary_)
+    assert any(t.endswith(" beak") for t in explainer.vocabulary_)
+    capsys.readouterr()
+    assert main(["--quiet", "--home", str(home), "describe", "--synonyms", "--explainer", str(out)]) == 0
+    assert capsys.readouterr().out.splitlines() == ["# 1 synonym group(s), from file mine.txt", "beak, bill"]
+    # A query may use any word of a group.
+    from saywhy.search import query_indices
+
+    beak = next(t for t in explainer.vocabulary_ if t.endswith(" beak"))
+    assert query_indices(explainer, [beak.replace("beak", "bill")]) == query_indices(explainer, [beak])
+
+
+def test_an_explainer_of_format_4_loads_without_groups(tiny_noisy_synthbirds, tmp_path):
+    import json
+    import shutil
+
+    from saywhy.explain.explainer import Explainer
+
+    folder = tmp_path / "old"
+    shutil.copytree(tiny_noisy_synthbirds["exp"], folder)
+    meta = json.loads((folder / "explainer.json").read_text())
+    meta["format_version"] = 4
+    del meta["synonyms"]
+    (folder / "explainer.json").write_text(json.dumps(meta))
+    assert Explainer.load(folder).synonyms_.groups == []
+    meta["format_version"] = 3
+    (folder / "explainer.json").write_text(json.dumps(meta))
+    with pytest.raises(SaywhyError, match="another saywhy version"):
+        Explainer.load(folder)

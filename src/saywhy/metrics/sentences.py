@@ -67,8 +67,9 @@ class SentenceChecker:
             return forms.form(synonyms.word(noun))
 
         # Singular nouns that take an article, as word sequences, longest first ("cheek patch" before "patch").
-        self.article_nouns = sorted((tuple(n.split()) for n in nouns if form(n).article and form(n).written == synonyms.word(n)),
-                                    key=lambda w: -len(w))
+        # A noun that is also an adjective ("blue" of "light blue") is read as the adjective.
+        self.article_nouns = sorted((tuple(n.split()) for n in nouns if form(n).article and form(n).written == synonyms.word(n)
+                                     and n.split()[-1] not in self.adjectives), key=lambda w: -len(w))
         # Words that end another phrase: nouns in any written form that are not also adjectives.
         self.noun_words = {w for n in nouns for form in (n, forms.form(n).written, *plural_candidates(n))
                            for w in form.split()[-1:] if w not in self.adjectives}

@@ -86,7 +86,7 @@ class SynonymGroups:
         >>> SynonymGroups([["beak", "bill"]]).same("black bill", "black beak")
         True
         """
-        return self.term(a) == self.term(b)
+        return self.word(a) == self.word(b) or self.term(a) == self.term(b)
 
     def to_dict(self) -> dict:
         return {"source": self.source, "groups": [list(g) for g in self.groups]}
