@@ -72,6 +72,7 @@ def written_parts(attributes: Sequence[str], forms: SurfaceForms, articles: bool
         adjectives = forms.order([a for a in adjectives if a])
         if forms.object_noun is not None and noun == forms.object_noun:
             object_adjectives += [a for a in adjectives if a not in said and a not in forms.vague]
+            object_adjectives = forms.compatible(object_adjectives)  # never "a small tiny bird"
             continue
         form = forms.form(noun)
         phrase = " ".join(filter(None, [join_list(adjectives), form.written]))
@@ -81,7 +82,7 @@ def written_parts(attributes: Sequence[str], forms: SurfaceForms, articles: bool
 
 def _object_phrase(object_adjectives: Sequence[str], forms: SurfaceForms) -> str:
     """ "a small brown bird": the object's adjectives (never empty here) before the object noun."""
-    return with_article(" ".join(object_adjectives) + " " + str(forms.object_noun))
+    return with_article(forms.joined(object_adjectives) + " " + str(forms.object_noun))
 
 
 def _named(class_name: str, object_adjectives: Sequence[str], forms: SurfaceForms) -> str:

@@ -36,6 +36,10 @@ ARTICLE_SHARE = 0.2
 # this many times chance says nothing about the image ("a particular bird", "a sized bird").
 VAGUE_LIFT = 1.5
 VAGUE_MIN_CAPTIONS = 20
+# Two adjectives that stand beside each other at most this share of what chance predicts
+# (and chance predicts at least EXCLUSIVE_MIN_EXPECTED) are not both written ("small tiny").
+EXCLUSIVE_SHARE = 0.1
+EXCLUSIVE_MIN_EXPECTED = 5.0
 
 # English irregular plurals a caption may use; general English, nothing about birds.
 _IRREGULAR_PLURALS = {"foot": "feet", "tooth": "teeth", "goose": "geese", "mouse": "mice", "child": "children",
@@ -74,12 +78,43 @@ class NounForm:
 @dataclass
 class SurfaceForms:
     """Learned forms per noun, the object noun (None when no noun is that common), and how
-    often each adjective comes first when two stand together ("small yellow bird")."""
+    often each adjective comes first when two stand together ("small yellow bird"), the
+    object's vague adjectives, and pairs of adjectives never written side by side: not at all
+    (``exclusive``: "small tiny") or only with "and" (``conjoined``: "blue and yellow")."""
 
     nouns: dict[str, NounForm] = field(default_factory=dict)
     object_noun: str | None = None
     adjective_lead: dict[str, float] = field(default_factory=dict)
     vague: list[str] = field(default_factory=list)
+    exclusive: list[list[str]] = field(default_factory=list)
+    conjoined: list[list[str]] = field(default_factory=list)
+
+    def joined(self, adjectives: Sequence[str]) -> str:
+        """Adjectives as the captions put them before a noun: "small brown", "blue and yellow".
+
+        >>> SurfaceForms(conjoined=[["blue", "yellow"]]).joined(["small", "blue", "yellow"])
+        'small blue and yellow'
+        """
+        pairs = {frozenset(p) for p in self.conjoined}
+        out = ""
+        for i, a in enumerate(adjectives):
+            if i:
+                out += " and " if frozenset((adjectives[i - 1], a)) in pairs else " "
+            out += a
+        return out
+
+    def compatible(self, adjectives: Sequence[str]) -> list[str]:
+        """``adjectives`` (in order) without any that captions never write beside an earlier one.
+
+        >>> SurfaceForms(exclusive=[["small", "tiny"]]).compatible(["small", "tiny", "green"])
+        ['small', 'green']
+        """
+        pairs = {frozenset(p) for p in self.exclusive}
+        kept: list[str] = []
+        for a in adjectives:
+            if not any(frozenset((a, b)) in pairs for b in kept):
+                kept.append(a)
+        return kept
 
     def is_vague(self, term: str) -> bool:
         """Whether ``term`` is a vague adjective on the object noun ("particular bird").
@@ -103,14 +138,16 @@ class SurfaceForms:
 
     def to_dict(self) -> dict:
         return {"object_noun": self.object_noun, "adjective_lead": self.adjective_lead,
-                "nouns": {n: [f.written, f.article] for n, f in self.nouns.items()}, "vague": list(self.vague)}
+                "nouns": {n: [f.written, f.article] for n, f in self.nouns.items()}, "vague": list(self.vague),
+                "exclusive": [list(p) for p in self.exclusive], "conjoined": [list(p) for p in self.conjoined]}
 
     @classmethod
     def from_dict(cls, data: dict | None) -> SurfaceForms:
         if not data:
             return cls()
         return cls({n: NounForm(w, bool(a)) for n, (w, a) in data.get("nouns", {}).items()}, data.get("object_noun"),
-                   dict(data.get("adjective_lead", {})), list(data.get("vague", [])))
+                   dict(data.get("adjective_lead", {})), list(data.get("vague", [])),
+                   [list(p) for p in data.get("exclusive", [])], [list(p) for p in data.get("conjoined", [])])
 
 
 def _noun(term: str) -> str:
@@ -168,6 +205,34 @@ def vague_adjectives(images: Sequence[Sequence[Sequence[str]]], noun: str | None
     return sorted(vague)
 
 
+def exclusive_adjectives(beside: Counter, together: Counter, max_share: float = EXCLUSIVE_SHARE,
+                         min_expected: float = EXCLUSIVE_MIN_EXPECTED) -> list[list[str]]:
+    """Pairs of adjectives that often stand beside another adjective but almost never beside each other.
+
+    ``beside[a]``: how often a stands directly next to another adjective; ``together[{a, b}]``:
+    how often next to b. Expected under independence: beside[a] beside[b] / (2 * all pairs).
+    "small" and "tiny" each stand beside colours hundreds of times and beside each other
+    almost never: one says what the other does ("a small tiny bird").
+
+    >>> beside = Counter({"small": 40, "tiny": 40, "green": 40, "brown": 40})
+    >>> together = Counter({frozenset(("small", "green")): 20, frozenset(("tiny", "brown")): 20,
+    ...                     frozenset(("small", "brown")): 20, frozenset(("tiny", "green")): 20})
+    >>> exclusive_adjectives(beside, together)
+    [['brown', 'green'], ['small', 'tiny']]
+    """
+    n_pairs = sum(together.values())
+    if not n_pairs:
+        return []
+    frequent = sorted(a for a, n in beside.items() if n * n / (2 * n_pairs) >= min_expected)
+    out = []
+    for i, a in enumerate(frequent):
+        for b in frequent[i + 1:]:
+            expected = beside[a] * beside[b] / (2 * n_pairs)
+            if expected >= min_expected and together[frozenset((a, b))] <= max_share * expected:
+                out.append([a, b])
+    return out
+
+
 def learn_surface_forms(captions: Iterable[str], terms: Sequence[str],
                         images: Sequence[Sequence[Sequence[str]]] | None = None) -> SurfaceForms:
     """Count each noun's written forms in ``captions`` and find the object noun among them;
@@ -181,6 +246,9 @@ def learn_surface_forms(captions: Iterable[str], terms: Sequence[str],
     nouns = {_noun(t) for t in terms}
     adjectives = {t.partition(" ")[0] for t in terms if " " in t}
     first: Counter[str] = Counter()  # adjective directly before another adjective
+    together: Counter[frozenset[str]] = Counter()  # "small yellow"
+    joined: Counter[frozenset[str]] = Counter()  # "blue and yellow"
+    joined_side: Counter[str] = Counter()
     second: Counter[str] = Counter()
     longest = max((len(n.split()) for n in nouns), default=1)
     counts: Counter[str] = Counter()
@@ -195,6 +263,11 @@ def learn_surface_forms(captions: Iterable[str], terms: Sequence[str],
             if a in adjectives and b in adjectives and a != b:
                 first[a] += 1
                 second[b] += 1
+                together[frozenset((a, b))] += 1
+        for a, conjunction, b in zip(words, words[1:], words[2:]):
+            if conjunction == "and" and a in adjectives and b in adjectives and a != b:
+                joined[frozenset((a, b))] += 1
+                joined_side.update((a, b))
         for i in range(len(words)):
             # "a white belly", "the orange and black crown": a determiner up to three words before the noun.
             article = any(w in DETERMINERS for w in words[max(0, i - 3):i])
@@ -215,4 +288,8 @@ def learn_surface_forms(captions: Iterable[str], terms: Sequence[str],
     # Smoothed share of "first of two" places, so an adjective seen once stays near the middle.
     lead = {a: round((first[a] + 1) / (first[a] + second[a] + 2), 4) for a in sorted(adjectives) if first[a] + second[a]}
     subject = object_noun({n: in_captions[n] for n in found}, n_captions)
-    return SurfaceForms(found, subject, lead, vague_adjectives(images, subject) if images is not None else [])
+    # Never together, not even with "and": one says what the other does. Together only with "and": colours.
+    exclusive = exclusive_adjectives(first + second + joined_side, together + joined)
+    conjoined = [p for p in exclusive_adjectives(first + second, together) if p not in exclusive]
+    return SurfaceForms(found, subject, lead, vague_adjectives(images, subject) if images is not None else [],
+                        exclusive, conjoined)
