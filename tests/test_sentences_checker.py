@@ -73,3 +73,10 @@ def test_the_writer_keeps_object_adjectives_that_no_reason_says():
     sentence = natural_sentence("Wren", ["small bird", "orange bird", "yellow breast"], FORMS)
     assert sentence == "This is a Wren, a small orange bird, because it has a yellow breast."
     assert CHECKER.problems(sentence, "Wren") == set()
+
+
+def test_a_group_listing_a_plural_is_one_word_not_two():
+    checker = SentenceChecker(TERMS, FORMS, SynonymGroups([["wing", "wings"], ["beak", "bill"]]))
+    assert checker.problems("This is a Wren because it has black wings and a long beak.", "Wren") == set()
+    assert checker.problems("This is a Wren because it has black wings, a long bill, and a black beak.", "Wren") == {
+        "repeated synonym"}

@@ -73,7 +73,9 @@ class SentenceChecker:
         # Words that end another phrase: nouns in any written form that are not also adjectives.
         self.noun_words = {w for n in nouns for form in (n, forms.form(n).written, *plural_candidates(n))
                            for w in form.split()[-1:] if w not in self.adjectives}
-        self.groups = [[(w, *plural_candidates(w)) for w in group] for group in synonyms.groups]
+        # A member that is another's plural ("wings" beside "wing") is that member, not a second word.
+        self.groups = [[(w, *plural_candidates(w)) for w in group
+                        if not any(w in plural_candidates(o) for o in group if o != w)] for group in synonyms.groups]
 
     def problems(self, sentence: str, class_name: str | None = None) -> set[str]:
         """The problems of one sentence (a subset of ``PROBLEMS``)."""

@@ -6,16 +6,21 @@ go with the same other words ("black bill" in one caption, "black beak" in anoth
 as often as one word goes with itself, yet one caption almost never holds both (nobody
 writes "a black beak and a black bill"). Both tests are normalized against chance:
 
-- *within-caption share* ``(W + 0.5) / E``: ``W`` counts captions naming both words, ``E`` the
-  count expected if each caption of an image chose its words independently, given how
-  many of that image's captions name each word (``sum_i m1_i m2_i / C_i``). Substitutes
-  give about 0; parts named side by side ("black head", "black beak") about 1.
+- *within-caption share* ``(W + 0.5) / E``: ``W`` counts captions naming both words on
+  the same context word ("black beak" and "black bill"), ``E`` the count expected if each
+  caption of an image chose its phrases independently, given how many of that image's
+  captions say each (``sum_i m1_i m2_i / C_i``). Substitutes give about 0; parts named
+  side by side ("black head", "black beak") about 1. The same share for the words on any
+  context (``word_within``) must be low too: annotators keep to one word per caption,
+  while a part and a part of it ("primary", "wing") do share captions. It is waived for
+  spelling variants and where the same-context share is below ``STRICT_WITHIN``.
 - *agreement*: over pairs of different captions of one image, one naming word 1 and the
   other word 2, the share of context words they share (the adjective of a noun, the noun
-  of an adjective), divided by the geometric mean of each word's agreement with itself.
-  Synonyms give about 1; two parts of one bird, or "long"/"short", much less. Chance is
-  the agreement of captions of different images; a word whose own agreement is barely
-  above chance (an adjective of one noun only, like "pointed" of "beak") is not judged.
+  of an adjective), less chance (the same share for captions of different images),
+  divided by the geometric mean of each word's own excess over chance. Synonyms give
+  about 1; two parts of one bird, or "long"/"short", much less; far above 1 means too few
+  data. A word whose own agreement is barely above chance (an adjective of one noun only,
+  like "pointed" of "beak") is not judged.
 
 Nouns are compared on their adjectives, adjectives on their nouns. Groups are built by
 complete linkage (every pair in a group passes both tests), so "belly"~"underbelly" and
@@ -42,6 +47,8 @@ MIN_PAIRS = 30          # caption pairs (word 1 in one, word 2 in another of the
 MAX_WITHIN = 0.17       # (W + 0.5) / E at most: words almost never written in one caption
 MIN_AGREEMENT = 0.85    # same context words about as often as each word with itself
 MAX_AGREEMENT = 1.25    # far above 1 only when a word barely agrees with itself: too few data to judge
+STRICT_WITHIN = 0.01    # same-context share so low that the word-level share is not needed (CUB's
+                        # "primary"/"wing", a part of a part, is at 0.025 and must stay apart)
 MIN_SELF_EXCESS = 0.1   # a word's own agreement above chance: its context words tell images apart
 MIN_CAPTIONS = 5        # captions a word must be in to be considered
 
@@ -135,10 +142,10 @@ def read_synonym_file(path: str | Path) -> SynonymGroups:
 class PairEvidence:
     """The two tests for one pair of words (see the module docstring)."""
 
-    within: float      # (W + 0.5) / E, the within-caption share (0.5: a little caution for rare words)
+    within: float      # (W + 0.5) / E on the same context, the within-caption share (0.5: caution for rare words)
     agreement: float   # context agreement over self-agreement
     pairs: int         # cross-caption pairs the agreement is measured on
-    word_within: float = float("nan")  # the same share for the words on any context (reported only)
+    word_within: float = float("nan")  # the same share for the words on any context
 
 
 def learn_synonyms(images: Sequence[Sequence[Sequence[str]]], *, min_pairs: int = MIN_PAIRS,
@@ -170,10 +177,12 @@ def learn_synonyms(images: Sequence[Sequence[Sequence[str]]], *, min_pairs: int 
 
 
 def _passes(pair: tuple[str, str], e: PairEvidence, min_pairs: int, max_within: float, min_agreement: float) -> bool:
-    """Both tests; a spelling variant ("grey"/"gray") needs no word-level exclusion (see the module docstring)."""
+    """Both tests, and the words rarely in one caption at all, unless they are a spelling variant ("grey"/"gray")
+    or are almost never on the same noun in one caption (``STRICT_WITHIN``): then one caption may use both
+    words for different things, as a writer choosing a word per phrase does."""
     if e.pairs < min_pairs or e.within > max_within or not min_agreement <= e.agreement <= MAX_AGREEMENT:
         return False
-    return e.word_within <= max_within or spelling_variant(*pair)
+    return e.word_within <= max_within or e.within <= STRICT_WITHIN or spelling_variant(*pair)
 
 
 def spelling_variant(a: str, b: str) -> bool:
