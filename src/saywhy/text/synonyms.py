@@ -58,8 +58,8 @@ class SynonymGroups:
     """Groups of interchangeable words, each written as its first word.
 
     >>> groups = SynonymGroups([["beak", "bill"], ["grey", "gray"]])
-    >>> groups.term("gray bill"), groups.term("red crown"), groups.word("bill")
-    ('grey beak', 'red crown', 'beak')
+    >>> groups.term("gray bill"), groups.term("red crown"), groups.word("bill"), groups.term("long orange bill")
+    ('grey beak', 'red crown', 'beak', 'long orange beak')
     """
 
     groups: list[list[str]] = field(default_factory=list)
@@ -82,6 +82,8 @@ class SynonymGroups:
         adjective, _, noun = term.partition(" ")
         if not noun:
             return self.word(adjective)
+        if noun not in self._canonical:  # "long orange bill", a compound the parser made: each word in its form
+            noun = " ".join(self.word(w) for w in noun.split())
         return f"{self.word(adjective)} {self.word(noun)}"
 
     def terms(self, terms: Iterable[str]) -> list[str]:
