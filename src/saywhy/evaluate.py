@@ -73,10 +73,12 @@ def truth_checks(session: ExplainerSession, pooled: np.ndarray, records, dataset
 
 def parsed_split(session: ExplainerSession, records: Sequence[ImageRecord], extractor: PhraseExtractor
                  ) -> tuple[list[ImageRecord], Activations, list[list[str] | None]]:
-    """The readable records, their activations, and each one's caption phrases (None without captions)."""
+    """The readable records, their activations, and each one's caption phrases (None without captions),
+    written with the explainer's synonym groups ("black bill" counts as its "black beak")."""
     acts = session.activations(records, strict=False)
     kept = [records[i] for i in acts.index]
-    parsed = iter(extractor.extract_documents([list(r.captions) for r in kept if r.captions is not None]))
+    merge = session.explainer.synonyms_.terms
+    parsed = iter(merge(d) for d in extractor.extract_documents([list(r.captions) for r in kept if r.captions is not None]))
     return kept, acts, [next(parsed) if r.captions is not None else None for r in kept]
 
 
@@ -88,7 +90,7 @@ def text_baselines(session: ExplainerSession, dataset: Dataset, extractor: Phras
     explainer = session.explainer
     k, vocabulary = explainer.config.top_k, explainer.vocabulary_
     train = dataset.with_captions(dataset.split(train=True))
-    train_docs = extractor.extract_documents([list(r.captions) for r in train])
+    train_docs = [explainer.synonyms_.terms(d) for d in extractor.extract_documents([list(r.captions) for r in train])]
     labels = [dataset.class_index(r.class_id) for r in train]
     frequency = class_attribute_frequency(train_docs, labels, vocabulary, len(explainer.class_names_))
     rows = [i for i, d in enumerate(documents) if d is not None]
@@ -106,7 +108,8 @@ def text_baselines(session: ExplainerSession, dataset: Dataset, extractor: Phras
         row = {"bleu": bleu_by_correctness(sentences, captions, right).means["overall"],
                "distinct_attributes": len(used),
                "most_common_share": used.most_common(1)[0][1] / max(1, len(rows)) if used else 0.0,
-               "example": sentences[0] if sentences else None}
+               "example": sentences[0] if sentences else None,
+               "sentences": sentence_quality(explainer, sentences, classes)}
         if name == "class caption frequency":
             macro = score_retrieval(frequency[classes], vocabulary, documents, k, 50, 10, seed).report.to_dict()["method"]["macro"]
             row.update(retrieval_map=macro["average_precision"], retrieval_recall=macro["recall"],
@@ -126,7 +129,7 @@ def retrieval_operating_point(session: ExplainerSession, dataset: Dataset, extra
     train = dataset.with_captions(dataset.split(train=True))
     train_acts = session.activations(train, strict=False)
     train = [train[i] for i in train_acts.index]
-    train_docs = extractor.extract_documents([list(r.captions) for r in train])
+    train_docs = [explainer.synonyms_.terms(d) for d in extractor.extract_documents([list(r.captions) for r in train])]
     labels = [dataset.class_index(r.class_id) for r in train]
     rows = [i for i, d in enumerate(documents) if d is not None]
     if not rows or not train:
@@ -155,7 +158,7 @@ def image_specificity(session: ExplainerSession, dataset: Dataset, extractor: Ph
     if not rows:
         return {}
     train = dataset.with_captions(dataset.split(train=True))
-    train_docs = extractor.extract_documents([list(r.captions) for r in train])
+    train_docs = [explainer.synonyms_.terms(d) for d in extractor.extract_documents([list(r.captions) for r in train])]
     labels = [dataset.class_index(r.class_id) for r in train]
     frequency = class_attribute_frequency(train_docs, labels, vocabulary, len(explainer.class_names_))
     records = [kept[i] for i in rows]
@@ -173,6 +176,15 @@ def image_specificity(session: ExplainerSession, dataset: Dataset, extractor: Ph
         out["occlusion_images"] = len(sample)
         out["occlusion_seconds"] = round(time.perf_counter() - started, 1)
     return out
+
+
+def sentence_quality(explainer: Any, sentences: Sequence[str], classes: Sequence[int]) -> dict[str, Any]:
+    """Issue 11: shares of sentences with a missing article, a repeated synonym, a repeated reason or a
+    vague word, by :mod:`saywhy.metrics.sentences` with the explainer's own words."""
+    from saywhy.metrics.sentences import SentenceChecker
+
+    checker = SentenceChecker(explainer.vocabulary_, explainer.surface_forms_, explainer.synonyms_)
+    return checker.report(sentences, [explainer.readable_name(int(c)) for c in classes]).to_dict()
 
 
 def evaluate(session: ExplainerSession, dataset: Dataset, extractor: PhraseExtractor, truth: dict | None = None,
@@ -238,6 +250,7 @@ def evaluate(session: ExplainerSession, dataset: Dataset, extractor: PhraseExtra
         "figure9": top_phrases([d for d in documents if d is not None], 100).to_dict(),
         "paper": PAPER,
     }
+    result["sentences"] = sentence_quality(explainer, sentences, [e.class_index for e in explanations])
     if baselines and with_captions:
         result["baselines"] = text_baselines(session, dataset, extractor, documents, kept, predicted, correct, seed)
     if with_captions:
@@ -301,6 +314,7 @@ def markdown(result: dict[str, Any], title: str) -> str:
                          f"{_pct(row.get('retrieval_tnr'))} | {bleu} | {row['distinct_attributes']} | "
                          f"{100 * row['most_common_share']:.0f}% |")
     lines += specificity_lines(result.get("image_specificity"))
+    lines += _sentence_lines(result)
     f = result["faithfulness"]["10"]
     lines += ["", "Faithfulness: class-score drop when 10 filters per image are zeroed:", "",
               "| filters removed | logit drop | probability drop | prediction flipped |", "| --- | --- | --- | --- |"]
@@ -386,6 +400,21 @@ def specificity_lines(spec: dict | None) -> list[str]:
         lines.append(f"| {name} | {_pct(row['invisible_share'])}% | {row['scored']} | "
                      f"{_pct(o.get('own_part_drops_more'))}% | {o.get('cases', 0)} | {fmt(o.get('mean_own_drop'))} | "
                      f"{fmt(o.get('mean_other_drop'))} | {_pct(o.get('ranking_score', {}).get('own_part_drops_more'))}% |")
+    return lines
+
+
+def _sentence_lines(result: dict[str, Any]) -> list[str]:
+    """Issue 11's sentence checks (metrics/sentences.py) for the method and each text baseline."""
+    if "sentences" not in result:
+        return []
+    rows = {"method": result["sentences"],
+            **{name: row["sentences"] for name, row in result.get("baselines", {}).items() if "sentences" in row}}
+    lines = ["", "Sentences as people write them: share with each problem (%, metrics/sentences.py):", "",
+             "| sentences | missing article | repeated synonym | repeated reason | vague word | sentences |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for name, r in rows.items():
+        lines.append(f"| {name} | {_pct(r['missing_article'])} | {_pct(r['repeated_synonym'])} | "
+                     f"{_pct(r['repeated_reason'])} | {_pct(r['vague_word'])} | {r['n_sentences']} |")
     return lines
 
 
@@ -484,6 +513,8 @@ def summary_row(result: dict[str, Any]) -> dict[str, Any]:
     row["invisible_share"] = invisible.get("method", {}).get("invisible_share")
     if "truth" in result:
         row.update({k: result["truth"][k] for k in ("precision_at_k", "contrast_names_differing_attribute")})
+    if "sentences" in result:
+        row["sentences"] = {k: v for k, v in result["sentences"].items() if k != "examples"}
     return row
 
 

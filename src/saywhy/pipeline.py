@@ -33,6 +33,7 @@ from saywhy.model.layers import LayerChoice, find_layers
 from saywhy.search import SearchResult, query_indices, search_images
 from saywhy.text.phrases import PhraseExtractor
 from saywhy.text.surface import learn_surface_forms
+from saywhy.text.synonyms import SynonymGroups, learn_synonyms
 from saywhy.text.vocabulary import AttributeVocabulary
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,14 @@ def image_documents(records: Sequence[ImageRecord], source: str, extractor: Phra
     return extractor.extract_documents([list(r.captions or ()) for r in records])
 
 
+def caption_phrases(records: Sequence[ImageRecord], extractor: PhraseExtractor | None) -> list[list[list[str]]]:
+    """Per image, per caption, its phrases: what synonyms and vague words are learned from."""
+    if extractor is None:
+        raise SaywhyError("caption attributes need a phrase extractor")
+    per_caption = iter(extractor.extract([c for r in records for c in (r.captions or ())]))
+    return [[next(per_caption) for _ in (r.captions or ())] for r in records]
+
+
 def resolve_layers(model: nn.Module, preprocess: Preprocess, layer: str | None = None, head: str | None = None) -> LayerChoice:
     """Find the final conv layer and head with one dummy forward on the model's device."""
     device = next(model.parameters()).device
@@ -102,6 +111,7 @@ def fit_explainer(
     activations: Activations | None = None,
     feature_cache: FeatureCache | None = None,
     model_classes: Sequence[str] | None = None,
+    synonyms: SynonymGroups | None = None,
 ) -> tuple[Explainer, FitReport]:
     """Fit eq. 1-4 on the training images that have captions (or attributes).
 
@@ -109,6 +119,8 @@ def fit_explainer(
     ``feature_cache`` reads pooled features computed by an earlier run (or by training);
     ``model_classes``, the checkpoint's class names, must be the dataset's. A network near
     chance on the fitting images is fitted, with a warning in the report and the metadata.
+    ``synonyms``: the word groups to merge before the vocabulary is built; None learns them
+    from the captions (:func:`saywhy.text.synonyms.learn_synonyms`).
     """
     layers = resolve_layers(model, preprocess, layer, head)
     class_names = [dataset.class_names[c] for c in dataset.class_ids]
@@ -146,7 +158,10 @@ def fit_explainer(
             "its explanations will not mean much; train it first ('saywhy train') or check the classes and preprocessing")
         log.warning("%s", report.warnings[-1])
     documents = image_documents(kept, source, extractor)
-    vocabulary = AttributeVocabulary(min_df=config.min_df).fit(documents)
+    per_caption = caption_phrases(kept, extractor) if source == "captions" else None
+    if synonyms is None:
+        synonyms = learn_synonyms(per_caption) if per_caption is not None else SynonymGroups([], "none")
+    vocabulary = AttributeVocabulary(min_df=config.min_df, synonyms=synonyms).fit(documents)
     counts = vocabulary.transform(documents)
     weights, bias = head_parameters(model, layers)
     meta = {
@@ -156,9 +171,10 @@ def fit_explainer(
         "warnings": report.warnings, **(metadata or {}),
     }
     captions = [c for r in kept for c in (r.captions or ())]  # none for attribute files: lemmas as given
-    forms = learn_surface_forms(captions, vocabulary.terms_)
+    merged = None if per_caption is None else [[synonyms.terms(c) for c in image] for image in per_caption]
+    forms = learn_surface_forms(captions, vocabulary.terms_, merged)
     explainer = Explainer(config).fit(activations.pooled, counts, vocabulary.terms_, weights, class_names, bias, meta,
-                                      surface_forms=forms)
+                                      surface_forms=forms, synonyms=synonyms)
     report.images_used, report.vocabulary_size = len(kept), len(vocabulary.terms_)
     return explainer, report
 

@@ -42,9 +42,12 @@ def query_indices(explainer: Any, query: Sequence[str]) -> list[int]:
     if not query:
         raise SaywhyError("give at least one attribute to search for, e.g. \"white eyebrow\"")
     index = {term: i for i, term in enumerate(explainer.vocabulary_)}
+    synonyms = getattr(explainer, "synonyms_", None)  # any object with a vocabulary_ may be searched
     columns = []
     for attribute in query:
         wanted = " ".join(str(attribute).lower().split())
+        if synonyms is not None:
+            wanted = synonyms.term(wanted)  # "black bill" -> "black beak"
         if wanted not in index:
             close = difflib.get_close_matches(wanted, explainer.vocabulary_, n=5, cutoff=0.6)
             hint = f"closest: {', '.join(close)}" if close else "no close match"

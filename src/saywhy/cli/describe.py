@@ -1,4 +1,5 @@
-"""``saywhy describe CLASS...``: what the network looks for in a class (eq. 7-8); ``--list`` lists the classes."""
+"""``saywhy describe CLASS...``: what the network looks for in a class (eq. 7-8); ``--list`` lists the classes;
+``--synonyms`` prints the merged word groups (the format ``saywhy fit --synonyms FILE`` reads)."""
 from __future__ import annotations
 
 import argparse
@@ -12,12 +13,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("classes", nargs="*", type=class_ref, metavar="CLASS",
                    help="class names or indices (0-based, as --list prints them)")
     p.add_argument("--list", action="store_true", help="list the classes with their indices")
+    p.add_argument("--synonyms", action="store_true",
+                   help="print the synonym groups merged into one attribute, one group per line, the written word first")
     p.add_argument("--json", action="store_true")
     add_session_options(p)
 
 
 def run(args: argparse.Namespace) -> None:
     explainer = load_explainer(args)
+    if args.synonyms:
+        groups = explainer.synonyms_
+        if args.json:
+            print(json.dumps(groups.to_dict()))
+        else:
+            print(f"# {len(groups.groups)} synonym group(s), from {groups.source}")
+            print(groups.to_text(), end="")
+        return
     if args.list or not args.classes:
         for i in range(len(explainer.class_names_)):
             print(f"{i:4d}  {explainer.readable_name(i)}")

@@ -51,6 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="explainer folder to write")
     p.add_argument("--layer", help="final conv layer name (default: found automatically)")
     p.add_argument("--head", help="linear head name (default: found automatically)")
+    p.add_argument("--synonyms", type=Path, metavar="FILE",
+                   help="synonym groups to merge instead of those learned from the captions: one group per line, "
+                        "words separated by commas, the first one written ('beak, bill'); an empty file merges none")
     add_config_options(p)
 
 
@@ -124,11 +127,16 @@ def run(args: argparse.Namespace) -> None:
         dataset, source = attach_attribute_file(dataset, args.attributes), "attributes"
     else:
         extractor = PhraseExtractor(cache_dir=ws.phrase_cache, progress=progress(args))
+    synonyms = None
+    if args.synonyms is not None:
+        from saywhy.text.synonyms import read_synonym_file
+
+        synonyms = read_synonym_file(args.synonyms)
     explainer, report = fit_explainer(dataset, model, checkpoint_preprocess(meta), config, source=source,
                                       extractor=extractor, layer=args.layer, head=args.head, progress=progress(args),
                                       feature_cache=FeatureCache(ws.feature_cache),
                                       metadata={"checkpoint": str(args.model.resolve()), "arch": meta["arch"]},
-                                      model_classes=meta.get("classes"))
+                                      model_classes=meta.get("classes"), synonyms=synonyms)
     explainer.save(args.out)
     ws.remember_explainer(args.out)
     for warning in report.warnings:

@@ -40,8 +40,11 @@ from saywhy.explain.options import (
 from saywhy.explain.sentence import because_sentence, class_sentence, contrast_sentence, natural_sentence
 from saywhy.files import atomic_folder
 from saywhy.text.surface import SurfaceForms
+from saywhy.text.synonyms import SynonymGroups
 
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
+# Version 4 had no synonym groups; it loads with none.
+READABLE_VERSIONS = (4, 5)
 
 
 @dataclass(frozen=True)
@@ -236,7 +239,7 @@ class Explainer:
     # ----- fitting ---------------------------------------------------------------------
     def fit(self, pooled: np.ndarray, term_counts: sp.spmatrix, vocabulary: list[str], weights: np.ndarray,
             class_names: list[str], bias: np.ndarray | None = None, metadata: dict[str, Any] | None = None,
-            surface_forms: SurfaceForms | None = None) -> Explainer:
+            surface_forms: SurfaceForms | None = None, synonyms: SynonymGroups | None = None) -> Explainer:
         """Learn p(t|f) and the chosen attribute model from the fitting images.
 
         ``pooled`` (images x filters) and ``term_counts`` (images x attributes, TF per
@@ -264,6 +267,7 @@ class Explainer:
         self.vocabulary_, self.class_names_ = list(vocabulary), list(class_names)
         self.metadata_ = dict(metadata or {})
         self.surface_forms_ = surface_forms or SurfaceForms()
+        self.synonyms_ = synonyms if synonyms is not None else SynonymGroups([], "none")
         self.n_images_ = int(pooled.shape[0])
         self.cooccurrence_ = CooccurrenceModel(self.config).fit(pooled, incidence, term_counts)
         self.attribute_model_ = (self.cooccurrence_ if self.config.attribute_model == CooccurrenceModel.name
@@ -437,8 +441,13 @@ class Explainer:
             raise SaywhyError("the attribute evidence computed from these activations overflows: they are far outside "
                               "what the explainer was fitted on; check the network and the preprocessing")
         out = []
+        forms = self._forms()
+        unsaid = None if forms is None or not forms.vague else np.array([forms.is_vague(t) for t in self.vocabulary_])
         for i, c in enumerate(classes):
-            order = [j for j in np.argsort(-scores.log_p[i], kind="stable")[: self.config.top_k] if scores.own[i, j] > 0]
+            ranked = np.argsort(-scores.log_p[i], kind="stable")
+            if unsaid is not None:  # vague words ("particular bird") never take a place in a natural sentence
+                ranked = ranked[~unsaid[ranked]]
+            order = [j for j in ranked[: self.config.top_k] if scores.own[i, j] > 0]
             top = [(self.vocabulary_[j], float(readable[i, j])) for j in order]
             name = self.readable_name(int(c))
             others = [k for k in np.argsort(-proba[i], kind="stable") if k != c][:3]
@@ -495,7 +504,11 @@ class Explainer:
         """Class-level description (eq. 7-8): what the network looks for in a class, ranked by log p(t|c)."""
         c = self.class_index(class_)
         ranking = self.class_ranking()[c]
-        order = np.argsort(-ranking, kind="stable")[: self.config.top_k]
+        order = np.argsort(-ranking, kind="stable")
+        forms = self._forms()
+        if forms is not None and forms.vague:
+            order = np.array([j for j in order if not forms.is_vague(self.vocabulary_[j])], dtype=np.int64)
+        order = order[: self.config.top_k]
         means = self.class_mean_pooled_[[c]]
         model = self.attribute_model_
         readable = model.readable(means, model.scores(means, self.filter_given_image_class(means, [c])))[0]
@@ -531,7 +544,7 @@ class Explainer:
             save_file({k: np.ascontiguousarray(v, dtype=np.float64) for k, v in arrays.items()}, tmp / "explainer.safetensors")
             meta = {"format_version": FORMAT_VERSION, "config": asdict(self.config), "vocabulary": self.vocabulary_,
                     "class_names": self.class_names_, "n_images": self.n_images_, "metadata": self.metadata_,
-                    "surface_forms": self.surface_forms_.to_dict(),
+                    "surface_forms": self.surface_forms_.to_dict(), "synonyms": self.synonyms_.to_dict(),
                     "arrays_sha256": _sha256(tmp / "explainer.safetensors")}
             (tmp / "explainer.json").write_text(json.dumps(meta, indent=1))
         return folder
@@ -548,7 +561,7 @@ class Explainer:
             meta = json.loads(meta_path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise SaywhyError(f"{meta_path} is damaged ({error.__class__.__name__}): {refit}") from None
-        if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
+        if not isinstance(meta, dict) or meta.get("format_version") not in READABLE_VERSIONS:
             raise SaywhyError(f"{folder} was written by another saywhy version: {refit}")
         if meta.get("arrays_sha256") != _sha256(arrays_path):
             raise SaywhyError(f"{arrays_path} does not match the digest in {meta_path.name} (damaged or edited): {refit}")
@@ -568,6 +581,7 @@ class Explainer:
         self.n_images_ = int(meta["n_images"])
         self.metadata_ = dict(meta.get("metadata", {}))
         self.surface_forms_ = SurfaceForms.from_dict(meta.get("surface_forms"))
+        self.synonyms_ = SynonymGroups.from_dict(meta.get("synonyms"))
         self.class_mean_pooled_ = arrays["class_mean_pooled"]
         self.cooccurrence_ = CooccurrenceModel(self.config).load_arrays(arrays, self.n_images_)
         self.attribute_model_ = (self.cooccurrence_ if self.config.attribute_model == CooccurrenceModel.name

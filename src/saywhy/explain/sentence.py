@@ -52,19 +52,27 @@ def _adjectives_by_noun(attributes: Sequence[str]) -> dict[str, list[str]]:
 
 def written_parts(attributes: Sequence[str], forms: SurfaceForms, articles: bool = True) -> tuple[list[str], list[str]]:
     """(object adjectives, part phrases as written): merged adjectives, the noun's number and,
-    with ``articles``, its article.
+    with ``articles``, its article. Object adjectives that a part phrase already says, or
+    that the forms call vague, are left out.
 
     >>> from saywhy.text.surface import NounForm
     >>> forms = SurfaceForms({"wing": NounForm("wings", False), "belly": NounForm("belly", True)}, "bird")
     >>> written_parts(["small bird", "white belly", "black wing", "brown bird", "grey wing"], forms)
     (['small', 'brown'], ['a white belly', 'black and grey wings'])
+    >>> written_parts(["yellow bird", "yellow breast"], forms)  # a reason is not repeated
+    ([], ['yellow breast'])
     """
     object_adjectives: list[str] = []
     parts = []
-    for noun, adjectives in _adjectives_by_noun(attributes).items():
+    by_noun = _adjectives_by_noun(attributes)
+    # The object phrase never repeats a reason ("a yellow bird because it has a yellow breast")
+    # and never says a vague word ("a particular bird").
+    said = {a for noun, adjectives in by_noun.items() if noun != forms.object_noun for a in adjectives}
+    for noun, adjectives in by_noun.items():
         adjectives = forms.order([a for a in adjectives if a])
         if forms.object_noun is not None and noun == forms.object_noun:
-            object_adjectives += adjectives
+            object_adjectives += [a for a in adjectives if a not in said and a not in forms.vague]
+            object_adjectives = forms.compatible(object_adjectives)  # never "a small tiny bird"
             continue
         form = forms.form(noun)
         phrase = " ".join(filter(None, [join_list(adjectives), form.written]))
@@ -74,7 +82,7 @@ def written_parts(attributes: Sequence[str], forms: SurfaceForms, articles: bool
 
 def _object_phrase(object_adjectives: Sequence[str], forms: SurfaceForms) -> str:
     """ "a small brown bird": the object's adjectives (never empty here) before the object noun."""
-    return with_article(" ".join(object_adjectives) + " " + str(forms.object_noun))
+    return with_article(forms.joined(object_adjectives) + " " + str(forms.object_noun))
 
 
 def _named(class_name: str, object_adjectives: Sequence[str], forms: SurfaceForms) -> str:

@@ -4,6 +4,10 @@ A *document* is one image's caption file, given as the list of phrases found in 
 captions (``PhraseExtractor.extract_documents``); the count of a term in a document is
 its term frequency TF(t, d), the number of times the phrase occurs in that file.
 
+With ``synonyms`` (:class:`~saywhy.text.synonyms.SynonymGroups`), each phrase is first
+written in its group's form ("black bill" -> "black beak"), so synonyms become one term
+whose counts are the sum of theirs: they share their evidence.
+
 Terms are ordered by document frequency, highest first, ties broken alphabetically, so
 the same documents always give the same columns and the most common attributes come
 first.
@@ -17,6 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from saywhy.errors import SaywhyError
+from saywhy.text.synonyms import SynonymGroups
 
 
 class AttributeVocabulary:
@@ -29,16 +34,21 @@ class AttributeVocabulary:
     (['red crown'], [2])
     >>> vocabulary.transform([["red crown", "red crown", "blue wing"]]).toarray().tolist()
     [[2]]
+    >>> merged = AttributeVocabulary(synonyms=SynonymGroups([["beak", "bill"]])).fit([["black bill", "black beak"]])
+    >>> merged.terms_, merged.transform([["black bill", "black beak"]]).toarray().tolist()
+    (['black beak'], [[2]])
     """
 
-    def __init__(self, min_df: int = 1):
+    def __init__(self, min_df: int = 1, synonyms: SynonymGroups | None = None):
         self.min_df = min_df
+        self.synonyms = synonyms
 
     def fit(self, documents: Sequence[Sequence[str]]) -> AttributeVocabulary:
         """Keep the terms found in at least ``min_df`` documents, most frequent first."""
         if not isinstance(self.min_df, (int, np.integer)) or self.min_df < 1:
             raise SaywhyError(f"min_df must be a whole number of documents, at least 1; got {self.min_df!r}")
         _check_documents(documents)
+        documents = self._merged(documents)
         document_frequency = Counter(term for document in documents for term in set(document))
         kept = sorted((term for term, count in document_frequency.items() if count >= self.min_df),
                       key=lambda term: (-document_frequency[term], term))
@@ -56,7 +66,13 @@ class AttributeVocabulary:
         """Term counts, documents x ``terms_``; terms outside the vocabulary are dropped."""
         if not hasattr(self, "index_"):
             raise SaywhyError("AttributeVocabulary is not fitted: call fit(documents) first")
-        return _count(documents, self.index_)
+        _check_documents(documents)
+        return _count(self._merged(documents), self.index_)
+
+    def _merged(self, documents: Sequence[Sequence[str]]) -> Sequence[Sequence[str]]:
+        if self.synonyms is None or not self.synonyms.groups:
+            return documents
+        return [self.synonyms.terms(document) for document in documents]
 
     def fit_transform(self, documents: Sequence[Sequence[str]]) -> sp.csr_matrix:
         return self.fit(documents).transform(documents)
