@@ -142,8 +142,12 @@ def strict_check(args: argparse.Namespace, dataset, crop: str = "none", records=
     work and before any output."""
     if not getattr(args, "strict", False):
         return
-    skip_summary(args, dataset.skipped, dataset.examples)
     from saywhy.data.images import unreadable_images
+    from saywhy.text.phrases import MAX_CAPTION_CHARS
+
+    too_long = sum(len(c) > MAX_CAPTION_CHARS for r in dataset.records for c in r.captions or ())
+    skip_summary(args, {**dataset.skipped, f"caption over {MAX_CAPTION_CHARS:,} characters (not parsed)": too_long},
+                 dataset.examples)
 
     bad = unreadable_images(dataset.records if records is None else records, crop)
     if bad:

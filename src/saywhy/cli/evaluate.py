@@ -41,7 +41,8 @@ def run(args: argparse.Namespace) -> None:
     (args.out / f"{name}_eval.md").write_text(markdown(result, f"{name}: saywhy evaluate"))
     print(markdown(result, f"{name}: saywhy evaluate"))
     print(f"wrote {args.out / f'{name}_eval.json'} and {args.out / f'{name}_eval.md'}")
-    skip_summary(args, {**dataset.skipped, "unreadable test images": result["unreadable"]}, dataset.examples)
+    skip_summary(args, {**dataset.skipped, "unreadable test images": result["unreadable"], **extractor.skipped},
+                 dataset.examples)
 
 
 def _dataset_name(root: Path) -> str:

@@ -142,12 +142,13 @@ def run(args: argparse.Namespace) -> None:
                                       feature_cache=FeatureCache(ws.feature_cache),
                                       metadata={"checkpoint": str(args.model.resolve()), "arch": meta["arch"]},
                                       model_classes=meta.get("classes"))
+    parsed = dict(extractor.skipped) if extractor is not None else {}  # captions too long to parse
     if args.strict:  # fitting found more to skip (images without captions): refused before anything is written
-        skip_summary(args, report.skipped)
+        skip_summary(args, {**report.skipped, **parsed})
     explainer.save(args.out)
     ws.remember_explainer(args.out)
     for warning in report.warnings:
         note(f"warning: {warning}")
     skipped = ", ".join(f"{n} {k}" for k, n in report.skipped.items() if n) or "none"
     print(f"{args.out}: {report.vocabulary_size} attributes from {report.images_used} images (skipped: {skipped})")
-    skip_summary(args, {**dataset.skipped, **report.skipped}, dataset.examples)
+    skip_summary(args, {**dataset.skipped, **report.skipped, **parsed}, dataset.examples)
