@@ -324,3 +324,10 @@ def test_a_duplicate_id_keeps_its_first_line_and_is_counted(tmp_path, name, extr
     assert check(next(r for r in dataset.records if r.image_id == 1))
     assert sum(n for reason, n in dataset.skipped.items() if reason.startswith("duplicate")) == 1
     assert any(reason.startswith("duplicate") and Path(name).name in reason for reason in dataset.skipped)
+
+
+def test_a_symlink_loop_is_one_line_saying_so(tmp_path):
+    loop = tmp_path / "loop.jpg"
+    loop.symlink_to(loop)
+    with pytest.raises(SaywhyError, match="is a link that leads nowhere"):
+        open_image(loop)

@@ -109,3 +109,12 @@ def test_train_ends_with_the_unreadable_images_it_skipped(damaged, tmp_path, cap
                  "--image-size", "16", "--out", str(tmp_path / "ckpt")]) == 0
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("saywhy: skipped: ") and "1 unreadable images" in last
+
+
+def test_train_with_no_test_images_trains_and_says_n_a(tmp_path, capsys):
+    root = write_tiny_cub(tmp_path)
+    split = root / "CUB_200_2011" / "train_test_split.txt"
+    split.write_text("".join(f"{i} 1\n" for i in range(1, 5)))
+    assert main(["--home", str(tmp_path / "home"), "train", "--root", str(root), "--epochs", "1", "--image-size", "16",
+                 "--out", str(tmp_path / "ckpt")]) == 0
+    assert "test accuracy n/a on 0 images" in capsys.readouterr().out

@@ -76,7 +76,10 @@ def run(args: argparse.Namespace) -> None:
         elif path.is_file():
             images.append(path)
         else:
-            failed(f"image {path} does not exist: check the path")
+            try:
+                open_image(path)  # says why: no such file, or a link that leads nowhere
+            except SaywhyError as error:
+                failed(str(error))
     tried = len(images) + len(failures)
     # one pass over every image; an unreadable one is left out, and opening it again says why
     found = {Path(e.input).resolve(): e for e in session.explain(images, args.class_, strict=False, **extra)} \

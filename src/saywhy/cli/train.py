@@ -71,7 +71,8 @@ def run(args: argparse.Namespace) -> None:
                                args.out, TrainConfig(epochs=args.epochs, seed=args.seed),
                                Preprocess(image_size=args.image_size or 64, crop=args.crop), progress=progress(args),
                                dataset_name=str(root))
-    print(f"{args.out}: test accuracy {meta['test_accuracy']:.1%} on {meta['test_images']} images "
+    accuracy = f"{meta['test_accuracy']:.1%}" if meta["test_accuracy"] is not None else "n/a"  # no test images
+    print(f"{args.out}: test accuracy {accuracy} on {meta['test_images']} images "
           f"({meta['train_seconds']} s)")
     skip_summary(args, {**dataset.skipped, "unreadable images": meta.get("unreadable_images", 0)}, dataset.examples)
 

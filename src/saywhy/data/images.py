@@ -89,6 +89,8 @@ def open_image(path: str | Path) -> Image.Image:
     """
     path = Path(path)
     if not path.is_file():
+        if path.is_symlink():
+            raise SaywhyError(f"image {path} is a link that leads nowhere (or round to itself): point it at the image")
         raise SaywhyError(f"image {path} does not exist: check the path")
     try:
         with Image.open(path) as image:
