@@ -331,3 +331,19 @@ def test_a_symlink_loop_is_one_line_saying_so(tmp_path):
     loop.symlink_to(loop)
     with pytest.raises(SaywhyError, match="is a link that leads nowhere"):
         open_image(loop)
+
+
+@pytest.mark.parametrize("edit", [lambda m: m["vocabulary"].__setitem__(0, "red herring"),
+                                  lambda m: m["class_names"].reverse(), lambda m: m["config"].__setitem__("top_k", 9)])
+def test_an_explainer_whose_json_was_edited_is_refused(tiny_noisy_synthbirds, tmp_path, edit):
+    import json
+    import shutil
+
+    from saywhy.explain.explainer import Explainer
+
+    folder = shutil.copytree(tiny_noisy_synthbirds["exp"], tmp_path / "exp")
+    meta = json.loads((folder / "explainer.json").read_text())
+    edit(meta)
+    (folder / "explainer.json").write_text(json.dumps(meta))
+    with pytest.raises(SaywhyError, match="was edited after saving"):
+        Explainer.load(folder)

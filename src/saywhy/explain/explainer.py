@@ -533,6 +533,7 @@ class Explainer:
                     "class_names": self.class_names_, "n_images": self.n_images_, "metadata": self.metadata_,
                     "surface_forms": self.surface_forms_.to_dict(),
                     "arrays_sha256": _sha256(tmp / "explainer.safetensors")}
+            meta["content_sha256"] = _content_sha256(meta)  # an edited vocabulary or class list is caught too
             (tmp / "explainer.json").write_text(json.dumps(meta, indent=1))
         return folder
 
@@ -550,6 +551,8 @@ class Explainer:
             raise SaywhyError(f"{meta_path} is damaged ({error.__class__.__name__}): {refit}") from None
         if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
             raise SaywhyError(f"{folder} was written by another saywhy version: {refit}")
+        if "content_sha256" in meta and meta["content_sha256"] != _content_sha256(meta):  # absent: written before it
+            raise SaywhyError(f"{meta_path} was edited after saving (its content digest differs): {refit}")
         if meta.get("arrays_sha256") != _sha256(arrays_path):
             raise SaywhyError(f"{arrays_path} does not match the digest in {meta_path.name} (damaged or edited): {refit}")
         try:
@@ -592,6 +595,12 @@ def _finite(array: np.ndarray, what: str) -> np.ndarray:
     if not np.isfinite(array).all():
         raise SaywhyError(f"{what} contain NaN or infinite numbers: check the network's weights and the inputs")
     return array
+
+
+def _content_sha256(meta: dict[str, Any]) -> str:
+    """SHA-256 of the JSON's content (every field but this digest, keys sorted)."""
+    content = {k: v for k, v in meta.items() if k != "content_sha256"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode("utf-8")).hexdigest()
 
 
 def _sha256(path: Path) -> str:
