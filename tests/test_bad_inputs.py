@@ -347,3 +347,19 @@ def test_an_explainer_whose_json_was_edited_is_refused(tiny_noisy_synthbirds, tm
     (folder / "explainer.json").write_text(json.dumps(meta))
     with pytest.raises(SaywhyError, match="was edited after saving"):
         Explainer.load(folder)
+
+
+def test_train_with_the_same_seed_gives_the_same_checkpoint(tmp_path):
+    """A run killed and started again must end where an uninterrupted one does: the initial weights are seeded too."""
+    from conftest import write_tiny_cub
+
+    from saywhy.data.cub import read_cub
+    from saywhy.demo import train_demo_model
+    from saywhy.model.train import TrainConfig
+
+    dataset = read_cub(write_tiny_cub(tmp_path))
+    from saywhy.model.checkpoint import weights_digest
+
+    digests = [weights_digest(train_demo_model(dataset, None, tmp_path / f"ckpt{i}", TrainConfig(epochs=1),
+                                               Preprocess(image_size=16), progress=False)[0]) for i in range(2)]
+    assert digests[0] == digests[1]
