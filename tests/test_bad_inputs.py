@@ -363,3 +363,33 @@ def test_train_with_the_same_seed_gives_the_same_checkpoint(tmp_path):
     digests = [weights_digest(train_demo_model(dataset, None, tmp_path / f"ckpt{i}", TrainConfig(epochs=1),
                                                Preprocess(image_size=16), progress=False)[0]) for i in range(2)]
     assert digests[0] == digests[1]
+
+
+def test_explaining_many_images_a_block_at_a_time_changes_nothing(tiny_noisy_synthbirds, monkeypatch):
+    from saywhy.explain import explainer as module
+
+    session = tiny_noisy_synthbirds["session"]
+    pooled = session.activations(tiny_noisy_synthbirds["dataset"].records[:23]).pooled  # real images' activations
+    targets = [i % 4 for i in range(23)]
+    whole, predicted = session.explainer.explain(pooled, targets), session.explainer.explain(pooled)
+    monkeypatch.setattr(module, "EXPLAIN_BLOCK", 5)
+    for blocks, expected in ((session.explainer.explain(pooled, targets), whole), (session.explainer.explain(pooled), predicted)):
+        assert [(e.class_index, e.sentence, [t for t, _ in e.attributes]) for e in blocks] == \
+            [(e.class_index, e.sentence, [t for t, _ in e.attributes]) for e in expected]
+        assert np.allclose([e.logit for e in blocks], [e.logit for e in expected], rtol=1e-12, atol=1e-12)
+
+
+def test_a_temporary_feature_shard_left_by_a_kill_is_never_read_and_is_removed_once_stale(tmp_path):
+    import os
+
+    from safetensors.numpy import save_file
+
+    from saywhy.model import feature_cache
+
+    keys, rows = np.zeros((1, 32), np.uint8), np.ones((1, 4), np.float32)
+    fresh, stale = tmp_path / ".partial-a.safetensors", tmp_path / ".partial-b.safetensors"
+    for path in (fresh, stale):
+        save_file({"keys": keys, "pooled": rows}, path)
+    os.utime(stale, (1, 1))
+    assert feature_cache._read_shards(tmp_path, 4) == {}  # a write in progress is not a shard
+    assert fresh.exists() and not stale.exists()

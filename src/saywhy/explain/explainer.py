@@ -42,6 +42,9 @@ from saywhy.files import atomic_folder
 from saywhy.text.surface import SurfaceForms
 
 FORMAT_VERSION = 4
+# Images explained at once; their scores take about 15 kB each (the vocabulary's log-probabilities,
+# evidence and readable scores), so a block bounds explain's memory however many images are asked for.
+EXPLAIN_BLOCK = 1024
 
 
 @dataclass(frozen=True)
@@ -426,6 +429,10 @@ class Explainer:
         """
         self._check_fitted()
         pooled = self._pooled(pooled)
+        if len(pooled) > EXPLAIN_BLOCK:  # a block at a time: the (images x attributes) scores never grow with the run
+            classes = None if classes is None else self._classes(pooled, classes)
+            return [e for start in range(0, len(pooled), EXPLAIN_BLOCK) for e in self.explain(
+                pooled[start:start + EXPLAIN_BLOCK], None if classes is None else classes[start:start + EXPLAIN_BLOCK])]
         logits = self.decision_function(pooled)  # once: the decision, the probabilities and the printed logit
         proba, predicted = softmax(logits, axis=1), logits.argmax(axis=1)
         classes = predicted if classes is None else self._classes(pooled, classes)
