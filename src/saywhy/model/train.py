@@ -42,7 +42,7 @@ def load_tensors(records: Sequence[ImageRecord], preprocess: Preprocess, batch_s
         chunks.append(images[ok])
         kept.append(index[ok].numpy())
     if not chunks:  # no records at all (a split with no test images)
-        return torch.zeros((0, *items._placeholder_shape())), np.zeros(0, dtype=int)
+        return torch.zeros((0, 3, preprocess.image_size, preprocess.image_size)), np.zeros(0, dtype=int)
     return torch.cat(chunks), np.concatenate(kept)
 
 
