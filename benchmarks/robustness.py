@@ -16,7 +16,8 @@ Everything runs on a small synthbirds dataset made in a temporary folder, throug
   the demo CNN, each in a fresh process.
 
 Writes benchmarks/results/robustness.json and the Robustness section of BENCHMARKS.md.
-Run:  nice .venv/bin/python benchmarks/robustness.py        (about 10 minutes on 2 busy cores)
+Run:  nice .venv/bin/python benchmarks/robustness.py   (about 90 minutes of CPU on a shared 2-core machine;
+      --parts runs some of it, SAYWHY_ROBUSTNESS_RESULTS=FILE writes elsewhere, --merge FILE takes parts back)
 """
 from __future__ import annotations
 
@@ -640,6 +641,28 @@ def memory(scratch: Path, sizes=(1_000, 10_000)) -> dict:
             "growth_per_image_kb": round(growth * 1024 / (sizes[-1] - sizes[0]), 2)}
 
 
+def explainer_memory(sizes=(1_000, 10_000)) -> dict:
+    """Peak Python memory (tracemalloc) of ``Explainer.explain`` alone on the demo explainer, random activations:
+    the part of explain's memory that grows with the number of images asked for at once."""
+    import tracemalloc
+
+    from saywhy.explain.explainer import Explainer
+
+    explainer = Explainer.load(os.environ.get("SAYWHY_BENCH_DEMO_EXPLAINER", "/work/bench_home/explainers/synthbirds-2fb845855c72"))
+    rows = []
+    for n in sizes:
+        pooled = np.abs(np.random.default_rng(0).normal(size=(n, explainer.head_weights_.shape[1]))).astype(np.float32)
+        tracemalloc.start()
+        explanations = explainer.explain(pooled)
+        kept, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        rows.append({"images": n, "peak_mb": round(peak / 2**20, 1), "kept_mb": round(kept / 2**20, 1),
+                     "kept_per_image_kb": round(kept / n / 1024, 2)})
+        del explanations
+        print(f"  Explainer.explain {n}: {rows[-1]}", flush=True)
+    return {"vocabulary": len(explainer.vocabulary_), "filters": int(explainer.head_weights_.shape[1]), "runs": rows}
+
+
 # ----- report ------------------------------------------------------------------------------------
 def markdown(result: dict) -> str:
     bad, kills, fz, mem = result["bad_inputs"], result["kill_points"], result["fuzz"], result["memory"]
@@ -687,8 +710,14 @@ def markdown(result: dict) -> str:
               + "; ".join(f"{r['images']:,} images: peak RSS {r['peak_rss_mb']:.0f} MB ({r['rss_after_warmup_mb']:.0f} MB after warm-up, "
                           f"{r['seconds']} s)" for r in runs)
               + f". Growth {mem['growth_mb']} MB for {runs[-1]['images'] - runs[0]['images']:,} more images "
-              f"({mem['growth_per_image_kb']} kB per image: the returned explanations).",
-              END]
+              f"({mem['growth_per_image_kb']} kB per image). " + result.get("memory_note", ""),
+              ]
+    if "explainer_memory" in result:
+        em = result["explainer_memory"]
+        lines += ["", f"`Explainer.explain` alone (tracemalloc, {em['vocabulary']} attributes, {em['filters']} filters, blocks of 1,024 "
+                  "images): " + "; ".join(f"{r['images']:,} images: peak {r['peak_mb']} MB, kept {r['kept_mb']} MB "
+                                          f"({r['kept_per_image_kb']} kB per explanation)" for r in em["runs"]) + "."]
+    lines += [END]
     return "\n".join(lines) + "\n"
 
 
@@ -720,7 +749,8 @@ def main() -> None:
     try:
         for other in args.merge:
             data = json.loads(other.read_text())
-            for key in ("bad_inputs", "bad_inputs_rerun", "kill_points", "reference_seconds", "fuzz", "memory"):
+            for key in ("bad_inputs", "bad_inputs_rerun", "kill_points", "reference_seconds", "fuzz", "memory",
+                        "explainer_memory", "memory_note"):
                 if key in data:
                     result[key] = data[key]
             result["seconds_by_part"].update(data.get("seconds_by_part", {}))
@@ -745,6 +775,8 @@ def main() -> None:
                 result["fuzz"] = fuzz()
             elif part == "memory":
                 result["memory"] = memory(scratch)
+            elif part == "explainer_memory":
+                result["explainer_memory"] = explainer_memory()
             result["seconds_by_part"][part] = round(time.perf_counter() - t, 1)
     finally:
         if not args.keep:
