@@ -16,7 +16,7 @@ Everything runs on a small synthbirds dataset made in a temporary folder, throug
   the demo CNN, each in a fresh process.
 
 Writes benchmarks/results/robustness.json and the Robustness section of BENCHMARKS.md.
-Run:  nice .venv/bin/python benchmarks/robustness.py   (about 90 minutes of CPU on a shared 2-core machine;
+Run:  nice .venv/bin/python benchmarks/robustness.py   (90 minutes of wall time in all on the shared 2-core machine at load 15-50;
       --parts runs some of it, SAYWHY_ROBUSTNESS_RESULTS=FILE writes elsewhere, --merge FILE takes parts back)
 """
 from __future__ import annotations
