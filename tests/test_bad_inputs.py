@@ -393,3 +393,13 @@ def test_a_temporary_feature_shard_left_by_a_kill_is_never_read_and_is_removed_o
     os.utime(stale, (1, 1))
     assert feature_cache._read_shards(tmp_path, 4) == {}  # a write in progress is not a shard
     assert fresh.exists() and not stale.exists()
+
+
+def test_explain_with_a_box_off_the_image_says_so(tiny_noisy_synthbirds, tmp_path, capsys):
+    from saywhy.cli import main
+
+    image = tiny_noisy_synthbirds["dataset"].records[0].path
+    assert main(["--home", str(tmp_path / "home"), "explain", str(image), "--explainer", str(tiny_noisy_synthbirds["exp"]),
+                 "--model", str(tiny_noisy_synthbirds["ckpt"]), "--box=500,500,10,10"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "lies outside the 64 x 64 image" in err[0], err

@@ -50,7 +50,7 @@ def print_explanation(image: Path, explanation, as_json: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from saywhy.data.images import open_image
+    from saywhy.data.images import crop_to_box, open_image
     from saywhy.data.inputs import list_images
 
     extra = {} if args.box is None else {"box": args.box}
@@ -88,9 +88,11 @@ def run(args: argparse.Namespace) -> None:
     for image in images:
         if image not in explained:
             try:
-                open_image(image)
+                opened = open_image(image)
+                if args.box is not None:
+                    crop_to_box(opened, args.box)  # says why: the box selects no pixel of this image
             except SaywhyError as error:
-                failed(str(error))
+                failed(f"image {image}: {error}" if args.box is not None and str(image) not in str(error) else str(error))
             else:
                 failed(f"image {image} could not be explained")
     for image in images:  # in the order given
