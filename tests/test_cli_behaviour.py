@@ -378,6 +378,9 @@ def test_last_explainer_without_its_dataset_asks_for_root(tiny, tmp_path, capsys
     meta_file = moved / "explainer.json"
     meta = json.loads(meta_file.read_text())
     meta["metadata"]["dataset_root"] = str(tmp_path / "gone")
+    from saywhy.explain.explainer import _content_sha256
+
+    meta["content_sha256"] = _content_sha256(meta)  # as if saved so (an edit is refused otherwise)
     meta_file.write_text(json.dumps(meta))
     assert main(["--home", str(tmp_path / "home"), "evaluate", "--explainer", str(moved), "--out", str(tmp_path)]) == 1
     assert "is not at hand: pass --root DIR" in capsys.readouterr().err.strip().splitlines()[-1]

@@ -225,6 +225,14 @@ def test_a_damaged_or_edited_explainer_is_refused_on_load(tmp_path):
     meta = json.loads((folder / "explainer.json").read_text())
     meta["vocabulary"] = meta["vocabulary"][:-1]
     (folder / "explainer.json").write_text(json.dumps(meta))
+    with pytest.raises(SaywhyError, match="edited after saving"):
+        Explainer.load(folder)
+    del meta["content_sha256"]  # removing the digest does not get an edit past it: format 5 always has one
+    (folder / "explainer.json").write_text(json.dumps(meta))
+    with pytest.raises(SaywhyError, match="edited after saving"):
+        Explainer.load(folder)
+    meta["format_version"] = 4  # as files written before the content digest: the shapes still catch it
+    (folder / "explainer.json").write_text(json.dumps(meta))
     with pytest.raises(SaywhyError, match="shape"):
         Explainer.load(folder)
     (folder / "explainer.json").write_text("{not json")

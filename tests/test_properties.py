@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from hypothesis import HealthCheck, given, settings
+from fuzz import examples
+from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
@@ -16,7 +17,7 @@ from saywhy.core.normalization import SIGMAS, get_sigma
 from saywhy.errors import SaywhyError
 from saywhy.explain.explainer import Explainer, ExplainerConfig
 
-FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = examples(1.5)  # 60 in make test, 1,500 in the robustness benchmark
 finite = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)
 anything = st.floats(allow_nan=True, allow_infinity=True)
 

@@ -148,6 +148,7 @@ def test_an_explainer_of_format_4_loads_without_groups(tiny_noisy_synthbirds, tm
     meta = json.loads((folder / "explainer.json").read_text())
     meta["format_version"] = 4
     del meta["synonyms"]
+    del meta["content_sha256"]  # format 4 files were written before the content digest
     (folder / "explainer.json").write_text(json.dumps(meta))
     assert Explainer.load(folder).synonyms_.groups == []
     meta["format_version"] = 3

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from saywhy.data.cub import read_cub
@@ -66,6 +67,7 @@ def train_demo_model(dataset: Dataset, dataset_fingerprint: str | None, out: Pat
     The demo trains on synthbirds; ``saywhy train`` (no --model) calls this too, with
     ``dataset_name`` the dataset's folder and the fingerprint synthbirds left there, if any.
     """
+    torch.manual_seed(train.seed)  # the initial weights too: the same seed gives the same checkpoint
     model = build_model(DEMO_ARCH, len(dataset.class_ids), **DEMO_ARCH_KWARGS)
     report = train_classifier(model, dataset, preprocess, train, progress=progress)
     meta = checkpoint_metadata(DEMO_ARCH, [dataset.class_names[c] for c in dataset.class_ids], preprocess,

@@ -20,7 +20,7 @@ from torch import nn
 from PIL import Image
 
 from saywhy.core.grounding import attribute_scores, cells_to_image, normalize_heatmaps, peak_cells, upsample_heatmap
-from saywhy.data.images import ImageDataset, Preprocess, open_image
+from saywhy.data.images import ImageDataset, Preprocess, image_size, open_image
 from saywhy.data.inputs import as_items, has_box, item_name, with_boxes
 from saywhy.data.records import Dataset, ImageRecord
 from saywhy.errors import SaywhyError
@@ -401,8 +401,7 @@ class ExplainerSession:
         layer = attribute_scores(maps, alpha)
         cam = attribute_scores(maps, self.explainer.head_weights_[class_index])
         if isinstance(item, (ImageRecord, str, Path)):
-            with Image.open(item.path if isinstance(item, ImageRecord) else item) as image:  # the header only
-                size = image.size
+            size = image_size(item.path if isinstance(item, ImageRecord) else item)  # upright, from the header
             box = preprocess.seen_box(size, item.bbox if isinstance(item, ImageRecord) else None) \
                 if isinstance(preprocess, Preprocess) else (0, 0, *size)
         elif isinstance(item, Image.Image):

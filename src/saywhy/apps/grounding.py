@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
-from PIL import Image
 
 from saywhy.core.grounding import (
     Box,
@@ -33,6 +32,7 @@ from saywhy.core.grounding import (
     peak_cells,
     upsample_heatmap,
 )
+from saywhy.data.images import image_size
 from saywhy.data.records import ImageRecord
 from saywhy.errors import SaywhyError
 from saywhy.explain.explainer import Explainer
@@ -374,8 +374,7 @@ class KeypointCell(GroundingMethod):
 
 # ----- the PCK experiment ----------------------------------------------------------------------
 def _image_size(path: Path) -> tuple[int, int]:
-    with Image.open(path) as image:  # the header only
-        return image.size
+    return image_size(path)  # the upright image's, as the network and the keypoints see it
 
 
 def grounding_points(session: ExplainerSession, records: Sequence[ImageRecord], documents: Sequence[Sequence[str]],

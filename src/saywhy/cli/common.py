@@ -116,6 +116,7 @@ def add_attribute_option(p: argparse.ArgumentParser) -> None:
 def add_dataset_options(p: argparse.ArgumentParser, default: str) -> None:
     p.add_argument("--root", type=Path, help=f"CUB-layout dataset folder (default: {default})")
     p.add_argument("--captions", type=Path, help="text_c10 folder if not beside the images")
+    add_strict_option(p)
 
 
 def progress(args: argparse.Namespace) -> bool:
@@ -126,6 +127,43 @@ def progress(args: argparse.Namespace) -> bool:
 def note(message: str) -> None:
     """One line on stderr telling the user what the command chose for them."""
     print(f"saywhy: {message}", file=sys.stderr)
+
+
+# ----- what long runs skip ------------------------------------------------------------------------
+def add_strict_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--strict", action="store_true",
+                   help="make anything that would be skipped and counted (unreadable images, bad boxes, malformed or "
+                        "duplicate lines, files not UTF-8, images without captions) an error, before any output is written")
+
+
+def strict_check(args: argparse.Namespace, dataset, crop: str = "none", records=None) -> None:
+    """With ``--strict``: refuse a dataset that skipped anything when read, or one of ``records`` (default
+    all) whose image cannot be decoded (or cropped to its box, with ``crop="bbox"``), before minutes of
+    work and before any output."""
+    if not getattr(args, "strict", False):
+        return
+    from saywhy.data.images import unreadable_images
+    from saywhy.text.phrases import MAX_CAPTION_CHARS
+
+    too_long = sum(len(c) > MAX_CAPTION_CHARS for r in dataset.records for c in r.captions or ())
+    skip_summary(args, {**dataset.skipped, f"caption over {MAX_CAPTION_CHARS:,} characters (not parsed)": too_long},
+                 dataset.examples)
+
+    bad = unreadable_images(dataset.records if records is None else records, crop)
+    if bad:
+        skip_summary(args, {"unreadable images": len(bad)}, {"unreadable images": str(bad[0])})
+
+
+def skip_summary(args: argparse.Namespace, skipped: dict[str, int], examples: dict[str, str] | None = None) -> None:
+    """The line that ends every long run: everything skipped, by reason, with the first file of a reason
+    where one is known; with ``--strict`` any of it is an error instead."""
+    examples = examples or {}
+    counted = [(reason, n) for reason, n in skipped.items() if n]
+    text = "; ".join(f"{n} {reason}" + (f" (first: {examples[reason]})" if reason in examples else "")
+                     for reason, n in counted)
+    if counted and getattr(args, "strict", False):
+        raise SaywhyError(f"--strict: {text}: fix or remove these inputs, or run without --strict to skip and count them")
+    note(f"skipped: {text or 'nothing'}")
 
 
 # ----- workspace, explainer, network -------------------------------------------------------------
@@ -200,6 +238,7 @@ def dataset_and_session(args: argparse.Namespace):
     truth_root = dataset.root.parent
     truth = load_truth(truth_root) if (truth_root / "synthbirds_truth.json").is_file() else None
     session = load_session(args, explainer)
+    strict_check(args, dataset, getattr(session.preprocess, "crop", "none"))
     return session.check_dataset(dataset), session, truth
 
 

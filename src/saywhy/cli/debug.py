@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from saywhy.cli.common import add_command, add_dataset_options, add_session_options, dataset_and_session, int_at_least, progress
+from saywhy.cli.common import add_command, add_dataset_options, add_session_options, dataset_and_session, int_at_least, progress, skip_summary
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,3 +31,4 @@ def run(args: argparse.Namespace) -> None:
     if report.misleading_attributes:
         print("most misleading attributes: " + ", ".join(f"{t} ({n})" for t, n in report.misleading_attributes[:5]))
     print(f"wrote {json_path} and {html_path}")
+    skip_summary(args, {**dataset.skipped, **report.skipped}, dataset.examples)

@@ -5,7 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
-from saywhy.cli.common import add_command, add_dataset_options, add_session_options, dataset_and_session, int_at_least, progress, workspace
+from saywhy.cli.common import add_command, add_dataset_options, add_session_options, dataset_and_session, int_at_least, progress, skip_summary, workspace
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,6 +44,8 @@ def run(args: argparse.Namespace) -> None:
     (args.out / f"{name}_eval.md").write_text(markdown(result, f"{name}: saywhy evaluate"))
     print(markdown(result, f"{name}: saywhy evaluate"))
     print(f"wrote {args.out / f'{name}_eval.json'} and {args.out / f'{name}_eval.md'}")
+    skip_summary(args, {**dataset.skipped, "unreadable test images": result["unreadable"], **extractor.skipped},
+                 dataset.examples)
 
 
 def _dataset_name(root: Path) -> str:

@@ -50,7 +50,7 @@ def print_explanation(image: Path, explanation, as_json: bool) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from saywhy.data.images import open_image
+    from saywhy.data.images import crop_to_box, open_image
     from saywhy.data.inputs import list_images
 
     extra = {} if args.box is None else {"box": args.box}
@@ -76,7 +76,10 @@ def run(args: argparse.Namespace) -> None:
         elif path.is_file():
             images.append(path)
         else:
-            failed(f"image {path} does not exist: check the path")
+            try:
+                open_image(path)  # says why: no such file, or a link that leads nowhere
+            except SaywhyError as error:
+                failed(str(error))
     tried = len(images) + len(failures)
     # one pass over every image; an unreadable one is left out, and opening it again says why
     found = {Path(e.input).resolve(): e for e in session.explain(images, args.class_, strict=False, **extra)} \
@@ -85,9 +88,11 @@ def run(args: argparse.Namespace) -> None:
     for image in images:
         if image not in explained:
             try:
-                open_image(image)
+                opened = open_image(image)
+                if args.box is not None:
+                    crop_to_box(opened, args.box)  # says why: the box selects no pixel of this image
             except SaywhyError as error:
-                failed(str(error))
+                failed(f"image {image}: {error}" if args.box is not None and str(image) not in str(error) else str(error))
             else:
                 failed(f"image {image} could not be explained")
     for image in images:  # in the order given

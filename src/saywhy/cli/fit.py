@@ -9,7 +9,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from saywhy.cli.common import add_command, float_in, int_at_least, note, progress, workspace
+from saywhy.cli.common import (
+    add_command,
+    add_strict_option,
+    float_in,
+    int_at_least,
+    note,
+    progress,
+    skip_summary,
+    strict_check,
+    workspace,
+)
 from saywhy.errors import SaywhyError
 
 from saywhy.explain.options import (  # noqa: E402  (no imports: a typo fails at once)
@@ -54,6 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--synonyms", type=Path, metavar="FILE",
                    help="synonym groups to merge instead of those learned from the captions: one group per line, "
                         "words separated by commas, the first one written ('beak, bill'); an empty file merges none")
+    add_strict_option(p)
     add_config_options(p)
 
 
@@ -132,14 +143,20 @@ def run(args: argparse.Namespace) -> None:
         from saywhy.text.synonyms import read_synonym_file
 
         synonyms = read_synonym_file(args.synonyms)
-    explainer, report = fit_explainer(dataset, model, checkpoint_preprocess(meta), config, source=source,
+    preprocess = checkpoint_preprocess(meta)
+    strict_check(args, dataset, getattr(preprocess, "crop", "none"), dataset.split(train=True))  # fit reads these only
+    explainer, report = fit_explainer(dataset, model, preprocess, config, source=source,
                                       extractor=extractor, layer=args.layer, head=args.head, progress=progress(args),
                                       feature_cache=FeatureCache(ws.feature_cache),
                                       metadata={"checkpoint": str(args.model.resolve()), "arch": meta["arch"]},
                                       model_classes=meta.get("classes"), synonyms=synonyms)
+    parsed = dict(extractor.skipped) if extractor is not None else {}  # captions too long to parse
+    if args.strict:  # fitting found more to skip (images without captions): refused before anything is written
+        skip_summary(args, {**report.skipped, **parsed})
     explainer.save(args.out)
     ws.remember_explainer(args.out)
     for warning in report.warnings:
         note(f"warning: {warning}")
     skipped = ", ".join(f"{n} {k}" for k, n in report.skipped.items() if n) or "none"
     print(f"{args.out}: {report.vocabulary_size} attributes from {report.images_used} images (skipped: {skipped})")
+    skip_summary(args, {**dataset.skipped, **report.skipped, **parsed}, dataset.examples)

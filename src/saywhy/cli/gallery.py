@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from saywhy.cli.common import add_command, add_dataset_options, add_session_options, dataset_and_session, int_at_least, progress
+from saywhy.cli.common import add_command, add_dataset_options, add_session_options, dataset_and_session, int_at_least, progress, skip_summary
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,3 +28,4 @@ def run(args: argparse.Namespace) -> None:
     print(f"Figure 1: {gallery.figure1.contrast}")
     print(f"Figure 8: {gallery.debug_summary}")
     print(f"wrote {html_path} and {json_path}")
+    skip_summary(args, {**dataset.skipped, **gallery.skipped}, dataset.examples)

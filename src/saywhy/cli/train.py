@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from saywhy.cli.common import add_command, int_at_least, progress, workspace
+from saywhy.cli.common import add_command, add_strict_option, int_at_least, progress, skip_summary, strict_check, workspace
 from saywhy.errors import SaywhyError
 
 SCRATCH_ARCH = "smallcnn"
@@ -25,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="input pixels (default: 64 for smallcnn, the network's own otherwise)")
     p.add_argument("--crop", choices=["none", "bbox"], default="none", help="crop to the bounding box (the paper's setting)")
     p.add_argument("--seed", type=int_at_least(0), default=0)
+    add_strict_option(p)
     add_train_options(p)
 
 
@@ -64,13 +65,16 @@ def run(args: argparse.Namespace) -> None:
 
     root = args.root or ensure_synthbirds(workspace(args), progress=progress(args))
     dataset = read_cub(root, args.captions)
+    strict_check(args, dataset, args.crop)
     fingerprint_file = Path(root) / ".synthbirds_fingerprint"
     _, meta = train_demo_model(dataset, fingerprint_file.read_text().strip() if fingerprint_file.is_file() else None,
                                args.out, TrainConfig(epochs=args.epochs, seed=args.seed),
                                Preprocess(image_size=args.image_size or 64, crop=args.crop), progress=progress(args),
                                dataset_name=str(root))
-    print(f"{args.out}: test accuracy {meta['test_accuracy']:.1%} on {meta['test_images']} images "
+    accuracy = f"{meta['test_accuracy']:.1%}" if meta["test_accuracy"] is not None else "n/a"  # no test images
+    print(f"{args.out}: test accuracy {accuracy} on {meta['test_images']} images "
           f"({meta['train_seconds']} s)")
+    skip_summary(args, {**dataset.skipped, "unreadable images": meta.get("unreadable_images", 0)}, dataset.examples)
 
 
 def run_train_pretrained(args: argparse.Namespace) -> dict:
@@ -86,6 +90,10 @@ def run_train_pretrained(args: argparse.Namespace) -> dict:
         from saywhy.demo import ensure_synthbirds
 
         root = ensure_synthbirds(ws, progress=show)
+    from saywhy.data.cub import read_cub
+
+    dataset = read_cub(root, args.captions)  # what the run skips, for the summary (and --strict, before any work)
+    strict_check(args, dataset, args.crop)
     _, meta = train_pretrained_head(args.arch, root, args.out, captions=args.captions, crop=args.crop,
                                     image_size=args.image_size, weights=args.weights, seed=args.seed,
                                     batch_size=args.batch_size, feature_cache=args.feature_cache or ws.feature_cache,
@@ -95,4 +103,5 @@ def run_train_pretrained(args: argparse.Namespace) -> dict:
           f"linear head on frozen features, crop {args.crop}, {meta['preprocess']['image_size']} px; features "
           f"{meta['feature_seconds']} s ({meta['features_computed']} computed, {meta['features_cached']} cached), "
           f"head {meta['train_seconds']} s)")
+    skip_summary(args, {**dataset.skipped, "unreadable images": meta.get("unreadable_images", 0)}, dataset.examples)
     return meta

@@ -100,6 +100,9 @@ def fit_attribute_evidence(pooled: np.ndarray, incidence: sp.spmatrix | np.ndarr
         raise SaywhyError(f"{y.shape[0]} images have attributes but {x.shape[0]} have activations")
     if l2 <= 0:
         raise SaywhyError(f"the attribute model's L2 penalty must be positive, got {l2}")
+    if x.shape[0] == 0 or y.shape[1] == 0:
+        raise SaywhyError(f"the attribute model needs fitting images and attributes, got {x.shape[0]} images and "
+                          f"{y.shape[1]} attributes")
     n, f = x.shape
     t = y.shape[1]
     mean, std = x.mean(axis=0), x.std(axis=0) + 1e-6

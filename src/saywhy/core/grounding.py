@@ -58,7 +58,9 @@ def normalize_heatmaps(scores: np.ndarray, sigma: str = "minmax") -> np.ndarray:
     [[0.0, 0.5], [0.25, 1.0]]
     """
     scores = np.asarray(scores, dtype=np.float64)
-    flat = scores.reshape(*scores.shape[:-2], -1)
+    flat = scores.reshape(*scores.shape[:-2], scores.shape[-2] * scores.shape[-1])  # -1 fails with no heatmaps
+    if flat.size == 0 and sigma in HEATMAP_SIGMAS:
+        return flat.reshape(scores.shape)
     if sigma == "minmax":
         low, high = flat.min(axis=-1, keepdims=True), flat.max(axis=-1, keepdims=True)
         span = high - low

@@ -7,6 +7,7 @@ The result attaches ``attributes`` to the dataset's records.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from collections import Counter
@@ -14,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from saywhy.data.records import Dataset
+from saywhy.data.text_files import read_lines, read_text
 from saywhy.errors import SaywhyError
 
 
@@ -37,7 +39,7 @@ def cub_attribute_phrase(name: str) -> str:
 def read_cub_attribute_names(path: Path) -> dict[int, str]:
     """``attributes.txt``: ``<attribute_id> <has_part_kind::value>``."""
     names = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in read_text(path).splitlines():  # not UTF-8: one line naming the file
         fields = line.split()
         if len(fields) >= 2 and fields[0].isdigit():
             names[int(fields[0])] = cub_attribute_phrase(fields[1])
@@ -66,7 +68,10 @@ def attach_cub_binary_attributes(dataset: Dataset, labels: str | Path, names: st
     phrase_of = read_cub_attribute_names(names)
     per_image: dict[int, list[str]] = {}
     skipped: Counter = Counter(dataset.skipped)
-    for line in labels.read_text(encoding="utf-8", errors="replace").splitlines():
+    lines, undecodable = read_lines(labels)
+    if undecodable:
+        skipped["attribute label line not UTF-8"] += undecodable
+    for line in lines:
         fields = line.split()
         try:
             image_id, attribute_id, present = int(fields[0]), int(fields[1]), fields[2] == "1"
@@ -82,7 +87,8 @@ def attach_attribute_file(dataset: Dataset, path: str | Path) -> Dataset:
     """Attach attributes from CSV (``image,attributes`` with ``;``-separated phrases) or JSONL.
 
     The image is named by its id or by its path relative to ``images/``; JSONL lines are
-    ``{"image": ..., "attributes": [...]}``. Unknown images and bad lines are counted.
+    ``{"image": ..., "attributes": [...]}``. Unknown images and bad lines are counted. The file is
+    UTF-8 (or UTF-16/32 with a byte-order mark); any other encoding is a one-line error.
     """
     path = Path(path)
     if not path.is_file():
@@ -103,7 +109,7 @@ def attach_attribute_file(dataset: Dataset, path: str | Path) -> Dataset:
 
 def _read_pairs(path: Path, skipped: Counter):
     if path.suffix.lower() in (".jsonl", ".json"):
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for line in read_text(path).splitlines():
             if not line.strip():
                 continue
             try:
@@ -117,7 +123,7 @@ def _read_pairs(path: Path, skipped: Counter):
             except (json.JSONDecodeError, KeyError, TypeError):
                 skipped["malformed attribute row"] += 1
         return
-    with path.open(newline="", encoding="utf-8") as handle:
+    with io.StringIO(read_text(path), newline="") as handle:
         for row in csv.DictReader(handle):
             if not row.get("image") or row.get("attributes") is None:
                 skipped["malformed attribute row"] += 1

@@ -10,7 +10,9 @@ import logging
 from collections import Counter
 from pathlib import Path
 
+from saywhy.data.images import stored_geometry, upright_box, upright_point
 from saywhy.data.records import Dataset, ImageRecord, Keypoint
+from saywhy.data.text_files import NotUTF8Error, read_lines, read_text
 from saywhy.errors import SaywhyError
 
 log = logging.getLogger(__name__)
@@ -46,15 +48,17 @@ def find_caption_root(cub_root: Path, captions: str | Path | None = None) -> Pat
 def _rows(path: Path, n_fields: int, skipped: Counter) -> list[list[str]]:
     """Whitespace-separated rows with at least ``n_fields`` fields; others are counted."""
     rows = []
-    with path.open(encoding="utf-8", errors="replace") as handle:
-        for line in handle:
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) < n_fields:
-                skipped[f"malformed line in {path.name}"] += 1
-                continue
-            rows.append(fields)
+    lines, undecodable = read_lines(path)
+    if undecodable:
+        skipped[f"line not UTF-8 in {path.name}"] += undecodable
+    for line in lines:
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) < n_fields:
+            skipped[f"malformed line in {path.name}"] += 1
+            continue
+        rows.append(fields)
     return rows
 
 
@@ -87,8 +91,13 @@ def _read_keypoints(cub_root: Path, part_names: dict[int, str], skipped: Counter
             skipped["malformed line in part_locs.txt"] += 1
             continue
         name = part_names.get(part_id)
-        if name is not None:
-            keypoints.setdefault(image_id, {})[name] = Keypoint(x, y, visible)
+        if name is None:
+            continue
+        parts = keypoints.setdefault(image_id, {})
+        if name in parts:
+            skipped["duplicate (image, part) in part_locs.txt (first line kept)"] += 1
+            continue
+        parts[name] = Keypoint(x, y, visible)
     return keypoints
 
 
@@ -99,16 +108,36 @@ def _read_bboxes(cub_root: Path, skipped: Counter) -> dict[int, tuple[float, flo
         return boxes
     for fields in _rows(path, 5, skipped):
         try:
-            boxes[int(fields[0])] = tuple(float(v) for v in fields[1:5])  # type: ignore[assignment]
+            image_id, box = int(fields[0]), tuple(float(v) for v in fields[1:5])
         except ValueError:
             skipped["malformed line in bounding_boxes.txt"] += 1
+            continue
+        if image_id in boxes:
+            skipped["duplicate id in bounding_boxes.txt (first line kept)"] += 1
+            continue
+        boxes[image_id] = box  # type: ignore[assignment]
     return boxes
 
 
 def read_captions(path: Path) -> tuple[str, ...]:
-    """Non-empty, stripped caption lines of one ``text_c10`` file."""
-    text = path.read_text(encoding="utf-8", errors="replace")
-    return tuple(line.strip() for line in text.splitlines() if line.strip())
+    """Non-empty, stripped caption lines of one ``text_c10`` file (UTF-8, or UTF-16/32 with a byte-order mark).
+
+    A file in another encoding raises :class:`~saywhy.data.text_files.NotUTF8Error` (``read_cub`` skips and counts it).
+    """
+    return tuple(line.strip() for line in read_text(path).splitlines() if line.strip())
+
+
+def _upright(path: Path, bbox, keypoints: dict[str, Keypoint]):
+    """CUB's box and keypoints are in the file's stored pixels; saywhy works in the upright image's
+    (EXIF orientation applied, as :func:`~saywhy.data.images.open_image` does). Unchanged for untagged files."""
+    if bbox is None and not keypoints:
+        return bbox, keypoints
+    orientation, size = stored_geometry(path)
+    if orientation == 1:
+        return bbox, keypoints
+    bbox = None if bbox is None else upright_box(bbox, orientation, size)
+    keypoints = {name: Keypoint(*upright_point(k.x, k.y, orientation, size), k.visible) for name, k in keypoints.items()}
+    return bbox, keypoints
 
 
 def read_cub(
@@ -131,6 +160,7 @@ def read_cub(
         if not (cub_root / name).is_file():
             raise SaywhyError(f"{cub_root / name} is missing: the CUB layout needs {', '.join(REQUIRED_FILES)}")
     skipped: Counter = Counter()
+    examples: dict[str, str] = {}
     images = _int_map(cub_root / "images.txt", skipped)
     class_names = _int_map(cub_root / "classes.txt", skipped)
     labels = {k: int(v) for k, v in _int_map(cub_root / "image_class_labels.txt", skipped).items() if v.isdigit()}
@@ -159,24 +189,31 @@ def read_cub(
         if caption_root is not None:
             caption_file = (caption_root / rel).with_suffix(".txt")
             if caption_file.is_file():
-                image_captions = read_captions(caption_file)
+                try:
+                    image_captions = read_captions(caption_file)
+                except NotUTF8Error:  # kept without captions, like an image that has no caption file
+                    skipped["caption file not UTF-8 (image kept without captions)"] += 1
+                    examples.setdefault("caption file not UTF-8 (image kept without captions)", str(caption_file))
             else:
                 skipped["no caption file"] += 1
+        bbox, parts = boxes.get(image_id), keypoints.get(image_id, {})
+        bbox, parts = _upright(path, bbox, parts)
         records.append(
             ImageRecord(
                 image_id=image_id,
                 path=path,
                 class_id=class_id,
                 is_train=split[image_id],
-                bbox=boxes.get(image_id),
-                keypoints=keypoints.get(image_id, {}),
+                bbox=bbox,
+                keypoints=parts,
                 captions=image_captions,
             )
         )
     if not records:
         raise SaywhyError(f"no usable images in {cub_root}: check images.txt and the images/ folder")
     for reason, count in sorted(skipped.items()):
-        log.warning("%s: %d image(s) or line(s) skipped or without captions (%s)", cub_root, count, reason)
+        example = f", e.g. {examples[reason]}" if reason in examples else ""
+        log.warning("%s: %d image(s) or line(s) skipped or without captions (%s%s)", cub_root, count, reason, example)
     used = {r.class_id for r in records}
     return Dataset(
         root=cub_root,
@@ -184,6 +221,7 @@ def read_cub(
         records=records,
         part_names=part_names,
         skipped=dict(skipped),
+        examples=examples,
     )
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from saywhy.data.records import ImageRecord
 from saywhy.errors import SaywhyError
@@ -82,10 +82,15 @@ def open_image(path: str | Path) -> Image.Image:
     """Open an image fully as 8-bit RGB, or raise one clear line saying which file is bad.
 
     16-bit and 32-bit greyscale images are scaled to 8 bits (PIL's own conversion would clip
-    them to white); images over :func:`max_pixels` are refused from their header alone.
+    them to white); images over :func:`max_pixels` are refused from their header alone. The
+    EXIF orientation is applied, so the image is upright as a viewer shows it: boxes and points
+    are in the upright image's pixels everywhere in saywhy (``read_cub`` converts CUB's, which
+    are in the file's stored pixels, with :func:`upright_box` and :func:`upright_point`).
     """
     path = Path(path)
     if not path.is_file():
+        if path.is_symlink():
+            raise SaywhyError(f"image {path} is a link that leads nowhere (or round to itself): point it at the image")
         raise SaywhyError(f"image {path} does not exist: check the path")
     try:
         with Image.open(path) as image:
@@ -94,6 +99,8 @@ def open_image(path: str | Path) -> Image.Image:
                 raise SaywhyError(f"image {path} has {image.width} x {image.height} pixels, more than the limit of "
                                   f"{limit:,}: shrink it, or raise SAYWHY_MAX_PIXELS if you trust the file")
             image.load()
+            if exif_orientation(image) != 1:
+                image = ImageOps.exif_transpose(image)
             return _to_rgb(image)
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
         raise SaywhyError(f"image {path} cannot be read ({error.__class__.__name__}): replace or remove the file") from None
@@ -105,6 +112,73 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         top = 65535.0 if image.mode.startswith("I;16") or array.max() <= 65535 else float(array.max())
         return Image.fromarray(np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
     return image.convert("RGB")
+
+
+# EXIF orientation -> where a point (x, y) of a stored (W, H) image lies in the upright image
+# (the transposes of PIL.ImageOps.exif_transpose, in continuous pixel coordinates)
+_UPRIGHT = {
+    2: lambda x, y, w, h: (w - x, y),
+    3: lambda x, y, w, h: (w - x, h - y),
+    4: lambda x, y, w, h: (x, h - y),
+    5: lambda x, y, w, h: (y, x),
+    6: lambda x, y, w, h: (h - y, x),
+    7: lambda x, y, w, h: (h - y, w - x),
+    8: lambda x, y, w, h: (y, w - x),
+}
+
+
+def exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation tag (1 to 8) of an opened image; 1 (as stored) when absent, unknown or unreadable."""
+    try:
+        value = int(image.getexif().get(0x0112, 1))
+    except Exception:  # a damaged EXIF block must not make a readable image unreadable
+        return 1
+    return value if value in _UPRIGHT else 1
+
+
+def stored_geometry(path: str | Path) -> tuple[int, tuple[int, int]]:
+    """(EXIF orientation, stored (W, H)) of an image file from its header; (1, (0, 0)) if it cannot be opened."""
+    try:
+        with Image.open(path) as image:
+            return exif_orientation(image), image.size
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+        return 1, (0, 0)
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """The (W, H) of the upright image (as :func:`open_image` returns it), from the header only.
+
+    >>> image_size("photo_taken_sideways.jpg")  # doctest: +SKIP
+    (3000, 4000)
+    """
+    with Image.open(path) as image:
+        width, height = image.size
+        return (height, width) if exif_orientation(image) in (5, 6, 7, 8) else (width, height)
+
+
+def upright_point(x: float, y: float, orientation: int, stored_size: tuple[int, int]) -> tuple[float, float]:
+    """Where the point (x, y) of a stored image of (W, H) ``stored_size`` lies once its EXIF orientation is applied.
+
+    >>> upright_point(10.0, 2.0, 6, (100, 50))  # rotated 90 degrees clockwise
+    (48.0, 10.0)
+    """
+    if orientation not in _UPRIGHT:
+        return (x, y)
+    return _UPRIGHT[orientation](x, y, *stored_size)
+
+
+def upright_box(bbox: tuple[float, float, float, float], orientation: int,
+                stored_size: tuple[int, int]) -> tuple[float, float, float, float]:
+    """The (x, y, w, h) box of a stored image in the upright image's pixels (the same content).
+
+    >>> upright_box((10.0, 2.0, 30.0, 20.0), 6, (100, 50))
+    (28.0, 10.0, 20.0, 30.0)
+    """
+    if orientation not in _UPRIGHT:
+        return tuple(bbox)  # type: ignore[return-value]
+    x, y, w, h = bbox
+    (ax, ay), (bx, by) = upright_point(x, y, orientation, stored_size), upright_point(x + w, y + h, orientation, stored_size)
+    return (min(ax, bx), min(ay, by), abs(bx - ax), abs(by - ay))
 
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -176,3 +250,10 @@ class ImageDataset(torch.utils.data.Dataset):
         if isinstance(self.preprocess, Preprocess):
             return (3, self.preprocess.image_size, self.preprocess.image_size)
         return tuple(apply_preprocess(self.preprocess, Image.new("RGB", (256, 256))).shape)
+
+
+def unreadable_images(records: Sequence[ImageRecord], crop: str = "none") -> list[Path]:
+    """The files of ``records`` that cannot be decoded, or (``crop="bbox"``) whose box selects no pixel of
+    the image: what a long run would skip and count. Decodes every image once, at a tiny size."""
+    items = ImageDataset(records, Preprocess(image_size=4, crop=crop))
+    return [records[i].path for i in range(len(records)) if not items[i][2]]

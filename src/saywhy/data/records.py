@@ -53,7 +53,8 @@ class Dataset:
     class_names: dict[int, str]
     records: list[ImageRecord]
     part_names: dict[int, str] = field(default_factory=dict)
-    skipped: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)  # reason -> how many images or lines
+    examples: dict[str, str] = field(default_factory=dict)  # reason -> the first file skipped for it
 
     @property
     def class_ids(self) -> list[int]:

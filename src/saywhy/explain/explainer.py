@@ -45,6 +45,9 @@ from saywhy.text.synonyms import SynonymGroups
 FORMAT_VERSION = 5
 # Version 4 had no synonym groups; it loads with none.
 READABLE_VERSIONS = (4, 5)
+# Images explained at once; their scores take about 15 kB each (the vocabulary's log-probabilities,
+# evidence and readable scores), so a block bounds explain's memory however many images are asked for.
+EXPLAIN_BLOCK = 1024
 
 
 @dataclass(frozen=True)
@@ -430,6 +433,10 @@ class Explainer:
         """
         self._check_fitted()
         pooled = self._pooled(pooled)
+        if len(pooled) > EXPLAIN_BLOCK:  # a block at a time: the (images x attributes) scores never grow with the run
+            classes = None if classes is None else self._classes(pooled, classes)
+            return [e for start in range(0, len(pooled), EXPLAIN_BLOCK) for e in self.explain(
+                pooled[start:start + EXPLAIN_BLOCK], None if classes is None else classes[start:start + EXPLAIN_BLOCK])]
         logits = self.decision_function(pooled)  # once: the decision, the probabilities and the printed logit
         proba, predicted = softmax(logits, axis=1), logits.argmax(axis=1)
         classes = predicted if classes is None else self._classes(pooled, classes)
@@ -546,6 +553,7 @@ class Explainer:
                     "class_names": self.class_names_, "n_images": self.n_images_, "metadata": self.metadata_,
                     "surface_forms": self.surface_forms_.to_dict(), "synonyms": self.synonyms_.to_dict(),
                     "arrays_sha256": _sha256(tmp / "explainer.safetensors")}
+            meta["content_sha256"] = _content_sha256(meta)  # an edited vocabulary or class list is caught too
             (tmp / "explainer.json").write_text(json.dumps(meta, indent=1))
         return folder
 
@@ -563,6 +571,9 @@ class Explainer:
             raise SaywhyError(f"{meta_path} is damaged ({error.__class__.__name__}): {refit}") from None
         if not isinstance(meta, dict) or meta.get("format_version") not in READABLE_VERSIONS:
             raise SaywhyError(f"{folder} was written by another saywhy version: {refit}")
+        # Format 5 always carries the content digest; only format 4 files, written before it, may lack it.
+        if ("content_sha256" in meta or meta["format_version"] >= 5) and meta.get("content_sha256") != _content_sha256(meta):
+            raise SaywhyError(f"{meta_path} was edited after saving (its content digest differs): {refit}")
         if meta.get("arrays_sha256") != _sha256(arrays_path):
             raise SaywhyError(f"{arrays_path} does not match the digest in {meta_path.name} (damaged or edited): {refit}")
         try:
@@ -606,6 +617,12 @@ def _finite(array: np.ndarray, what: str) -> np.ndarray:
     if not np.isfinite(array).all():
         raise SaywhyError(f"{what} contain NaN or infinite numbers: check the network's weights and the inputs")
     return array
+
+
+def _content_sha256(meta: dict[str, Any]) -> str:
+    """SHA-256 of the JSON's content (every field but this digest, keys sorted)."""
+    content = {k: v for k, v in meta.items() if k != "content_sha256"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode("utf-8")).hexdigest()
 
 
 def _sha256(path: Path) -> str:

@@ -165,9 +165,17 @@ class FeatureCache:
         )
 
 
+# A temporary shard older than this was left by a killed run (writing one takes seconds).
+STALE_PARTIAL_SECONDS = 3600
+
+
 def _read_shards(folder: Path, n_filters: int) -> dict[bytes, np.ndarray]:
     known: dict[bytes, np.ndarray] = {}
     shards = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+    for partial in [s for s in shards if s.name.startswith(".partial-")]:  # a write in progress, or a killed one's
+        shards.remove(partial)
+        if time.time() - partial.stat().st_mtime > STALE_PARTIAL_SECONDS:  # no write takes this long: its writer is gone
+            partial.unlink(missing_ok=True)
     for shard in shards:
         try:
             data = load_file(shard)

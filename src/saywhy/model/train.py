@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from saywhy.data.images import ImageDataset, Preprocess
 from saywhy.data.records import Dataset, ImageRecord
+from saywhy.errors import SaywhyError
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +35,14 @@ class TrainConfig:
 def load_tensors(records: Sequence[ImageRecord], preprocess: Preprocess, batch_size: int = 128,
                  progress: bool = True, desc: str = "loading images") -> tuple[torch.Tensor, np.ndarray]:
     """Decode images into one tensor; returns it with the indices of readable records."""
-    loader = torch.utils.data.DataLoader(ImageDataset(records, preprocess), batch_size=batch_size, num_workers=0)
+    items = ImageDataset(records, preprocess)
+    loader = torch.utils.data.DataLoader(items, batch_size=batch_size, num_workers=0)
     chunks, kept = [], []
     for images, index, ok in tqdm(loader, desc=desc, disable=not progress, leave=False):
         chunks.append(images[ok])
         kept.append(index[ok].numpy())
+    if not chunks:  # no records at all (a split with no test images)
+        return torch.zeros((0, 3, preprocess.image_size, preprocess.image_size)), np.zeros(0, dtype=int)
     return torch.cat(chunks), np.concatenate(kept)
 
 
@@ -72,6 +76,8 @@ def train_classifier(model: nn.Module, dataset: Dataset, preprocess: Preprocess,
     index_of = {cid: i for i, cid in enumerate(dataset.class_ids)}
     train_records, test_records = dataset.split(True), dataset.split(False)
     x_train, kept = load_tensors(train_records, preprocess, progress=progress, desc="loading train images")
+    if not len(x_train):
+        raise SaywhyError(f"no readable training images among {len(train_records)}: check train_test_split.txt and the images")
     y_train = torch.tensor([index_of[train_records[i].class_id] for i in kept])
     x_test, kept_test = load_tensors(test_records, preprocess, progress=progress, desc="loading test images")
     y_test = torch.tensor([index_of[test_records[i].class_id] for i in kept_test])

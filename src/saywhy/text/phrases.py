@@ -18,6 +18,11 @@ modifiers ("tail", "cheek", "eye") for adjectives; a corpus-wide vote would sepa
 better but would make a caption's phrases depend on the other captions passed along.
 A modifier that carries an adjective of its own ("white cheek patch") is always a noun.
 
+A caption longer than ``max_chars`` (default 100,000 characters; CUB's longest is under 400, and
+spaCy refuses a text over its own limit of 1,000,000) is not parsed: it gives no phrases, is
+counted in ``PhraseExtractor.skipped`` and said once in the log, so one runaway line does not stop
+a long run or take gigabytes of parser memory.
+
 Parsing is the slow part, so only distinct captions are parsed, and results can be kept
 in a content-keyed on-disk cache: a second run over the same captions parses nothing
 (and does not even load spaCy).
@@ -29,6 +34,7 @@ import json
 import logging
 import os
 import tempfile
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,6 +47,9 @@ log = logging.getLogger(__name__)
 
 # Bump when the extraction rules change, so cached phrases from older rules are not reused.
 EXTRACTOR_VERSION = 1
+
+# Longer captions are not parsed (see the module's docstring).
+MAX_CAPTION_CHARS = 100_000
 
 # Penn Treebank adjective tags, the tag set of spaCy's English pipelines.
 ADJECTIVE_TAGS = ("JJ", "JJR", "JJS")
@@ -58,7 +67,8 @@ class PhraseExtractor:
     """Extract "adjective noun" attributes from captions with spaCy.
 
     ``model`` is a spaCy pipeline name or path; ``n_process`` > 1 parses in worker
-    processes; with ``cache_dir`` set, phrases are stored per caption and reused. The
+    processes; captions over ``max_chars`` characters give no phrases and are counted in
+    ``skipped``; with ``cache_dir`` set, phrases are stored per caption and reused. The
     cache file is rewritten whenever a call parses something new, so pass all captions
     in one call rather than one call per caption.
 
@@ -68,9 +78,12 @@ class PhraseExtractor:
     """
 
     def __init__(self, model: str = "en_core_web_sm", batch_size: int = 512, n_process: int = 1,
-                 cache_dir: Path | None = None, progress: bool = False, adjective_probability: float = 0.05):
+                 cache_dir: Path | None = None, progress: bool = False, adjective_probability: float = 0.05,
+                 max_chars: int = MAX_CAPTION_CHARS):
         if batch_size < 1 or n_process < 1:
             raise SaywhyError(f"batch_size and n_process must be at least 1, got {batch_size} and {n_process}")
+        if max_chars < 1:
+            raise SaywhyError(f"max_chars must be at least 1, got {max_chars}")
         if not 0.0 < adjective_probability <= 1.0:
             raise SaywhyError(f"adjective_probability must be in (0, 1], got {adjective_probability}")
         self.model = model
@@ -79,6 +92,8 @@ class PhraseExtractor:
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
         self.progress = progress
         self.adjective_probability = adjective_probability
+        self.max_chars = max_chars
+        self.skipped: Counter = Counter()  # reason -> captions not parsed, for the run's summary
         self._nlp: Any = None
         self._model_id: str | None = None
         self._cache: dict[str, list[str]] | None = None
@@ -95,11 +110,17 @@ class PhraseExtractor:
         keys = {caption: self._key(caption) for caption in dict.fromkeys(normalized)}
         cache = self._load_cache()
         missing = [caption for caption, key in keys.items() if key not in cache]
+        too_long = [caption for caption in missing if len(caption) > self.max_chars]
+        if too_long:  # not parsed and not cached: said again, and counted, on every run that meets them
+            reason = f"caption over {self.max_chars:,} characters (not parsed)"
+            self.skipped[reason] += len(too_long)
+            log.warning("%d %s(s): they give no attributes (the first starts %r)", len(too_long), reason, too_long[0][:40])
+            missing = [caption for caption in missing if len(caption) <= self.max_chars]
         if missing:
             parsed = self._parse(missing)
             cache.update((keys[caption], phrases) for caption, phrases in zip(missing, parsed))
             self._save_cache(cache)
-        return [list(cache[keys[caption]]) for caption in normalized]
+        return [list(cache.get(keys[caption], ())) for caption in normalized]
 
     def extract_documents(self, documents: Sequence[Sequence[str]]) -> list[list[str]]:
         """Per document (one image's caption file), the phrases of all its captions.
@@ -141,7 +162,7 @@ class PhraseExtractor:
         if self._model_id is None:
             self._model_id = _model_id(self.model)
         text = "\0".join([self._model_id, str(EXTRACTOR_VERSION), repr(self.adjective_probability), caption])
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()
+        return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()  # a lone surrogate is a caption too
 
     def _cache_path(self) -> Path | None:
         if self.cache_dir is None:
