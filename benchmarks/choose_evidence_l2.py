@@ -69,29 +69,36 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--home", type=Path, required=True)
     parser.add_argument("--dataset", action="append", required=True, help="NAME=ROOT:CHECKPOINT")
+    parser.add_argument("--candidates", type=float, nargs="+", default=CANDIDATES)
     args = parser.parse_args()
     workspace = Workspace(args.home)
-    result: dict = {"command": "benchmarks/choose_evidence_l2.py", "candidates": list(CANDIDATES), "datasets": {}}
+    # Runs add up: a dataset or a candidate measured by an earlier run is kept (shared machine, long fits).
+    result: dict = json.loads(OUT.read_text()) if OUT.is_file() else {"command": "benchmarks/choose_evidence_l2.py",
+                                                                      "datasets": {}}
     for spec in args.dataset:
         name, _, paths = spec.partition("=")
         root, _, checkpoint = paths.partition(":")
         fit_x, fit_y, val_x, val_y = training_split(Path(root), Path(checkpoint), workspace)
-        rows = {}
-        for l2 in CANDIDATES:
-            started = time.perf_counter()
+        rows = result["datasets"].get(name, {}).get("by_l2", {})
+        for l2 in args.candidates:
+            started, cpu = time.perf_counter(), time.process_time()
             model = fit_attribute_evidence(fit_x, fit_y, l2=l2)
-            rows[str(l2)] = {**score(model, val_x, val_y), "fit_seconds": round(time.perf_counter() - started, 2)}
+            rows[str(l2)] = {**score(model, val_x, val_y), "fit_seconds": round(time.perf_counter() - started, 2),
+                             "cpu_seconds": round(time.process_time() - cpu, 2)}
             print(name, l2, rows[str(l2)], flush=True)
         result["datasets"][name] = {"fit_images": len(fit_x), "validation_images": len(val_x),
                                     "attributes": fit_y.shape[1], "by_l2": rows}
-    # The choice: the smallest mean held-out cross-entropy, averaged over the datasets' ranks.
-    def mean_rank(l2: float) -> float:
-        ranks = []
-        for data in result["datasets"].values():
-            order = sorted(CANDIDATES, key=lambda c: data["by_l2"][str(c)]["cross_entropy"])
-            ranks.append(order.index(l2))
-        return float(np.mean(ranks))
-    result["chosen"] = min(CANDIDATES, key=lambda c: (mean_rank(c), c))
+        OUT.parent.mkdir(parents=True, exist_ok=True)
+        OUT.write_text(json.dumps(result, indent=1) + "\n")
+    # The choice: among the candidates measured on every dataset, the smallest held-out
+    # cross-entropy relative to each dataset's best, averaged over the datasets.
+    common = [c for c in CANDIDATES if all(str(c) in d["by_l2"] for d in result["datasets"].values())]
+
+    def excess(l2: float) -> float:
+        return float(np.mean([d["by_l2"][str(l2)]["cross_entropy"] / min(d["by_l2"][str(c)]["cross_entropy"] for c in common)
+                              for d in result["datasets"].values()]))
+    result["candidates_on_every_dataset"] = common
+    result["chosen"] = min(common, key=lambda c: (excess(c), c))
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=1) + "\n")
     print(f"chosen l2 = {result['chosen']}; wrote {OUT}")

@@ -72,3 +72,19 @@ def test_extract_shards_then_fit_from_them_on_the_command_line(tiny_noisy_synthb
     assert merged.vocabulary_ == single.vocabulary_
     np.testing.assert_array_equal(merged.filter_attribute_pdf_, single.filter_attribute_pdf_)
     assert main([*common, "extract", *data, "--shard", "2/2", "--out", str(tmp_path / "bad")]) == 2
+
+
+@pytest.mark.parametrize("n", [1, 2, 9, 1000])
+def test_top_fraction_thresholds_from_chunks_are_np_quantile(n):
+    from saywhy.core.filter_attribute import TopValues
+
+    pooled = np.random.default_rng(n).gamma(1.0, size=(n, 5)).astype(np.float32)
+    pooled[:, 0] = 0.0  # a filter at its floor everywhere: its threshold is just above the floor
+    expected = np.quantile(pooled.astype(np.float64), 0.9, axis=0)
+    lowest = pooled.min(axis=0).astype(np.float64)
+    expected[expected <= lowest] = np.nextafter(lowest[expected <= lowest], np.inf)  # never the floor itself
+    left, right = TopValues(n, 5, 0.1, spare=3), TopValues(n, 5, 0.1, spare=3)
+    for start in range(0, n, 7):
+        (left if start % 2 else right).add(pooled[start:start + 7])
+    left.merge(right)
+    np.testing.assert_array_equal(left.thresholds(), expected)

@@ -82,7 +82,7 @@ class RankCombine(Combine):
         merged = TopValues(top.n_images, len(top.lowest), top.fraction)
         for kept, lowest, seen in parts:  # rank order, so every rank merges the same way
             other = TopValues(top.n_images, len(lowest), top.fraction)
-            other._values, other.lowest, other.seen = kept, lowest, seen
+            other._values, other.lowest, other.seen = (kept if kept.shape[1] else None), lowest, seen
             merged.merge(other)
         return merged
 

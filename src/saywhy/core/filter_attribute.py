@@ -60,7 +60,8 @@ class TopValues:
         self.position = (n_images - 1) * (1.0 - fraction)  # as np.quantile's linear method
         self.keep = n_images - int(np.floor(self.position))
         self.spare = max(spare, self.keep // 4)
-        self._values = np.empty((n_filters, 0), np.float64)  # (filters, kept): rows are contiguous
+        self._values: np.ndarray | None = None  # (filters, kept), in the activations' own dtype
+        self.n_filters = n_filters
         self.lowest = np.full(n_filters, np.inf)
         self.seen = 0
 
@@ -72,16 +73,17 @@ class TopValues:
         self.seen += len(pooled)
         self.lowest = np.minimum(self.lowest, pooled.min(axis=0))
         for start in range(0, len(pooled), self.spare):
-            self._take(np.asarray(pooled[start:start + self.spare], np.float64).T)
+            self._take(np.ascontiguousarray(pooled[start:start + self.spare].T))
 
     def merge(self, other: TopValues) -> None:
         """Take the values another accumulator kept (from other rows of the same images)."""
         self.seen += other.seen
         self.lowest = np.minimum(self.lowest, other.lowest)
-        self._take(other._values)
+        if other._values is not None:
+            self._take(other._values)
 
     def _take(self, columns: np.ndarray) -> None:
-        values = np.concatenate([self._values, columns], axis=1)
+        values = columns if self._values is None else np.concatenate([self._values, columns.astype(self._values.dtype)], axis=1)
         if values.shape[1] > self.keep:
             values.partition(values.shape[1] - self.keep, axis=1)
             values = np.ascontiguousarray(values[:, -self.keep:])
@@ -90,12 +92,12 @@ class TopValues:
     @property
     def kept(self) -> np.ndarray:
         """The values kept, (filters x at most ``keep``), in no order."""
-        return self._values
+        return self._values if self._values is not None else np.empty((self.n_filters, 0))
 
     def thresholds(self) -> np.ndarray:
         if self.seen != self.n_images:
             raise SaywhyError(f"top-fraction thresholds were given {self.seen} images, expected {self.n_images}")
-        kept = np.sort(self._values, axis=1)  # m values only
+        kept = np.sort(self.kept, axis=1).astype(np.float64)  # m values only
         below, above = kept[:, 0], kept[:, min(1, kept.shape[1] - 1)]
         gamma = self.position - np.floor(self.position)
         # np.quantile's own interpolation on the two values, so the numbers are its numbers.
