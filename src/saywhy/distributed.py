@@ -81,9 +81,7 @@ class RankCombine(Combine):
         dist.all_gather_object(parts, (top.kept, top.lowest, top.seen))
         merged = TopValues(top.n_images, len(top.lowest), top.fraction)
         for kept, lowest, seen in parts:  # rank order, so every rank merges the same way
-            other = TopValues(top.n_images, len(lowest), top.fraction)
-            other._values, other.lowest, other.seen = (kept if kept.shape[1] else None), lowest, seen
-            merged.merge(other)
+            merged.merge(TopValues.from_kept(top.n_images, top.fraction, kept, lowest, seen))
         return merged
 
     def fit_evidence(self, loss: EvidenceLoss, moments: EvidenceMoments, l2: float) -> AttributeEvidence:

@@ -75,12 +75,23 @@ class TopValues:
         for start in range(0, len(pooled), self.spare):
             self._take(np.ascontiguousarray(pooled[start:start + self.spare].T))
 
+    @classmethod
+    def from_kept(cls, n_images: int, fraction: float, kept: np.ndarray, lowest: np.ndarray, seen: int) -> TopValues:
+        """An accumulator holding what another one kept (``kept``, ``lowest``, ``seen``), e.g. sent by another rank."""
+        top = cls(n_images, len(lowest), fraction)
+        top.restore(kept, lowest, seen)
+        return top
+
+    def restore(self, kept: np.ndarray, lowest: np.ndarray, seen: int) -> None:
+        self._values = kept if kept.shape[1] else None
+        self.lowest, self.seen = np.asarray(lowest, np.float64), int(seen)
+
     def merge(self, other: TopValues) -> None:
         """Take the values another accumulator kept (from other rows of the same images)."""
         self.seen += other.seen
         self.lowest = np.minimum(self.lowest, other.lowest)
-        if other._values is not None:
-            self._take(other._values)
+        if other.kept.shape[1]:
+            self._take(other.kept)
 
     def _take(self, columns: np.ndarray) -> None:
         values = columns if self._values is None else np.concatenate([self._values, columns.astype(self._values.dtype)], axis=1)
