@@ -130,6 +130,22 @@ def run_stream(n: int, f: int, t: int, evaluations: int) -> dict:
     return row
 
 
+def run_thresholds(n: int, f: int) -> dict:
+    """The p(t|f) fit's top-10% thresholds: np.quantile (before issue 13) against TopValues (np.partition)."""
+    from saywhy.core.filter_attribute import top_fraction_thresholds
+
+    pooled = np.random.default_rng(0).gamma(2.0, size=(n, f)).astype(np.float32)
+    times: dict[str, list[float]] = {"np.quantile": [], "TopValues": []}
+    for _ in range(3):  # interleaved repetitions, medians
+        started = time.perf_counter()
+        np.quantile(np.asarray(pooled, np.float64), 0.9, axis=0)
+        times["np.quantile"].append(time.perf_counter() - started)
+        started = time.perf_counter()
+        top_fraction_thresholds(pooled, 0.1)
+        times["TopValues"].append(time.perf_counter() - started)
+    return {"images": n, "filters": f, **{k: round(float(np.median(v)), 3) for k, v in times.items()}}
+
+
 def subprocess_json(args: list[str], timeout: float) -> dict | None:
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     try:
@@ -154,7 +170,7 @@ def main() -> None:
     parser.add_argument("--max-iter", type=int)
     parser.add_argument("--evaluations", type=int, default=2)
     parser.add_argument("--budget", type=float, default=900, help="seconds for the whole grid (cells past it are not run)")
-    parser.add_argument("--only", choices=["grid", "stream", "big"], action="append")
+    parser.add_argument("--only", choices=["grid", "stream", "big", "thresholds"], action="append")
     parser.add_argument("--stream-sizes", type=int, nargs="+", default=[40_960, 163_840, 655_360, 1_280_000])
     args = parser.parse_args()
     if args.cell:
@@ -186,6 +202,10 @@ def main() -> None:
         row = subprocess_json(["--cell", "evidence", "24000", "2048", "10000", "--max-iter", "1"], timeout=3000)
         result["evidence_24000x2048x10000_memory"] = row
         print("big", row, flush=True)
+        save(result)
+    if "thresholds" in only:
+        result["thresholds_24000x2048"] = run_thresholds(24000, 2048)
+        print("thresholds", result["thresholds_24000x2048"], flush=True)
         save(result)
     if "stream" in only:
         stream = result.setdefault("stream", {})

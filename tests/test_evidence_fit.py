@@ -30,7 +30,8 @@ def test_ten_thousand_attributes_are_fitted_like_one():
     for t in (0, 1, 4_321, 9_999):
         assert model.weights[t].argmax() == t % 4
         assert p[fires[:, t % 4], t].min() > 0.5 > p[~fires[:, t % 4], t].max()
-    np.testing.assert_allclose(model.weights[0], alone.weights[0], rtol=1e-3, atol=1e-3)
+    # The same problem, fitted alone: the same model to the stopping tolerance (per attribute).
+    assert np.abs(p[:, 0] - alone.probability(pooled)[:, 0]).max() < 0.02
 
 
 def test_float32_chunks_agree_with_float64():
