@@ -62,6 +62,12 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
 
 
+def cpu_seconds() -> float:
+    """This process's CPU time: on a shared, loaded machine the wall time says more about the others."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return round(usage.ru_utime + usage.ru_stime, 2)
+
+
 def run_cell(model: str, n: int, f: int, t: int, max_iter: int | None) -> dict:
     from threadpoolctl import threadpool_limits
 
@@ -89,7 +95,8 @@ def run_cell(model: str, n: int, f: int, t: int, max_iter: int | None) -> dict:
             CooccurrenceModel(ExplainerConfig(attribute_model="cooccurrence")).fit(pooled, incidence, incidence)
     seconds = time.perf_counter() - started
     row = {"model": model, "images": n, "filters": f, "attributes": t, "seconds": round(seconds, 2),
-           "peak_mb": round(peak_mb(), 1), "data_mb": round(data_mb, 1), "incidence_nnz": int(incidence.nnz)}
+           "peak_mb": round(peak_mb(), 1), "data_mb": round(data_mb, 1), "incidence_nnz": int(incidence.nnz),
+           "cpu_seconds_total": cpu_seconds()}
     if model == "evidence":
         row.update(evaluations=evaluations, seconds_per_evaluation=round(seconds / max(evaluations, 1), 4),
                    capped=max_iter is not None)
@@ -127,6 +134,7 @@ def run_stream(n: int, f: int, t: int, evaluations: int) -> dict:
             loss(0, block, a, b)
         row["evidence_seconds_per_evaluation"] = round((time.perf_counter() - started) / max(evaluations, 1), 2)
     row["peak_mb"] = round(peak_mb(), 1)
+    row["cpu_seconds_total"] = cpu_seconds()
     return row
 
 
@@ -181,7 +189,8 @@ def main() -> None:
         print(json.dumps(run_stream(*args.stream, args.evaluations)))
         return
     result = json.loads(OUT.read_text()) if OUT.is_file() else {}
-    result.update(command="benchmarks/fit_scale.py", cpu=os.cpu_count(), threads=1)
+    result.update(command="benchmarks/fit_scale.py", cpu=os.cpu_count(), threads=1,
+                  load_average_at_start=os.getloadavg()[0])
     deadline = time.perf_counter() + args.budget
     only = args.only or ["grid", "big", "stream"]
     cells = result.setdefault("grid", {})

@@ -76,3 +76,15 @@ def test_two_gloo_processes_give_the_single_process_explanations(one_and_two, ti
     same = np.mean([x.sentence == y.sentence for x, y in zip(two.explain(pooled), single.explain(pooled))])
     assert gap < 5e-3
     assert same >= 0.95  # near-ties may swap; measured: every sentence the same
+
+
+def test_distributed_without_torchrun_is_a_one_line_error(tiny_noisy_synthbirds, tmp_path, monkeypatch, capsys):
+    from saywhy.cli import main
+
+    for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    birds = tiny_noisy_synthbirds
+    assert main(["--quiet", "--home", str(birds["home"]), "fit", "--model", str(birds["ckpt"]), "--root",
+                 str(birds["root"]), "--out", str(tmp_path / "exp"), "--distributed"]) == 1
+    assert "torchrun --nproc-per-node" in capsys.readouterr().err
+    assert not (tmp_path / "exp").exists()

@@ -71,7 +71,7 @@ def test_extract_shards_then_fit_from_them_on_the_command_line(tiny_noisy_synthb
     merged, single = Explainer.load(tmp_path / "merged"), Explainer.load(tmp_path / "single")
     assert merged.vocabulary_ == single.vocabulary_
     np.testing.assert_array_equal(merged.filter_attribute_pdf_, single.filter_attribute_pdf_)
-    assert main([*common, "extract", *data, "--shard", "2/2", "--out", str(tmp_path / "bad")]) == 2
+    assert main([*common, "extract", *data, "--shard", "2/2", "--out", str(tmp_path / "bad")]) == 2  # a usage error
 
 
 @pytest.mark.parametrize("n", [1, 2, 9, 1000])
