@@ -62,7 +62,7 @@ def test_two_gloo_processes_give_the_single_process_statistics(one_and_two):
 
 
 def test_two_gloo_processes_give_the_single_process_explanations(one_and_two, tiny_noisy_synthbirds):
-    # The evidence loss is summed in another order (float32 products), so L-BFGS (tolerance 1e-5)
+    # The evidence loss is summed in another order (float32 products), so L-BFGS (tolerance 1e-3)
     # may stop elsewhere along directions the 72 images leave flat: compare what the model says
     # about the fitting images, not each weight.
     from saywhy.shards import extract_part
@@ -74,7 +74,7 @@ def test_two_gloo_processes_give_the_single_process_explanations(one_and_two, ti
     a, b = two.attribute_model_.evidence_, single.attribute_model_.evidence_
     gap = np.abs(a.probability(pooled) - b.probability(pooled)).max()
     same = np.mean([x.sentence == y.sentence for x, y in zip(two.explain(pooled), single.explain(pooled))])
-    assert gap < 5e-3
+    assert gap < 0.05
     assert same >= 0.95  # near-ties may swap; measured: every sentence the same
 
 

@@ -37,13 +37,13 @@ def test_sharded_statistics_equal_the_single_run_exactly(single_and_sharded):
 
 def test_sharded_evidence_model_equals_the_single_run_to_rounding(single_and_sharded):
     # The loss is summed in other chunks, so its float32 rounding differs by ~1e-7 and L-BFGS
-    # (tolerance 1e-5) stops elsewhere along directions the data leave flat (72 images, 300+
+    # (tolerance 1e-3 per attribute, core.attribute_evidence.TOLERANCE) stops elsewhere along directions the data leave flat (72 images, 300+
     # attributes): the fitted probabilities agree, not every weight.
     single, merged, _, folders, _ = single_and_sharded
     np.testing.assert_allclose(merged.class_mean_pooled_, single.class_mean_pooled_, rtol=1e-9)
     pooled = np.concatenate([load_file(f / "features.safetensors")["pooled"] for f in sorted(folders)])
     a, b = merged.attribute_model_.evidence_, single.attribute_model_.evidence_
-    np.testing.assert_allclose(a.probability(pooled), b.probability(pooled), atol=5e-3)
+    np.testing.assert_allclose(a.probability(pooled), b.probability(pooled), atol=0.05)
 
 
 def test_missing_or_repeated_shards_are_refused(single_and_sharded):

@@ -20,6 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 from safetensors.numpy import load_file, save_file
 
+from saywhy.core.attribute_evidence import EVIDENCE_L2
 from saywhy.core.image_class import filter_given_class, filter_given_image_class
 from saywhy.core.normalization import softmax
 from saywhy.errors import SaywhyError
@@ -81,7 +82,8 @@ class ExplainerConfig:
     - ``likelihood``: eq. 2-4 as written ("sum") or with p(x|t) normalized ("mean").
 
     The evidence model only (``EvidenceModel.settings``):
-    - ``evidence_l2``: the L2 penalty on standardized activations.
+    - ``evidence_l2``: each attribute's L2 penalty on standardized activations (its loss is
+      its mean cross-entropy over the images, whatever the vocabulary).
     - ``class_weighting``: read each filter's evidence through p(f|x,c) of eq. 6 (True),
       or use p(t|x), the image alone, for every class (False).
     - ``grounding``: eq. 9 weights: "signed" (alpha = a_t, the heatmap is the attribute's
@@ -104,7 +106,7 @@ class ExplainerConfig:
     contrast: str = "margin"
     min_df: int = 3
     attribute_model: str = "evidence"
-    evidence_l2: float = 1e-3
+    evidence_l2: float = EVIDENCE_L2
     class_weighting: bool = True
     grounding: str = "signed"
     sentence: str = "natural"
