@@ -113,7 +113,7 @@ def test_every_cooccurrence_setting_changes_p_t_f_and_keeps_the_red_crown(field,
     assert changed.explain(pooled[:1])[0].attributes[0][0] == "red crown"
 
 
-@pytest.mark.parametrize("field, value", [("evidence_l2", 0.1), ("class_weighting", False), ("grounding", "positive")])
+@pytest.mark.parametrize("field, value", [("evidence_l2", 1.0), ("class_weighting", False), ("grounding", "positive")])
 def test_every_evidence_setting_changes_the_evidence_models_output(field, value):
     base, pooled = _fitted()
     changed, _ = _fitted(ExplainerConfig(top_k=2, min_df=1, **{field: value}))
