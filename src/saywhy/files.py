@@ -31,6 +31,7 @@ from saywhy.errors import SaywhyError
 KINDS = {
     "explainer": ("explainer.json", "explainer.safetensors"),
     "checkpoint": ("model.json", "model.safetensors"),
+    "shard": ("shard.json", "features.safetensors", "documents.json"),
 }
 WRITER_FILE = ".saywhy-writer"  # inside a partial folder: the pid of the process writing it
 

@@ -97,6 +97,43 @@ def head_parameters(model: nn.Module, layers: LayerChoice) -> tuple[np.ndarray, 
     return weight, bias
 
 
+def check_fit_classes(dataset: Dataset, layers: LayerChoice, model_classes: Sequence[str] | None) -> list[str]:
+    """The dataset's class names, refused unless they are the network's (and the checkpoint's)."""
+    class_names = [dataset.class_names[c] for c in dataset.class_ids]
+    if model_classes is not None:
+        require_same_classes(class_names, model_classes, "the checkpoint", "fit on the dataset the network was trained on")
+    if layers.n_classes != len(dataset.class_ids):
+        raise SaywhyError(
+            f"model predicts {layers.n_classes} classes but the dataset has {len(dataset.class_ids)}: "
+            "use a checkpoint trained on this dataset ('saywhy train')"
+        )
+    return class_names
+
+
+def fitting_records(dataset: Dataset, source: str) -> tuple[list[ImageRecord], FitReport]:
+    """The training images with captions (or attributes), in the dataset's order, and a report of the rest."""
+    train = dataset.split(train=True)
+    attr = (lambda r: r.attributes is not None) if source == "attributes" else (lambda r: r.captions is not None)
+    records = [r for r in train if attr(r)]
+    report = FitReport(skipped={f"training images without {source}": len(train) - len(records)})
+    if report.skipped[f"training images without {source}"]:
+        log.warning("%d training images have no %s and are not used for fitting",
+                    report.skipped[f"training images without {source}"], source)
+    if not records:
+        raise SaywhyError(f"no training image has {source}: check the caption folder (--captions) or attribute file")
+    return records, report
+
+
+def near_chance_warning(report: FitReport, n_classes: int) -> None:
+    """Add a warning to ``report`` when the network is near chance on the fitting images."""
+    chance = 1.0 / n_classes
+    if report.accuracy is not None and report.accuracy < 2 * chance:
+        report.warnings.append(
+            f"the network is near chance on the fitting images ({report.accuracy:.1%} correct, chance is {chance:.1%}): "
+            "its explanations will not mean much; train it first ('saywhy train') or check the classes and preprocessing")
+        log.warning("%s", report.warnings[-1])
+
+
 def fit_explainer(
     dataset: Dataset,
     model: nn.Module,
@@ -123,23 +160,8 @@ def fit_explainer(
     from the captions (:func:`saywhy.text.synonyms.learn_synonyms`).
     """
     layers = resolve_layers(model, preprocess, layer, head)
-    class_names = [dataset.class_names[c] for c in dataset.class_ids]
-    if model_classes is not None:
-        require_same_classes(class_names, model_classes, "the checkpoint", "fit on the dataset the network was trained on")
-    if layers.n_classes != len(dataset.class_ids):
-        raise SaywhyError(
-            f"model predicts {layers.n_classes} classes but the dataset has {len(dataset.class_ids)}: "
-            "use a checkpoint trained on this dataset ('saywhy train')"
-        )
-    train = dataset.split(train=True)
-    attr = (lambda r: r.attributes is not None) if source == "attributes" else (lambda r: r.captions is not None)
-    records = [r for r in train if attr(r)]
-    report = FitReport(skipped={f"training images without {source}": len(train) - len(records)})
-    if report.skipped[f"training images without {source}"]:
-        log.warning("%d training images have no %s and are not used for fitting",
-                    report.skipped[f"training images without {source}"], source)
-    if not records:
-        raise SaywhyError(f"no training image has {source}: check the caption folder (--captions) or attribute file")
+    class_names = check_fit_classes(dataset, layers, model_classes)
+    records, report = fitting_records(dataset, source)
     if activations is None:
         activations = pooled_activations(model, records, preprocess, layers, feature_cache, progress)
     if activations.n_unreadable:
@@ -151,12 +173,7 @@ def fit_explainer(
                           "(a damaged checkpoint?) and the preprocessing")
     labels = np.array([dataset.class_index(r.class_id) for r in kept])
     report.accuracy = float(np.mean(activations.logits.argmax(axis=1) == labels)) if len(kept) else None
-    chance = 1.0 / len(dataset.class_ids)
-    if report.accuracy is not None and report.accuracy < 2 * chance:
-        report.warnings.append(
-            f"the network is near chance on the fitting images ({report.accuracy:.1%} correct, chance is {chance:.1%}): "
-            "its explanations will not mean much; train it first ('saywhy train') or check the classes and preprocessing")
-        log.warning("%s", report.warnings[-1])
+    near_chance_warning(report, len(dataset.class_ids))
     documents = image_documents(kept, source, extractor)
     per_caption = caption_phrases(kept, extractor) if source == "captions" else None
     if synonyms is None:

@@ -17,7 +17,7 @@ from saywhy import __version__
 from saywhy.cli.common import global_options
 from saywhy.errors import SaywhyError
 
-COMMANDS = ("demo", "data", "train", "fit", "explain", "contrast", "describe", "ground", "search", "debug",
+COMMANDS = ("demo", "data", "train", "extract", "fit", "explain", "contrast", "describe", "ground", "search", "debug",
             "evaluate", "gallery", "report", "serve", "layers", "checkpoint")
 
 

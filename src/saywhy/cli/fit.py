@@ -54,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = add_command(subparsers, "fit", formatter_class=ConfigDefaultsHelp,
                     help="learn the filter-attribute p.d.f. (eq. 1-4) for a trained model")
     p.add_argument("--model", type=Path, required=True, help="checkpoint folder ('saywhy train' writes one)")
-    p.add_argument("--root", type=Path, required=True, help="CUB-layout dataset folder")
+    p.add_argument("--root", type=Path, help="CUB-layout dataset folder (not with --from-shards)")
     p.add_argument("--captions", type=Path, help="text_c10 folder if not beside the images")
     p.add_argument("--attributes", type=Path,
                    help="attributes instead of captions: a CSV/JSONL of image -> attributes, or 'cub' for CUB's 312 binary labels")
@@ -65,7 +65,43 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="synonym groups to merge instead of those learned from the captions: one group per line, "
                         "words separated by commas, the first one written ('beak, bill'); an empty file merges none")
     add_strict_option(p)
+    p.add_argument("--from-shards", type=Path, nargs="+", metavar="SHARD",
+                   help="fit from the N folders 'saywhy extract --shard K/N' wrote, instead of --root")
+    p.add_argument("--distributed", action="store_true",
+                   help="one fit across the processes torchrun starts (automatic when WORLD_SIZE > 1); rank 0 writes")
     add_config_options(p)
+
+
+def add_data_options(p: argparse.ArgumentParser) -> None:
+    """The options saying which dataset and network a fit (or an extraction) reads."""
+    p.add_argument("--model", type=Path, required=True, help="checkpoint folder ('saywhy train' writes one)")
+    p.add_argument("--root", type=Path, required=True, help="CUB-layout dataset folder")
+    p.add_argument("--captions", type=Path, help="text_c10 folder if not beside the images")
+    p.add_argument("--attributes", type=Path,
+                   help="attributes instead of captions: a CSV/JSONL of image -> attributes, or 'cub' for CUB's 312 binary labels")
+    p.add_argument("--layer", help="final conv layer name (default: found automatically)")
+    p.add_argument("--head", help="linear head name (default: found automatically)")
+
+
+def fit_data(args: argparse.Namespace, ws):
+    """(dataset, source, extractor) for --root with --captions or --attributes."""
+    from saywhy.data.attribute_files import (
+        attach_attribute_file,
+        attach_cub_binary_attributes,
+        cub_attribute_files,
+    )
+    from saywhy.data.cub import read_cub
+    from saywhy.text.phrases import PhraseExtractor
+
+    dataset = read_cub(args.root, args.captions)
+    source, extractor = "captions", None
+    if args.attributes and str(args.attributes) == "cub":
+        dataset, source = attach_cub_binary_attributes(dataset, *cub_attribute_files(dataset.root)), "attributes"
+    elif args.attributes:
+        dataset, source = attach_attribute_file(dataset, args.attributes), "attributes"
+    else:
+        extractor = PhraseExtractor(cache_dir=ws.phrase_cache, progress=progress(args))
+    return dataset, source, extractor
 
 
 def add_config_options(p: argparse.ArgumentParser) -> None:
@@ -113,50 +149,72 @@ def config_from(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> None:
-    from saywhy.data.attribute_files import (
-        attach_attribute_file,
-        attach_cub_binary_attributes,
-        cub_attribute_files,
-    )
-    from saywhy.data.cub import read_cub
     from saywhy.model.checkpoint import checkpoint_preprocess, load_checkpoint
     from saywhy.model.feature_cache import FeatureCache
-    from saywhy.pipeline import fit_explainer
-    from saywhy.text.phrases import PhraseExtractor
 
     from saywhy.files import check_replaceable
 
+    if (args.root is None) == (args.from_shards is None):
+        raise SaywhyError("give either --root (a dataset) or --from-shards (the folders 'saywhy extract' wrote)")
+    if args.from_shards and (args.distributed or _launched()):
+        raise SaywhyError("--from-shards reads features already extracted: run it as one process, without torchrun")
+    distributed = args.distributed or _launched()
     check_replaceable(args.out, "explainer")  # before minutes of work, not after
     ws = workspace(args)
     config = config_from(args)
     model, meta = load_checkpoint(args.model)
-    dataset = read_cub(args.root, args.captions)
-    source, extractor = "captions", None
-    if args.attributes and str(args.attributes) == "cub":
-        dataset, source = attach_cub_binary_attributes(dataset, *cub_attribute_files(dataset.root)), "attributes"
-    elif args.attributes:
-        dataset, source = attach_attribute_file(dataset, args.attributes), "attributes"
-    else:
-        extractor = PhraseExtractor(cache_dir=ws.phrase_cache, progress=progress(args))
+    metadata = {"checkpoint": str(args.model.resolve()), "arch": meta["arch"]}
     synonyms = None
     if args.synonyms is not None:
         from saywhy.text.synonyms import read_synonym_file
 
         synonyms = read_synonym_file(args.synonyms)
-    preprocess = checkpoint_preprocess(meta)
-    strict_check(args, dataset, getattr(preprocess, "crop", "none"), dataset.split(train=True))  # fit reads these only
-    explainer, report = fit_explainer(dataset, model, preprocess, config, source=source,
-                                      extractor=extractor, layer=args.layer, head=args.head, progress=progress(args),
-                                      feature_cache=FeatureCache(ws.feature_cache),
-                                      metadata={"checkpoint": str(args.model.resolve()), "arch": meta["arch"]},
-                                      model_classes=meta.get("classes"), synonyms=synonyms)
-    parsed = dict(extractor.skipped) if extractor is not None else {}  # captions too long to parse
-    if args.strict:  # fitting found more to skip (images without captions): refused before anything is written
-        skip_summary(args, {**report.skipped, **parsed})
-    explainer.save(args.out)
-    ws.remember_explainer(args.out)
-    for warning in report.warnings:
-        note(f"warning: {warning}")
-    skipped = ", ".join(f"{n} {k}" for k, n in report.skipped.items() if n) or "none"
-    print(f"{args.out}: {report.vocabulary_size} attributes from {report.images_used} images (skipped: {skipped})")
-    skip_summary(args, {**dataset.skipped, **report.skipped, **parsed}, dataset.examples)
+    if args.from_shards:
+        from saywhy.shards import fit_from_shards
+
+        explainer, report = fit_from_shards(args.from_shards, model, config, metadata=metadata, synonyms=synonyms)
+        rank = 0
+    else:
+        dataset, source, extractor = fit_data(args, ws)
+        preprocess = checkpoint_preprocess(meta)
+        strict_check(args, dataset, getattr(preprocess, "crop", "none"), dataset.split(train=True))  # fit reads these only
+        common = dict(source=source, extractor=extractor, layer=args.layer, head=args.head, progress=progress(args),
+                      feature_cache=FeatureCache(ws.feature_cache), metadata=metadata, model_classes=meta.get("classes"))
+        if distributed:
+            import torch.distributed as dist
+
+            from saywhy.distributed import fit_distributed, init
+
+            if synonyms is not None:
+                raise SaywhyError("--synonyms is not supported with a distributed fit yet: fit in one process")
+            device = init()
+            explainer, report = fit_distributed(dataset, model, preprocess, config, device=device, **common)
+            rank = dist.get_rank()
+        else:
+            from saywhy.pipeline import fit_explainer
+
+            explainer, report = fit_explainer(dataset, model, preprocess, config, synonyms=synonyms, **common)
+            rank = 0
+        parsed = dict(extractor.skipped) if extractor is not None else {}  # captions too long to parse
+        if args.strict:  # fitting found more to skip (images without captions): refused before anything is written
+            skip_summary(args, {**report.skipped, **parsed})
+    if rank == 0:
+        explainer.save(args.out)
+        ws.remember_explainer(args.out)
+        for warning in report.warnings:
+            note(f"warning: {warning}")
+        skipped = ", ".join(f"{n} {k}" for k, n in report.skipped.items() if n) or "none"
+        print(f"{args.out}: {report.vocabulary_size} attributes from {report.images_used} images (skipped: {skipped})")
+        if not args.from_shards:
+            skip_summary(args, {**dataset.skipped, **report.skipped, **parsed}, dataset.examples)
+    if distributed:
+        import torch.distributed as dist
+
+        dist.barrier()  # no rank leaves before rank 0 has written
+        dist.destroy_process_group()
+
+
+def _launched() -> bool:
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1

@@ -31,11 +31,15 @@ Eq. 9 grounding uses alpha_k = a_tk: the heatmap sum_k a_tk f_k(x) averages, ove
 map, to the attribute's logit minus b_t, so the heatmap is the logit laid out in space
 (other choices in ``Explainer.grounding_alphas``).
 
-Everything here is arrays in, arrays out. Unlike eq. 2, the fit is iterative, not a sum
-of per-chunk statistics; it needs the pooled activations (F numbers per image) in memory.
+Everything here is arrays in, arrays out. The fit is iterative, but each of its loss and
+gradient evaluations is a sum over images: it reads the data as row chunks (from memory,
+disk, or generated), so shards and ranks can each compute their part
+(``EvidenceLoss``), and nothing images x attributes wide is ever built. Attributes are
+fitted in blocks of ``BLOCK``, each its own L-BFGS problem with a bounded history.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +47,13 @@ import scipy.optimize
 import scipy.sparse as sp
 
 from saywhy.errors import SaywhyError
+
+# Each attribute's L2 on standardized activations, chosen on a validation split of the training
+# images (benchmarks/choose_evidence_l2.py, BENCHMARKS.md "Fit at scale"): the lowest held-out
+# cross-entropy relative to each dataset's best, averaged over synthbirds and cub50, among the
+# values measured on both (0.01, 0.03, 0.1, 0.3: 1.222, 1.108, 1.044, 1.048). Before issue 13 the loss was divided by the vocabulary
+# size too, so 1e-3 meant 1e-3 x 233 on synthbirds and 1e-3 x 1,180 on cub50.
+EVIDENCE_L2 = 0.1
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -78,13 +89,171 @@ class AttributeEvidence:
         return pooled * summed
 
 
-def fit_attribute_evidence(pooled: np.ndarray, incidence: sp.spmatrix | np.ndarray, l2: float = 1e-3,
-                           max_iter: int = 300) -> AttributeEvidence:
-    """Fit every attribute's logistic model at once (L-BFGS on the mean cross-entropy).
+Chunks = Callable[[], Iterable[tuple[np.ndarray, sp.csr_matrix]]]
+"""A re-iterable source of (pooled activations, attribute incidence) row chunks of the same images."""
+
+BLOCK = 1024  # attributes per L-BFGS problem: the history and the chunk temporaries stay this wide
+CHUNK_ROWS = 4096  # images per chunk for in-memory data
+HISTORY = 10  # L-BFGS corrections kept per block
+# Stop when every entry of a block's projected gradient (per attribute: mean over images) is
+# below this. Measured on a held-out 20% of 1,500 synthetic images x 256 filters x 1,024
+# attributes (benchmarks/fit_scale.synthetic, l2 0.03): 1e-5 ran into the 300-iteration cap
+# (83 s CPU, held-out cross-entropy 0.04147), 1e-4 took 145 iterations (39 s, 0.04115), 1e-3
+# 25 iterations (6.5 s, 0.04076; fitted probabilities within 0.017 of the 1e-5 fit's): the
+# last steps only fit the training images harder. Below 1e-5, a float32 loss's line search
+# also fails on rounding and spends tens of evaluations for nothing (87 instead of 11).
+TOLERANCE = 1e-3
+
+
+Reduce = Callable[[np.ndarray], np.ndarray]
+"""Adds up a float64 array over shards or ranks (an all-reduce); the identity for one process."""
+
+
+def _alone(array: np.ndarray) -> np.ndarray:
+    return array
+
+
+@dataclass
+class EvidenceMoments:
+    """What the fit needs before it starts, from sums over images: ``n`` images, per filter the
+    ``mean`` and ``std`` of phi, per attribute ``present`` (images holding it)."""
+
+    n: int
+    mean: np.ndarray
+    std: np.ndarray
+    present: np.ndarray
+
+
+def chunk_moments(chunks: Chunks, n_filters: int, n_attributes: int, reduce: Reduce = _alone) -> EvidenceMoments:
+    """:class:`EvidenceMoments` in two passes of sums (totals, then squares about the mean), each
+    added up by ``reduce`` across shards or ranks (a rank may hold no image)."""
+    sums = np.zeros(1 + n_filters + n_attributes)
+    for x, y in chunks():
+        x = np.asarray(x, np.float64)
+        sums[0] += len(x)
+        sums[1:1 + n_filters] += x.sum(axis=0)
+        sums[1 + n_filters:] += np.asarray((sp.csr_matrix(y) > 0).sum(axis=0), np.float64).ravel()
+    sums = reduce(sums)
+    n = int(sums[0])
+    if n == 0:
+        raise SaywhyError("the evidence model needs at least one image")
+    mean = sums[1:1 + n_filters] / n
+    squares = np.zeros(n_filters)
+    for x, _ in chunks():
+        squares += ((np.asarray(x, np.float64) - mean) ** 2).sum(axis=0)
+    squares = reduce(squares)
+    return EvidenceMoments(n, mean, np.sqrt(squares / n) + 1e-6, sums[1 + n_filters:])
+
+
+class EvidenceLoss:
+    """The data term of the fit for one block of attributes, summed over images (no 1/n, no penalty).
+
+    Sums over images are what a shard or a rank computes; :func:`fit_evidence_blocks` adds
+    them up, divides by n and adds the penalty. Rows are standardized per filter with the
+    fit's ``mean`` and ``std``; products run in ``dtype`` (float32 by default: the loss and
+    gradient agree with float64 to about 1e-6 relative, ``tests/test_evidence_fit.py``),
+    sums in float64. Temporaries are one chunk x block wide.
+    """
+
+    def __init__(self, chunks: Chunks, mean: np.ndarray, std: np.ndarray, dtype: type = np.float32):
+        self.chunks, self.dtype = chunks, dtype
+        self.mean, self.std = np.asarray(mean, dtype), np.asarray(std, dtype)
+        self._block: tuple[int, int] | None = None
+        self._pairs: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def __call__(self, lo: int, hi: int, a: np.ndarray, b: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        """Loss sum, gradient sums for ``a`` (block x filters) and ``b`` (block), attributes ``lo:hi``."""
+        a_t, b_t = np.ascontiguousarray(a.T, self.dtype), np.asarray(b, self.dtype)
+        loss, grad_a, grad_b = 0.0, np.zeros(a.shape), np.zeros(b.shape)
+        # The block's (image, attribute) pairs, per chunk: found on the block's first evaluation
+        # and kept (sparse) for the next ones, which L-BFGS makes by the hundred.
+        known = self._pairs if self._block == (lo, hi) else None
+        pairs = []
+        for c, (x, y) in enumerate(self.chunks()):
+            xs = (np.asarray(x, self.dtype) - self.mean) / self.std
+            z = xs @ a_t + b_t
+            if known is None:
+                present = sp.csr_matrix(y)[:, lo:hi].tocoo()
+                present.sum_duplicates()
+                keep = present.data > 0
+                pairs.append((present.row[keep].astype(np.int32), present.col[keep].astype(np.int32)))
+            rows, cols = known[c] if known is not None else pairs[-1]
+            # BCE with logits: log(1 + e^z) - y z, y sparse and 0/1.
+            loss += float(np.logaddexp(np.zeros((), self.dtype), z).sum(dtype=np.float64)) - float(z[rows, cols].sum(dtype=np.float64))
+            residual = _sigmoid(z)
+            residual[rows, cols] -= 1.0
+            grad_a += (residual.T @ xs).astype(np.float64)
+            grad_b += residual.sum(axis=0, dtype=np.float64)
+        if known is None:
+            self._block, self._pairs = (lo, hi), pairs
+        return loss, grad_a, grad_b
+
+
+Evaluate = Callable[[int, int, np.ndarray, np.ndarray], tuple[float, np.ndarray, np.ndarray]]
+
+
+def fit_evidence_blocks(evaluate: Evaluate, moments: EvidenceMoments, l2: float = EVIDENCE_L2,
+                        max_iter: int = 300, block: int = BLOCK, history: int = HISTORY,
+                        tolerance: float = TOLERANCE) -> AttributeEvidence:
+    """L-BFGS on each block of attributes, with ``evaluate`` returning the data term's sums over all images.
+
+    The objective of a block is, per attribute, the mean cross-entropy over the images plus
+    ``l2`` / 2 ||a_t||^2, summed over the block's attributes: attributes are independent
+    problems, so the stopping rule (projected gradient below ``tolerance``, or a relative
+    decrease below L-BFGS-B's ftol) means the same at 10 or 10,000 attributes, and memory
+    is ``history`` x ``block`` x filters whatever the vocabulary. See ``TOLERANCE`` for the
+    stopping rule's value. ``evaluate`` may sum over
+    shards or ranks (``saywhy.distributed``).
+    """
+    if l2 <= 0:
+        raise SaywhyError(f"the attribute model's L2 penalty must be positive, got {l2}")
+    n, f, t = moments.n, len(moments.mean), len(moments.present)
+    base = np.clip(moments.present / n, 1e-4, 1 - 1e-4)
+    a_all, b_all = np.zeros((t, f)), np.log(base / (1 - base))
+    for lo in range(0, t, block):
+        hi = min(lo + block, t)
+        size = hi - lo
+
+        def objective(theta: np.ndarray, lo: int = lo, hi: int = hi, size: int = size) -> tuple[float, np.ndarray]:
+            a, b = theta[: size * f].reshape(size, f), theta[size * f:]
+            loss, grad_a, grad_b = evaluate(lo, hi, a, b)
+            value = loss / n + 0.5 * l2 * float(np.sum(a * a))
+            return value, np.concatenate([(grad_a / n + l2 * a).ravel(), grad_b / n])
+
+        start = np.concatenate([np.zeros(size * f), b_all[lo:hi]])
+        result = scipy.optimize.minimize(objective, start, jac=True, method="L-BFGS-B",
+                                         options={"maxiter": max_iter, "maxcor": history, "gtol": tolerance,
+                                                  "maxls": 10})
+        a_all[lo:hi] = result.x[: size * f].reshape(size, f)
+        b_all[lo:hi] = result.x[size * f:]
+    weights = a_all / moments.std
+    return AttributeEvidence(weights, b_all - weights @ moments.mean)
+
+
+def fit_attribute_evidence_chunks(chunks: Chunks, n_filters: int, n_attributes: int, l2: float = EVIDENCE_L2,
+                                  max_iter: int = 300,
+                                  dtype: type = np.float32, block: int = BLOCK) -> AttributeEvidence:
+    """:func:`fit_attribute_evidence` on data read chunk by chunk (from disk, or generated): nothing
+    images x attributes or images x filters wide is ever held."""
+    moments = chunk_moments(chunks, n_filters, n_attributes)
+    loss = EvidenceLoss(chunks, moments.mean, moments.std, dtype)
+    return fit_evidence_blocks(loss, moments, l2, max_iter, block)
+
+
+def row_chunks(pooled: np.ndarray, incidence: sp.spmatrix, rows: int = CHUNK_ROWS) -> Chunks:
+    """In-memory arrays as a :data:`Chunks` source of ``rows`` images at a time."""
+    incidence = sp.csr_matrix(incidence)
+    return lambda: ((pooled[i:i + rows], incidence[i:i + rows]) for i in range(0, len(pooled), rows))
+
+
+def fit_attribute_evidence(pooled: np.ndarray, incidence: sp.spmatrix | np.ndarray, l2: float = EVIDENCE_L2,
+                           max_iter: int = 300, dtype: type = np.float32, block: int = BLOCK) -> AttributeEvidence:
+    """Fit every attribute's logistic model (L-BFGS on each attribute's mean cross-entropy).
 
     Activations are standardized per filter for the fit (so the L2 penalty ``l2`` / 2 *
-    ||a||^2 treats every filter alike), then the weights are mapped back to raw
+    ||a_t||^2 treats every filter alike), then the weights are mapped back to raw
     activations. Biases start at the attributes' log base-rate odds and are not penalized.
+    Each attribute's problem is the same whatever the vocabulary around it.
 
     >>> rng = np.random.default_rng(0)
     >>> x = rng.normal(size=(200, 3))
@@ -93,9 +262,8 @@ def fit_attribute_evidence(pooled: np.ndarray, incidence: sp.spmatrix | np.ndarr
     >>> int(np.argmax(model.weights[0])), bool(model.weights[0, 0] > 1)
     (0, True)
     """
-    x = np.asarray(pooled, np.float64)
-    y = incidence.toarray() if sp.issparse(incidence) else np.asarray(incidence, np.float64)
-    y = (y > 0).astype(np.float64)
+    x = np.asarray(pooled)
+    y = sp.csr_matrix(incidence, dtype=np.float64)
     if x.shape[0] != y.shape[0]:
         raise SaywhyError(f"{y.shape[0]} images have attributes but {x.shape[0]} have activations")
     if l2 <= 0:
@@ -103,25 +271,4 @@ def fit_attribute_evidence(pooled: np.ndarray, incidence: sp.spmatrix | np.ndarr
     if x.shape[0] == 0 or y.shape[1] == 0:
         raise SaywhyError(f"the attribute model needs fitting images and attributes, got {x.shape[0]} images and "
                           f"{y.shape[1]} attributes")
-    n, f = x.shape
-    t = y.shape[1]
-    mean, std = x.mean(axis=0), x.std(axis=0) + 1e-6
-    xs = (x - mean) / std
-    base = np.clip(y.mean(axis=0), 1e-4, 1 - 1e-4)
-    start = np.concatenate([np.zeros(t * f), np.log(base / (1 - base))])
-    scale = 1.0 / (n * t)
-
-    def loss_and_grad(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        a, b = theta[: t * f].reshape(t, f), theta[t * f:]
-        z = xs @ a.T + b
-        # BCE with logits: log(1 + e^z) - y z, computed stably.
-        loss = scale * float(np.sum(np.logaddexp(0.0, z) - y * z)) + 0.5 * l2 * float(np.sum(a * a))
-        residual = scale * (_sigmoid(z) - y)
-        grad_a = residual.T @ xs + l2 * a
-        return loss, np.concatenate([grad_a.ravel(), residual.sum(axis=0)])
-
-    result = scipy.optimize.minimize(loss_and_grad, start, jac=True, method="L-BFGS-B",
-                                     options={"maxiter": max_iter, "maxcor": 20})
-    a, b = result.x[: t * f].reshape(t, f), result.x[t * f:]
-    weights = a / std
-    return AttributeEvidence(weights, b - weights @ mean)
+    return fit_attribute_evidence_chunks(row_chunks(x, y), x.shape[1], y.shape[1], l2, max_iter, dtype, block)

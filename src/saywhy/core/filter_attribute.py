@@ -25,22 +25,100 @@ FILTER_SCALES = ("none", "max")
 def top_fraction_thresholds(pooled: np.ndarray, fraction: float) -> np.ndarray:
     """Per filter, the activation above which an image is among its ``fraction`` most activating.
 
+    Equal to ``np.quantile(pooled, 1 - fraction, axis=0)`` (linear interpolation), except for
+    filters at their floor (below); computed by :class:`TopValues`, which can take the
+    images chunk by chunk.
+
     >>> top_fraction_thresholds(np.arange(10.0)[:, None], 0.2).tolist()
     [7.2]
     >>> bool(top_fraction_thresholds(np.array([[0.0]] * 9 + [[3.0]]), 0.05)[0] > 0)  # zero on 90%: zeros never count
     True
     """
-    if not 0.0 < fraction <= 1.0:
-        raise SaywhyError(f"top fraction must be in (0, 1], got {fraction}")
-    pooled = np.asarray(pooled, np.float64)
-    thresholds = np.quantile(pooled, 1.0 - fraction, axis=0)
-    # A filter at its lowest value (0 after a ReLU) on more than 1 - fraction of the images would
-    # get that value as threshold, and every image would count as "top": images at the minimum
-    # never count, so such a filter keeps only the images that activate it at all.
-    lowest = pooled.min(axis=0)
-    at_floor = thresholds <= lowest
-    thresholds[at_floor] = np.nextafter(lowest[at_floor], np.inf)
-    return thresholds
+    pooled = np.asarray(pooled)
+    top = TopValues(len(pooled), pooled.shape[1], fraction)
+    top.add(pooled)
+    return top.thresholds()
+
+
+class TopValues:
+    """The exact ``1 - fraction`` quantile per filter over ``n_images`` rows given chunk by chunk.
+
+    ``np.quantile`` at position h = (n - 1)(1 - fraction) needs only the values of ranks
+    floor(h) and floor(h) + 1: the ``m = n - floor(h)`` largest values of each filter hold
+    both, so only those are kept (a fraction of the data, never all of it), plus the
+    smallest value (for filters at their floor). ``merge`` adds another accumulator's
+    values (another shard or rank), so the result is the same however the rows are split.
+    Uses ``np.partition`` in place, not a sort.
+    """
+
+    def __init__(self, n_images: int, n_filters: int, fraction: float, spare: int = 8192):
+        if not 0.0 < fraction <= 1.0:
+            raise SaywhyError(f"top fraction must be in (0, 1], got {fraction}")
+        if n_images < 1:
+            raise SaywhyError("top-fraction thresholds need at least one image")
+        self.n_images, self.fraction = n_images, fraction
+        self.position = (n_images - 1) * (1.0 - fraction)  # as np.quantile's linear method
+        self.keep = n_images - int(np.floor(self.position))
+        self.spare = max(spare, self.keep // 4)
+        self._values: np.ndarray | None = None  # (filters, kept), in the activations' own dtype
+        self.n_filters = n_filters
+        self.lowest = np.full(n_filters, np.inf)
+        self.seen = 0
+
+    def add(self, pooled: np.ndarray) -> None:
+        """Take one chunk (images x filters)."""
+        pooled = np.asarray(pooled)
+        if not len(pooled):
+            return
+        self.seen += len(pooled)
+        self.lowest = np.minimum(self.lowest, pooled.min(axis=0))
+        for start in range(0, len(pooled), self.spare):
+            self._take(np.ascontiguousarray(pooled[start:start + self.spare].T))
+
+    @classmethod
+    def from_kept(cls, n_images: int, fraction: float, kept: np.ndarray, lowest: np.ndarray, seen: int) -> TopValues:
+        """An accumulator holding what another one kept (``kept``, ``lowest``, ``seen``), e.g. sent by another rank."""
+        top = cls(n_images, len(lowest), fraction)
+        top.restore(kept, lowest, seen)
+        return top
+
+    def restore(self, kept: np.ndarray, lowest: np.ndarray, seen: int) -> None:
+        self._values = kept if kept.shape[1] else None
+        self.lowest, self.seen = np.asarray(lowest, np.float64), int(seen)
+
+    def merge(self, other: TopValues) -> None:
+        """Take the values another accumulator kept (from other rows of the same images)."""
+        self.seen += other.seen
+        self.lowest = np.minimum(self.lowest, other.lowest)
+        if other.kept.shape[1]:
+            self._take(other.kept)
+
+    def _take(self, columns: np.ndarray) -> None:
+        values = columns if self._values is None else np.concatenate([self._values, columns.astype(self._values.dtype)], axis=1)
+        if values.shape[1] > self.keep:
+            values.partition(values.shape[1] - self.keep, axis=1)
+            values = np.ascontiguousarray(values[:, -self.keep:])
+        self._values = values
+
+    @property
+    def kept(self) -> np.ndarray:
+        """The values kept, (filters x at most ``keep``), in no order."""
+        return self._values if self._values is not None else np.empty((self.n_filters, 0))
+
+    def thresholds(self) -> np.ndarray:
+        if self.seen != self.n_images:
+            raise SaywhyError(f"top-fraction thresholds were given {self.seen} images, expected {self.n_images}")
+        kept = np.sort(self.kept, axis=1).astype(np.float64)  # m values only
+        below, above = kept[:, 0], kept[:, min(1, kept.shape[1] - 1)]
+        gamma = self.position - np.floor(self.position)
+        # np.quantile's own interpolation on the two values, so the numbers are its numbers.
+        thresholds = np.quantile(np.stack([below, above]), gamma, axis=0) if kept.shape[1] > 1 else below.copy()
+        # A filter at its lowest value (0 after a ReLU) on more than 1 - fraction of the images would
+        # get that value as threshold, and every image would count as "top": images at the minimum
+        # never count, so such a filter keeps only the images that activate it at all.
+        at_floor = thresholds <= self.lowest
+        thresholds[at_floor] = np.nextafter(self.lowest[at_floor], np.inf)
+        return thresholds
 
 
 def filter_given_image(pooled: np.ndarray, sigma: str = "l1", filter_scale: str = "none",
@@ -106,6 +184,11 @@ class FilterAttributeStatistics:
         likelihood = np.asarray(incidence.T @ p_filter_given_image)
         counts = np.asarray(incidence.sum(axis=0)).ravel()
         return cls(likelihood, counts, incidence.shape[0])
+
+    def __add__(self, other: FilterAttributeStatistics) -> FilterAttributeStatistics:
+        """The statistics of both sets of images (eq. 2 is a sum over images)."""
+        return FilterAttributeStatistics(self.likelihood_sum + other.likelihood_sum,
+                                         self.attribute_images + other.attribute_images, self.n_images + other.n_images)
 
 
 LIKELIHOODS = ("sum", "mean")

@@ -17,24 +17,58 @@ fitted too, because Figure 5 shows it; its settings therefore always matter.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
 
-from saywhy.core.attribute_evidence import AttributeEvidence, fit_attribute_evidence
+from saywhy.core.attribute_evidence import (
+    BLOCK,
+    AttributeEvidence,
+    EvidenceLoss,
+    EvidenceMoments,
+    chunk_moments,
+    fit_evidence_blocks,
+)
 from saywhy.core.filter_attribute import (
     FilterAttributeStatistics,
+    TopValues,
+    attribute_incidence,
     filter_attribute_pdf,
     filter_given_image,
-    top_fraction_thresholds,
 )
-from saywhy.core.prior import attribute_prior
+from saywhy.core.prior import PriorStatistics
 from saywhy.errors import SaywhyError
 
 
 SMALL_FIT = 3e7  # multiply-adds per evaluation below which the evidence fit uses one BLAS thread
+
+FitChunks = Callable[[], Iterable[tuple[np.ndarray, sp.csr_matrix]]]
+"""The fitting images as a re-iterable source of (pooled activations, term counts) row chunks,
+always in the same order: from memory, from shard files, or this rank's part of them."""
+
+
+class Combine:
+    """How the sums over images of one process are added up with the others' (none here).
+
+    The fit only ever needs sums over images (eq. 2, the prior's counts, the evidence
+    model's loss and gradient), a maximum and the largest values per filter: this class is
+    the single-process case; ``saywhy.distributed.RankCombine`` adds them up across ranks.
+    """
+
+    def sum(self, array: np.ndarray) -> np.ndarray:
+        return array
+
+    def max(self, array: np.ndarray) -> np.ndarray:
+        return array
+
+    def top_values(self, top: TopValues) -> TopValues:
+        return top
+
+    def fit_evidence(self, loss: EvidenceLoss, moments: EvidenceMoments, l2: float) -> AttributeEvidence:
+        return fit_evidence_blocks(loss, moments, l2)
 
 
 @dataclass
@@ -62,9 +96,17 @@ class AttributeModel(ABC):
     def __init__(self, config: Any):
         self.config = config
 
-    @abstractmethod
     def fit(self, pooled: np.ndarray, incidence: sp.csr_matrix, term_counts: sp.spmatrix) -> AttributeModel:
-        """Learn from the fitting images (pooled: images x filters, incidence: images x attributes)."""
+        """Learn from the fitting images (pooled: images x filters, term counts: images x attributes)."""
+        counts = sp.csr_matrix(term_counts)
+        rows = 4096
+        return self.fit_chunks(lambda: ((pooled[i:i + rows], counts[i:i + rows]) for i in range(0, len(pooled), rows)),
+                               pooled.shape[1], counts.shape[1], len(pooled))
+
+    @abstractmethod
+    def fit_chunks(self, chunks: FitChunks, n_filters: int, n_attributes: int, n_images: int,
+                   combine: Combine = Combine()) -> AttributeModel:
+        """Learn from the fitting images read chunk by chunk; ``n_images`` counts every process's."""
 
     @abstractmethod
     def scores(self, pooled: np.ndarray, p_filter: np.ndarray) -> Scores:
@@ -112,14 +154,33 @@ class CooccurrenceModel(AttributeModel):
     settings = ("sigma_activation", "top_fraction", "filter_scale", "prior", "likelihood")
     score_name = "p(t|x,c), eq. 5: the share of the decision's filters' attribute mass (sums to 1 over attributes)"
 
-    def fit(self, pooled, incidence, term_counts):
+    def fit_chunks(self, chunks, n_filters, n_attributes, n_images, combine=Combine()):
+        # Pass 1: the per-filter maximum and the thresholds of sigma "top" (exact, from the
+        # largest values only). Pass 2: eq. 2's sums and the prior's counts, chunk by chunk.
         cfg = self.config
-        n_filters = pooled.shape[1]
-        self.filter_max_ = pooled.max(axis=0) if len(pooled) else np.zeros(n_filters)
-        self.filter_threshold_ = (top_fraction_thresholds(pooled, cfg.top_fraction) if len(pooled)
-                                  else np.full(n_filters, np.inf))
-        self.statistics_ = FilterAttributeStatistics.from_chunk(self.filter_given_image(pooled), incidence)
-        self.prior_ = np.asarray(attribute_prior(term_counts, kind=cfg.prior), dtype=np.float64)
+        top = TopValues(max(n_images, 1), n_filters, cfg.top_fraction)
+        highest = np.full(n_filters, -np.inf)
+        for pooled, _ in chunks():
+            if len(pooled):
+                highest = np.maximum(highest, np.asarray(pooled, np.float64).max(axis=0))
+                top.add(pooled)
+        self.filter_max_ = np.where(np.isfinite(highest := combine.max(highest)), highest, 0.0)
+        self.filter_threshold_ = combine.top_values(top).thresholds() if n_images else np.full(n_filters, np.inf)
+        likelihood, present = np.zeros((n_attributes, n_filters)), np.zeros(n_attributes)
+        documents, document_frequency, term_frequency = 0, np.zeros(n_attributes), np.zeros(n_attributes)
+        for pooled, counts in chunks():
+            part = FilterAttributeStatistics.from_chunk(self.filter_given_image(pooled), attribute_incidence(counts))
+            likelihood += part.likelihood_sum
+            present += part.attribute_images
+            prior = PriorStatistics.from_counts(counts)
+            documents += prior.n_documents
+            document_frequency += prior.document_frequency
+            term_frequency += prior.term_frequency_sum
+        sums = combine.sum(np.concatenate([likelihood.ravel(), present, document_frequency, term_frequency, [documents]]))
+        t, f = n_attributes, n_filters
+        self.statistics_ = FilterAttributeStatistics(sums[:t * f].reshape(t, f), sums[t * f:t * f + t], n_images)
+        prior = PriorStatistics(int(sums[-1]), sums[t * f + t:t * f + 2 * t].astype(np.int64), sums[t * f + 2 * t:-1])
+        self.prior_ = np.asarray(prior.prior(cfg.prior), dtype=np.float64)
         self.pdf_ = filter_attribute_pdf(self.statistics_, self.prior_, cfg.likelihood)
         return self
 
@@ -179,16 +240,19 @@ class EvidenceModel(AttributeModel):
     score_name = ("p(t|x): the calibrated probability that the image's captions name the attribute, "
                   "from the image alone (the ranking weighs the evidence by the class's filters)")
 
-    def fit(self, pooled, incidence, term_counts):
+    def fit_chunks(self, chunks, n_filters, n_attributes, n_images, combine=Combine()):
         from threadpoolctl import threadpool_limits
 
         # Each of the fit's hundreds of evaluations is two (images x filters x attributes)
         # products. Below about 3e7 multiply-adds, BLAS threads cost more than they save, and
         # after a forward pass they fight torch's for the cores: a 77 x 512 x 98 fit took 27 s
         # with 2 OpenBLAS threads and 1.6 s with one (2-core machine, BENCHMARKS.md).
-        small = pooled.shape[0] * pooled.shape[1] * incidence.shape[1] < SMALL_FIT
+        small = n_images * n_filters * min(n_attributes, BLOCK) < SMALL_FIT
         with threadpool_limits(limits=1 if small else None, user_api="blas"):
-            self.evidence_ = fit_attribute_evidence(pooled, incidence, self.config.evidence_l2)
+            # Term counts serve as incidence: the loss reads only which counts are above 0 (eq. 4).
+            moments = chunk_moments(chunks, n_filters, n_attributes, combine.sum)
+            loss = EvidenceLoss(chunks, moments.mean, moments.std)
+            self.evidence_ = combine.fit_evidence(loss, moments, self.config.evidence_l2)
         return self
 
     def _weighting(self, p_filter):

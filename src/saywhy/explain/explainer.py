@@ -20,11 +20,18 @@ import numpy as np
 import scipy.sparse as sp
 from safetensors.numpy import load_file, save_file
 
-from saywhy.core.filter_attribute import attribute_incidence
+from saywhy.core.attribute_evidence import EVIDENCE_L2
 from saywhy.core.image_class import filter_given_class, filter_given_image_class
 from saywhy.core.normalization import softmax
 from saywhy.errors import SaywhyError
-from saywhy.explain.attribute_models import CooccurrenceModel, Scores, attribute_model, part_weights  # noqa: F401
+from saywhy.explain.attribute_models import (  # noqa: F401
+    Combine,
+    CooccurrenceModel,
+    FitChunks,
+    Scores,
+    attribute_model,
+    part_weights,
+)
 from saywhy.explain.names import readable_class_name
 from saywhy.explain.options import (
     ATTRIBUTE_MODELS,
@@ -81,7 +88,8 @@ class ExplainerConfig:
     - ``likelihood``: eq. 2-4 as written ("sum") or with p(x|t) normalized ("mean").
 
     The evidence model only (``EvidenceModel.settings``):
-    - ``evidence_l2``: the L2 penalty on standardized activations.
+    - ``evidence_l2``: each attribute's L2 penalty on standardized activations (its loss is
+      its mean cross-entropy over the images, whatever the vocabulary).
     - ``class_weighting``: read each filter's evidence through p(f|x,c) of eq. 6 (True),
       or use p(t|x), the image alone, for every class (False).
     - ``grounding``: eq. 9 weights: "signed" (alpha = a_t, the heatmap is the attribute's
@@ -104,7 +112,7 @@ class ExplainerConfig:
     contrast: str = "margin"
     min_df: int = 3
     attribute_model: str = "evidence"
-    evidence_l2: float = 1e-3
+    evidence_l2: float = EVIDENCE_L2
     class_weighting: bool = True
     grounding: str = "signed"
     sentence: str = "natural"
@@ -265,22 +273,63 @@ class Explainer:
         if term_counts.shape[0] != pooled.shape[0]:
             raise SaywhyError(f"{term_counts.shape[0]} images have attributes but {pooled.shape[0]} have activations: "
                               "pass the same images, in the same order, to both")
-        incidence = attribute_incidence(term_counts)
+        counts = sp.csr_matrix(term_counts)
+        rows = 4096
+        return self.fit_chunks(lambda: ((pooled[i:i + rows], counts[i:i + rows]) for i in range(0, len(pooled), rows)),
+                               vocabulary, weights, class_names, bias, metadata, surface_forms, synonyms=synonyms)
+
+    def fit_chunks(self, chunks: FitChunks, vocabulary: list[str], weights: np.ndarray, class_names: list[str],
+                   bias: np.ndarray | None = None, metadata: dict[str, Any] | None = None,
+                   surface_forms: SurfaceForms | None = None, combine: Combine = Combine(),
+                   synonyms: SynonymGroups | None = None) -> Explainer:
+        """:meth:`fit` on images read chunk by chunk (``chunks()`` yields (pooled, term counts) row
+        chunks, the same each time): memory grows with one chunk, never with the images.
+
+        ``combine`` adds this process's sums to the other processes' (``saywhy.distributed``);
+        every statistic the fit needs is a sum, a maximum or a set of largest values over images.
+        """
+        weights = _finite(np.asarray(weights, dtype=np.float64), "the head's weights")
+        bias = np.zeros(weights.shape[0]) if bias is None else _finite(np.asarray(bias, dtype=np.float64), "the head's bias")
+        if len(class_names) != weights.shape[0]:
+            raise SaywhyError(
+                f"model predicts {weights.shape[0]} classes but the dataset has {len(class_names)}: "
+                "use the checkpoint trained on this dataset, or a dataset with the model's classes"
+            )
+        if len(vocabulary) == 0:
+            raise SaywhyError("empty attribute vocabulary: lower --min-df or give images with captions")
+        n_filters, n_classes = weights.shape[1], weights.shape[0]
+        # One pass for what is checked and summed per image: the count, the class sums of eq. 7-8.
+        class_sums, class_counts = np.zeros((n_classes, n_filters)), np.zeros(n_classes)
+        for pooled, counts in chunks():
+            pooled = _finite(np.asarray(pooled, dtype=np.float64), "the fitting images' activations")
+            if pooled.ndim != 2 or pooled.shape[1] != n_filters:
+                raise SaywhyError(f"head has {n_filters} inputs but activations have {pooled.shape[-1]} filters")
+            if counts.shape[1] != len(vocabulary):
+                raise SaywhyError("empty attribute vocabulary: lower --min-df or give images with captions")
+            if counts.shape[0] != pooled.shape[0]:
+                raise SaywhyError(f"{counts.shape[0]} images have attributes but {pooled.shape[0]} have activations: "
+                                  "pass the same images, in the same order, to both")
+            predicted = (pooled @ weights.T + bias).argmax(axis=1)
+            np.add.at(class_sums, predicted, pooled)
+            class_counts += np.bincount(predicted, minlength=n_classes)
+        sums = combine.sum(np.concatenate([class_sums.ravel(), class_counts]))
+        class_sums, class_counts = sums[:-n_classes].reshape(n_classes, n_filters), sums[-n_classes:]
+        n_images = int(class_counts.sum())
         self._weights, self._bias = weights, bias
         self.vocabulary_, self.class_names_ = list(vocabulary), list(class_names)
         self.metadata_ = dict(metadata or {})
         self.surface_forms_ = surface_forms or SurfaceForms()
         self.synonyms_ = synonyms if synonyms is not None else SynonymGroups([], "none")
-        self.n_images_ = int(pooled.shape[0])
-        self.cooccurrence_ = CooccurrenceModel(self.config).fit(pooled, incidence, term_counts)
+        self.n_images_ = n_images
+        shape = (chunks, n_filters, len(vocabulary), n_images, combine)
+        self.cooccurrence_ = CooccurrenceModel(self.config).fit_chunks(*shape)
         self.attribute_model_ = (self.cooccurrence_ if self.config.attribute_model == CooccurrenceModel.name
-                                 else attribute_model(self.config.attribute_model, self.config).fit(pooled, incidence, term_counts))
+                                 else attribute_model(self.config.attribute_model, self.config).fit_chunks(*shape))
         # eq. 7-8 with the evidence model needs activations for a class: the mean of the fitting
         # images the network puts in that class (the overall mean where it puts none).
-        predicted = self.predict(pooled) if len(pooled) else np.zeros(0, int)
-        overall = pooled.mean(axis=0) if len(pooled) else np.zeros(pooled.shape[1])
-        self.class_mean_pooled_ = np.stack([pooled[predicted == c].mean(axis=0) if (predicted == c).any() else overall
-                                            for c in range(weights.shape[0])])
+        overall = class_sums.sum(axis=0) / n_images if n_images else np.zeros(n_filters)
+        self.class_mean_pooled_ = np.stack([class_sums[c] / class_counts[c] if class_counts[c] else overall
+                                            for c in range(n_classes)])
         return self
 
     def _check_fitted(self) -> None:

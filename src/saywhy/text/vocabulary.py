@@ -15,7 +15,7 @@ first.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -49,7 +49,14 @@ class AttributeVocabulary:
             raise SaywhyError(f"min_df must be a whole number of documents, at least 1; got {self.min_df!r}")
         _check_documents(documents)
         documents = self._merged(documents)
-        document_frequency = Counter(term for document in documents for term in set(document))
+        return self.fit_frequencies(Counter(term for document in documents for term in set(document)), len(documents))
+
+    def fit_frequencies(self, document_frequency: Mapping[str, int], n_documents: int) -> AttributeVocabulary:
+        """:meth:`fit` from the documents' term -> document-count table (those of several
+        shards add up: ``Counter`` + ``Counter``), without the documents themselves."""
+        if not isinstance(self.min_df, (int, np.integer)) or self.min_df < 1:
+            raise SaywhyError(f"min_df must be a whole number of documents, at least 1; got {self.min_df!r}")
+        documents = range(n_documents)  # only its length is named in the error below
         kept = sorted((term for term, count in document_frequency.items() if count >= self.min_df),
                       key=lambda term: (-document_frequency[term], term))
         if not kept:

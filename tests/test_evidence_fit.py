@@ -1,0 +1,68 @@
+"""The evidence fit at any vocabulary size, in chunks, in float32 (issue 13, item 3)."""
+import numpy as np
+import scipy.sparse as sp
+
+from saywhy.core.attribute_evidence import (
+    EvidenceLoss,
+    chunk_moments,
+    fit_attribute_evidence,
+    row_chunks,
+)
+
+
+def _vocabulary(n_images: int, n_attributes: int, n_filters: int = 4, seed: int = 0):
+    """Attribute t is in the captions exactly when filter t % n_filters fires (2 to 3, else 0 to 1)."""
+    rng = np.random.default_rng(seed)
+    fires = rng.random((n_images, n_filters)) < 0.5
+    pooled = rng.random((n_images, n_filters)) + 2.0 * fires
+    incidence = sp.csr_matrix(fires[:, np.arange(n_attributes) % n_filters].astype(np.float64))
+    return pooled, incidence, fires
+
+
+def test_ten_thousand_attributes_are_fitted_like_one():
+    # Before issue 13 the loss was divided by images x attributes: at 10,000 attributes the
+    # starting gradient was below L-BFGS-B's tolerance (or the penalty 10,000 times too strong),
+    # so every weight stayed at about zero and every image got the same explanation.
+    pooled, incidence, fires = _vocabulary(120, 10_000)
+    model = fit_attribute_evidence(pooled, incidence, l2=1e-2)
+    alone = fit_attribute_evidence(pooled, incidence[:, :1], l2=1e-2)
+    p = model.probability(pooled)
+    for t in (0, 1, 4_321, 9_999):
+        assert model.weights[t].argmax() == t % 4
+        assert p[fires[:, t % 4], t].min() > 0.5 > p[~fires[:, t % 4], t].max()
+    # The same problem, fitted alone: the same model to the stopping tolerance (per attribute).
+    assert np.abs(p[:, 0] - alone.probability(pooled)[:, 0]).max() < 0.02
+
+
+def test_float32_chunks_agree_with_float64():
+    # The stated tolerance of the float32 loss: 1e-6 relative on the loss, 1e-4 on the gradient.
+    rng = np.random.default_rng(1)
+    pooled = rng.gamma(2.0, size=(700, 16))
+    incidence = sp.random(700, 40, density=0.1, random_state=2, format="csr")
+    moments = chunk_moments(row_chunks(pooled, incidence, 700), 16, 40)
+    a, b = rng.normal(size=(40, 16)) * 0.3, rng.normal(size=40)
+    exact = EvidenceLoss(row_chunks(pooled, incidence, 700), moments.mean, moments.std, np.float64)(0, 40, a, b)
+    fast = EvidenceLoss(row_chunks(pooled, incidence, 64), moments.mean, moments.std, np.float32)(0, 40, a, b)
+    assert abs(fast[0] - exact[0]) < 1e-6 * abs(exact[0])
+    np.testing.assert_allclose(fast[1], exact[1], rtol=1e-4, atol=1e-4 * np.abs(exact[1]).max())
+    np.testing.assert_allclose(fast[2], exact[2], rtol=1e-4, atol=1e-4 * np.abs(exact[2]).max())
+
+
+def test_chunk_size_does_not_change_the_float64_loss():
+    rng = np.random.default_rng(3)
+    pooled = rng.random((301, 5))
+    incidence = sp.random(301, 9, density=0.2, random_state=4, format="csr")
+    moments = chunk_moments(row_chunks(pooled, incidence, 301), 5, 9)
+    np.testing.assert_allclose(moments.mean, pooled.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(moments.std, pooled.std(axis=0) + 1e-6, rtol=1e-12)
+    a, b = rng.normal(size=(4, 5)), rng.normal(size=4)
+    whole = EvidenceLoss(row_chunks(pooled, incidence, 301), moments.mean, moments.std, np.float64)(2, 6, a, b)
+    parts = EvidenceLoss(row_chunks(pooled, incidence, 7), moments.mean, moments.std, np.float64)(2, 6, a, b)
+    # Dense reference: BCE with logits on the standardized activations.
+    xs = (pooled - moments.mean) / moments.std
+    z = xs @ a.T + b
+    y = incidence.toarray()[:, 2:6] > 0
+    np.testing.assert_allclose(whole[0], np.sum(np.logaddexp(0, z) - y * z), rtol=1e-12)
+    np.testing.assert_allclose(whole[1], (1 / (1 + np.exp(-z)) - y).T @ xs, rtol=1e-10)
+    for w, p in zip(whole, parts):
+        np.testing.assert_allclose(p, w, rtol=1e-12)
