@@ -106,8 +106,16 @@ def weights_digest(model: nn.Module) -> str:
     """A content hash of the network: its module structure (repr) and its weights.
 
     The structure matters too: the same tensors in a symmetric-padding and a TF-padding
-    EfficientNet give different outputs, so they must not share fitted explainers.
+    EfficientNet give different outputs, so they must not share fitted explainers. Computed
+    once per model object while its weights stay the same (:mod:`saywhy.model.memo`), so
+    loading, fitting and every session over one network hash it once.
     """
+    from saywhy.model.memo import memoized
+
+    return memoized(model, "weights_digest", lambda: _weights_digest(model))
+
+
+def _weights_digest(model: nn.Module) -> str:
     digest = hashlib.sha256(repr(model).encode())
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
