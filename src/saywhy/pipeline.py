@@ -230,6 +230,56 @@ class Heatmaps:
         return Heatmaps(list(attributes), self.layer[rows], self.class_map, self.box, self.image_size, self.class_index)
 
 
+class SpilledMaps:
+    """A dict of :class:`Activations` whose spatial maps wait on disk: memory stays flat however many are kept.
+
+    ``evaluate --ablation`` runs every explainer config over the same images; this memo lets each
+    chunk's forward pass serve every row, with the (images x filters x h x w) maps written to a
+    private temporary folder (0.25-0.4 GB per 1,000 images at 224 px) and read back one chunk at a
+    time, instead of all held in memory for the whole run. The folder is deleted by :meth:`close`,
+    at exit, or when the memo is garbage-collected.
+    """
+
+    def __init__(self, folder: str | Path | None = None):
+        import tempfile
+
+        self._folder = Path(tempfile.mkdtemp(prefix="saywhy-maps-", dir=folder))
+        self._rows: dict[Any, tuple[Activations, Path | None]] = {}
+        self._cleanup = weakref.finalize(self, _remove_folder, self._folder)
+
+    def get(self, key: Any, default: Any = None) -> Activations | None:
+        found = self._rows.get(key)
+        if found is None:
+            return default
+        acts, path = found
+        maps = np.load(path) if path is not None else None
+        return dataclasses.replace(acts, maps=maps)
+
+    def __setitem__(self, key: Any, acts: Activations) -> None:
+        path = None
+        if acts.maps is not None:
+            path = self._folder / f"{len(self._rows)}.npy"
+            np.save(path, acts.maps)
+        self._rows[key] = (dataclasses.replace(acts, maps=None), path)
+
+    def __contains__(self, key: Any) -> bool:
+        return key in self._rows
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def close(self) -> None:
+        """Delete the maps on disk; the memo is empty afterwards."""
+        self._rows.clear()
+        self._cleanup()
+
+
+def _remove_folder(folder: Path) -> None:
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 class ExplainerSession:
     """A fitted explainer with its network: the one object that explains images end to end.
 
@@ -262,14 +312,15 @@ class ExplainerSession:
 
     @classmethod
     def from_checkpoint(cls, explainer: Explainer, checkpoint: str | Path | None = None, *, preprocess: Any = None,
-                        feature_cache: FeatureCache | None = None, advice: str = "pass the checkpoint folder") -> ExplainerSession:
-        """The explainer with the network of ``checkpoint``, or of the checkpoint its metadata names."""
+                        feature_cache: FeatureCache | None = None, advice: str = "pass the checkpoint folder",
+                        device: Any = "cpu") -> ExplainerSession:
+        """The explainer with the network of ``checkpoint``, or of the checkpoint its metadata names, on ``device``."""
         from saywhy.model.checkpoint import load_checkpoint
 
         checkpoint = checkpoint or explainer.metadata_.get("checkpoint")
         if checkpoint is None:
             raise SaywhyError(f"the explainer does not name its network's checkpoint: {advice}")
-        model, _ = load_checkpoint(checkpoint)
+        model, _ = load_checkpoint(checkpoint, map_location=device)
         return cls(explainer, model, preprocess, feature_cache=feature_cache)
 
     def _probe_size(self) -> Preprocess:

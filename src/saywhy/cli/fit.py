@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from saywhy.cli.common import add_command, float_in, int_at_least, note, progress, workspace
+from saywhy.cli.common import add_command, add_device_options, float_in, int_at_least, network_device, note, progress, workspace
 from saywhy.errors import SaywhyError
 
 from saywhy.explain.options import (  # noqa: E402  (no imports: a typo fails at once)
@@ -51,6 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="explainer folder to write")
     p.add_argument("--layer", help="final conv layer name (default: found automatically)")
     p.add_argument("--head", help="linear head name (default: found automatically)")
+    add_device_options(p)
     add_config_options(p)
 
 
@@ -115,7 +116,7 @@ def run(args: argparse.Namespace) -> None:
     check_replaceable(args.out, "explainer")  # before minutes of work, not after
     ws = workspace(args)
     config = config_from(args)
-    model, meta = load_checkpoint(args.model)
+    model, meta = load_checkpoint(args.model, map_location=network_device(args))
     dataset = read_cub(args.root, args.captions)
     source, extractor = "captions", None
     if args.attributes and str(args.attributes) == "cub":

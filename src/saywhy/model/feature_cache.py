@@ -29,7 +29,7 @@ from torch import nn
 
 from saywhy.data.images import Preprocess
 from saywhy.data.records import ImageRecord
-from saywhy.model.activations import extract_activations
+from saywhy.model.activations import amp_for, extract_activations, model_device
 from saywhy.model.layers import LayerChoice
 
 log = logging.getLogger(__name__)
@@ -125,6 +125,9 @@ class FeatureCache:
         """Where rows for this backbone, layer and preprocessing live."""
         parts = [backbone_digest(model, layers.head), layers.head, layers.n_filters, preprocess.image_size,
                  list(preprocess.mean), list(preprocess.std), preprocess.crop]
+        amp = amp_for(model_device(model))
+        if amp:  # autocast features differ from full-precision ones: kept apart (full precision keys unchanged)
+            parts.append(f"amp={amp}")
         return self.folder / hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
 
     def pooled(
@@ -133,7 +136,7 @@ class FeatureCache:
         items: Sequence[ImageRecord | str | Path],
         preprocess: Preprocess,
         layers: LayerChoice,
-        batch_size: int = 32,
+        batch_size: int | None = None,
         progress: bool = True,
     ) -> CachedFeatures:
         """The head-input features of ``items``: read where cached, computed and stored where not."""
