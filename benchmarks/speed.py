@@ -140,7 +140,7 @@ def ratios(models: list[str], reps: int, ig_reps: int) -> dict:
         model = session.model
         dataset = ImageDataset(files, session.preprocess)
         images = torch.stack([dataset[i][0] for i in range(len(files))])
-        with torch.inference_mode():
+        with torch.no_grad():  # not inference tensors: the peers differentiate with them
             targets = model(images).argmax(1)
         five = list(session.explainer.vocabulary_[:5])
         peers, notes = _peers(model, get_module(model, session.layers.feature_layer))

@@ -341,11 +341,13 @@ class ExplainerSession:
         preprocess = preprocess or self.preprocess
         cacheable = all(isinstance(i, (ImageRecord, str, Path)) for i in items) and isinstance(preprocess, Preprocess)
         if keep_maps:
-            key = (tuple(str(i.path if isinstance(i, ImageRecord) else i) for i in items), repr(preprocess))
-            acts = None if self.map_memo is None or not cacheable else self.map_memo.get(key)
+            memo = self.map_memo is not None and cacheable
+            key = (tuple(str(i.path if isinstance(i, ImageRecord) else i) for i in items), repr(preprocess)) \
+                if memo else None
+            acts = self.map_memo.get(key) if memo else None
             if acts is None:
                 acts = extract_activations(self.model, items, preprocess, self.layers, keep_maps=True, progress=progress)
-                if self.map_memo is not None and cacheable:
+                if memo:
                     self.map_memo[key] = acts
         else:
             acts = pooled_activations(self.model, items, preprocess, self.layers,

@@ -206,7 +206,8 @@ def activations_from_batches(model: nn.Module, batches, layers: LayerChoice, kee
     device, dtype = model_device(model), model_dtype(model)
     amp = amp_for(device)
     precision = torch.autocast(device.type, dtype=AMP_DTYPES[amp]) if amp else contextlib.nullcontext()
-    model.eval()
+    if any(m.training for m in model.modules()):  # cheaper than eval()'s walk when it is in eval mode already
+        model.eval()
     pooled, logits, maps, kept = [], [], [], []
     outputs = [layers.feature_layer] if keep_maps else []
     with capture(model, outputs=outputs, inputs=[layers.head]) as seen, torch.inference_mode(), precision:
