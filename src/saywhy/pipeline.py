@@ -460,13 +460,12 @@ class ExplainerSession:
             self._known_boxes = {}
             root = self.explainer.metadata_.get("dataset_root")
             if root and Path(root).is_dir():
-                from saywhy.data.cub import read_cub
+                from saywhy.data.cub import read_boxes
 
                 try:
-                    records = read_cub(root).records
-                except SaywhyError:
-                    records = []
-                self._known_boxes = {str(r.path.resolve()): r for r in records if r.bbox is not None}
+                    self._known_boxes = read_boxes(root)  # the boxes alone, not every caption file
+                except (SaywhyError, OSError):
+                    self._known_boxes = {}
         return self._known_boxes
 
     def _notes(self, item: Any) -> list[str]:
