@@ -15,6 +15,8 @@ Sections (``--sections``, default all), each merged into ``benchmarks/results/sp
 * ``extraction``: images per second of ``extract_activations`` on image files (decoding
   included) against the best bare forward on the same images already decoded, and the bare
   forward with glibc's default allocator (a child process, for the before/after).
+* ``memo``: resident memory of ``evaluate --ablation``'s maps memo over two rows of the same
+  images, a plain dict (before) against :class:`saywhy.pipeline.SpilledMaps` (after).
 * ``fit``: a cold ``saywhy fit`` of the cub50 checkpoint (fresh SAYWHY_HOME, so every
   feature is computed; the parsed captions copied in, so that spaCy is not what is timed)
   with the code before issue 13 (``--before``, a source tree) and this one, in one sitting.
@@ -238,6 +240,53 @@ def extraction(n_images: int, reps: int, tuned: bool = True) -> dict:
     return result
 
 
+# ----- the ablation's maps memo ---------------------------------------------------------------
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
+
+
+def memo_child(kind: str, n_images: int, rows: int) -> dict:
+    """What ``evaluate --ablation`` does with its memo: every row asks for the maps of the same
+    chunks of 128 images (grounding_points); resident memory after each row."""
+    import torch
+
+    from saywhy.explain.explainer import Explainer
+    from saywhy.model.checkpoint import load_checkpoint
+    from saywhy.pipeline import ExplainerSession, SpilledMaps
+
+    torch.set_num_threads(1)
+    explainer = Explainer.load(CUB_EXP)
+    model, _ = load_checkpoint(CUB_CKPT)
+    memo = {} if kind == "dict" else SpilledMaps()
+    session = ExplainerSession(explainer, model, map_memo=memo)
+    files = _cub_files(n_images)
+    out = {"rss_mb_start": _rss_mb(), "rss_mb_after_chunk": [], "rss_mb_after_row": []}
+    for row in range(rows):
+        for start in range(0, len(files), 128):
+            acts = session.activations(files[start:start + 128], keep_maps=True, strict=False)
+            del acts
+            if row == 0:
+                out["rss_mb_after_chunk"].append(_rss_mb())
+        out["rss_mb_after_row"].append(_rss_mb())
+    chunks = out["rss_mb_after_chunk"]
+    # growth per 1,000 images after the first chunk (which sets the working set of the forward passes)
+    out["growth_mb_per_1000_images"] = round((chunks[-1] - chunks[0]) / max(1, len(files) - 128) * 1000, 1)
+    return out
+
+
+def ablation_memory(n_images: int) -> dict:
+    result = {"images": n_images, "rows": 2, "chunk": 128}
+    for kind in ("dict", "spilled"):
+        child = subprocess.run([PYTHON, __file__, "--memo-child", kind, "--memo-images", str(n_images)], check=True,
+                               capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+        result[kind] = json.loads(child.stdout.strip().splitlines()[-1])
+        print("memo", kind, result[kind], flush=True)
+    return result
+
+
 # ----- fit and command (new processes) --------------------------------------------------------
 def _run(argv: list[str], src: Path, home: Path) -> tuple[float, float]:
     """(wall seconds, CPU seconds) of a child process; the CPU time suffers less from a loaded machine."""
@@ -294,16 +343,21 @@ def one_image_command(before: Path | None, reps: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sections", default="ratios,extraction,fit,command")
+    parser.add_argument("--sections", default="ratios,extraction,memo,fit,command")
     parser.add_argument("--models", default="efficientnet_lite0_224,demo_cnn_64,resnet50_224")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--ig-reps", type=int, default=2)
     parser.add_argument("--before", type=Path, help="a source tree of the code before issue 13, for fit and command")
     parser.add_argument("--untuned-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--memo-child", choices=("dict", "spilled"), help=argparse.SUPPRESS)
+    parser.add_argument("--memo-images", type=int, default=640)
     parser.add_argument("--json", type=Path, default=RESULTS)
     args = parser.parse_args()
     if args.untuned_child:  # the bare forward with glibc's default allocator, in a process of its own
         print(json.dumps(extraction(96, args.reps, tuned=False)))
+        return
+    if args.memo_child:
+        print(json.dumps(memo_child(args.memo_child, args.memo_images, 2)))
         return
     sections = args.sections.split(",")
     result = json.loads(args.json.read_text()) if args.json.is_file() else {}
@@ -317,6 +371,8 @@ def main() -> None:
                                capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
         result["extraction"] = {"tuned": extraction(96, args.reps), "default_allocator": json.loads(child.stdout)}
         print(result["extraction"], flush=True)
+    if "memo" in sections:
+        result["ablation_memo"] = ablation_memory(args.memo_images)
     if "fit" in sections:
         result["cold_fit_cub50"] = cold_fit(args.before)
     if "command" in sections:

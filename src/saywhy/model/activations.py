@@ -143,14 +143,16 @@ def extract_activations(
     if device.type == "cpu" and len(items) > 1:
         tune_cpu_allocator()
     batch_size = batch_size or default_batch_size(device)
+    # only files need decoding (tensors are used as they are, and may live on the GPU already)
+    decoding = len(items) > batch_size and all(isinstance(i, (ImageRecord, str, Path)) for i in items)
     if num_workers is None:
-        num_workers = min(4, max(0, (os.cpu_count() or 1) - 1)) if device.type == "cuda" and len(items) > batch_size else 0
+        num_workers = min(4, max(0, (os.cpu_count() or 1) - 1)) if device.type == "cuda" and decoding else 0
     loader = torch.utils.data.DataLoader(
         ImageDataset(items, preprocess), batch_size=batch_size, num_workers=num_workers,
         pin_memory=device.type == "cuda" and num_workers > 0,
     )
     batches: Iterable = loader
-    if num_workers == 0 and len(items) > batch_size and torch.get_num_threads() < (os.cpu_count() or 1):
+    if num_workers == 0 and decoding and torch.get_num_threads() < (os.cpu_count() or 1):
         batches = prefetched(loader)
     return activations_from_batches(model, batches, layers, keep_maps, progress, n_items=len(items))
 
