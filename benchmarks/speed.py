@@ -10,7 +10,8 @@ Sections (``--sections``, default all), each merged into ``benchmarks/results/sp
   (decoding included, no feature cache), explain + ``ground`` of 5 attributes (the public
   API: two calls, one forward), the same with the heatmaps upsampled to the input, Captum's
   LayerGradCam (target given), pytorch-grad-cam's GradCAM, and Captum's
-  IntegratedGradients with 50 steps (batch 1 only). The peers are used only here: a peer
+  IntegratedGradients with 50 steps (batch 1 only). Ratios are of CPU time (this process,
+  every thread: a shared, loaded machine disturbs it least), wall-clock ratios beside. The peers are used only here: a peer
   that is not installed is skipped with a note.
 * ``extraction``: images per second of ``extract_activations`` on image files (decoding
   included) against the best bare forward on the same images already decoded, and the bare
@@ -106,6 +107,21 @@ def _setups(names: list[str]):
             yield name, ExplainerSession(explainer, model, preprocess), _cub_files(32)
 
 
+def _bare(model, x) -> None:
+    import torch
+
+    with torch.inference_mode():
+        model(x)
+
+
+def _timed(fn) -> tuple[float, float]:
+    """(wall, CPU) seconds of ``fn()``: the CPU time of this process (every thread) is what a loaded,
+    shared machine disturbs least; both are recorded."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
 def _peers(model, layer_module):
     """Captum and pytorch-grad-cam callables (images, targets) -> maps, or notes saying why absent."""
     peers, notes = {}, {}
@@ -130,7 +146,7 @@ def _peers(model, layer_module):
     return peers, notes
 
 
-def ratios(models: list[str], reps: int, ig_reps: int) -> dict:
+def ratios(models: list[str], reps: int, ig_reps: int, batches: tuple[int, ...] = (1, 32)) -> dict:
     import torch
 
     from saywhy.data.images import ImageDataset
@@ -165,35 +181,29 @@ def ratios(models: list[str], reps: int, ig_reps: int) -> dict:
                if k != "captum_integrated_gradients_50"},
         }
         rows: dict = {}
-        for batch in (1, 32):
+        for batch in batches:
             x, t, f = images[:batch].contiguous(), targets[:batch], files[:batch]
             for fn in methods.values():  # warm-up: first calls allocate, build kernels, read headers
                 fn(x, t, f)
-            times: dict[str, list[float]] = {k: [] for k in methods}
+            wall: dict[str, list[float]] = {k: [] for k in methods}
+            cpu: dict[str, list[float]] = {k: [] for k in methods}
             bare: list[float] = []
-            for _ in range(reps):
-                for key, fn in methods.items():  # each method next to its own bare forward: interleaved
-                    started = time.perf_counter()
-                    with torch.inference_mode():
-                        model(x)
-                    base = time.perf_counter() - started
-                    started = time.perf_counter()
-                    fn(x, t, f)
-                    times[key].append((time.perf_counter() - started) / base)
-                    bare.append(base)
-            rows[f"batch_{batch}"] = {"bare_forward_ms": round(1000 * statistics.median(bare), 2),
-                                      **{k: _median(v) for k, v in times.items()}}
+            todo = dict(methods)
             if "captum_integrated_gradients_50" in peers and batch == 1:
-                ig = []
-                for _ in range(ig_reps):
-                    started = time.perf_counter()
-                    with torch.inference_mode():
-                        model(x)
-                    base = time.perf_counter() - started
-                    started = time.perf_counter()
-                    peers["captum_integrated_gradients_50"](x, t)
-                    ig.append((time.perf_counter() - started) / base)
-                rows["batch_1"]["captum_integrated_gradients_50"] = _median(ig)
+                todo["captum_integrated_gradients_50"] = lambda x, t, f: peers["captum_integrated_gradients_50"](x, t)
+                wall["captum_integrated_gradients_50"], cpu["captum_integrated_gradients_50"] = [], []
+            for rep in range(reps):
+                for key, fn in todo.items():  # each method next to its own bare forward: interleaved
+                    if key == "captum_integrated_gradients_50" and rep >= ig_reps:
+                        continue
+                    base_wall, base_cpu = _timed(lambda: _bare(model, x))
+                    used_wall, used_cpu = _timed(lambda: fn(x, t, f))
+                    wall[key].append(used_wall / base_wall)
+                    cpu[key].append(used_cpu / base_cpu)
+                    bare.append(base_wall)
+            rows[f"batch_{batch}"] = {"bare_forward_ms": round(1000 * statistics.median(bare), 2),
+                                      **{k: _median(v) for k, v in cpu.items()},
+                                      "wall_clock": {k: _median(v) for k, v in wall.items()}}
             print(name, batch, rows[f"batch_{batch}"], flush=True)
         out[name] = {"image_size": int(images.shape[-1]), "repetitions": reps, **rows}
     return out
@@ -263,16 +273,21 @@ def memo_child(kind: str, n_images: int, rows: int) -> dict:
     memo = {} if kind == "dict" else SpilledMaps()
     session = ExplainerSession(explainer, model, map_memo=memo)
     files = _cub_files(n_images)
-    out = {"rss_mb_start": _rss_mb(), "rss_mb_after_chunk": [], "rss_mb_after_row": []}
+    import tracemalloc
+
+    tracemalloc.start()  # numpy's allocations are traced: what the memo holds, whatever the allocator keeps
+    out = {"rss_mb_start": _rss_mb(), "rss_mb_after_chunk": [], "rss_mb_after_row": [], "traced_mb_after_chunk": []}
     for row in range(rows):
         for start in range(0, len(files), 128):
             acts = session.activations(files[start:start + 128], keep_maps=True, strict=False)
             del acts
             if row == 0:
                 out["rss_mb_after_chunk"].append(_rss_mb())
+                out["traced_mb_after_chunk"].append(round(tracemalloc.get_traced_memory()[0] / 2**20, 1))
         out["rss_mb_after_row"].append(_rss_mb())
-    chunks = out["rss_mb_after_chunk"]
-    # growth per 1,000 images after the first chunk (which sets the working set of the forward passes)
+    chunks = out["traced_mb_after_chunk"]
+    # traced (numpy) memory growth per 1,000 images after the first chunk; resident memory is recorded too, but
+    # the tuned allocator keeps up to 1 GB of freed memory, so it shows the working set rather than the memo
     out["growth_mb_per_1000_images"] = round((chunks[-1] - chunks[0]) / max(1, len(files) - 128) * 1000, 1)
     return out
 
@@ -341,20 +356,51 @@ def one_image_command(before: Path | None, reps: int) -> dict:
     return result
 
 
+ROWS = [("explain_tensors", "explain from tensors"),
+        ("explain_files", "`ExplainerSession.explain(files)`, decoding included"),
+        ("explain_ground5", "explain + `ground` of 5 attributes (public API, layer resolution)"),
+        ("explain_ground5_image", "same, heatmaps upsampled to the input"),
+        ("explain_heatmaps5_one_call", "`explain(x, heatmaps=[5 attributes])`, one call"),
+        ("captum_layergradcam", "Captum LayerGradCam (target given)"),
+        ("pytorch_grad_cam", "pytorch-grad-cam GradCAM"),
+        ("captum_integrated_gradients_50", "Captum IntegratedGradients, 50 steps (batch 1)")]
+
+
+def markdown(result: dict) -> str:
+    """The ratio table of BENCHMARKS.md's Speed section."""
+    ratios = result.get("ratios", {})
+    models = [m for m in ("efficientnet_lite0_224", "demo_cnn_64", "resnet50_224") if m in ratios]
+    lines = ["| batch 1 / batch 32 | " + " | ".join(models) + " |", "| --- |" + " --- |" * len(models)]
+    for key, label in ROWS:
+        cells = []
+        for m in models:
+            one, many = ratios[m]["batch_1"].get(key), ratios[m]["batch_32"].get(key)
+            cells.append(" / ".join("-" if v is None else f"{v:.2f}" for v in (one, many)))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    bare = [" / ".join(f"{ratios[m][b]['bare_forward_ms']:.0f}" for b in ("batch_1", "batch_32")) for m in models]
+    lines.append("| (bare forward, ms) | " + " | ".join(bare) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sections", default="ratios,extraction,memo,fit,command")
     parser.add_argument("--models", default="efficientnet_lite0_224,demo_cnn_64,resnet50_224")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--ig-reps", type=int, default=2)
+    parser.add_argument("--batches", default="1,32")
     parser.add_argument("--before", type=Path, help="a source tree of the code before issue 13, for fit and command")
     parser.add_argument("--untuned-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--memo-child", choices=("dict", "spilled"), help=argparse.SUPPRESS)
     parser.add_argument("--memo-images", type=int, default=640)
     parser.add_argument("--json", type=Path, default=RESULTS)
+    parser.add_argument("--markdown", action="store_true", help="print the ratio table of --json and stop")
     args = parser.parse_args()
     if args.untuned_child:  # the bare forward with glibc's default allocator, in a process of its own
         print(json.dumps(extraction(96, args.reps, tuned=False)))
+        return
+    if args.markdown:
+        print(markdown(json.loads(args.json.read_text())))
         return
     if args.memo_child:
         print(json.dumps(memo_child(args.memo_child, args.memo_images, 2)))
@@ -365,7 +411,8 @@ def main() -> None:
                          "load_average_at_start": [round(v, 2) for v in os.getloadavg()]}
     started = time.perf_counter()
     if "ratios" in sections:
-        result["ratios"] = ratios(args.models.split(","), args.reps, args.ig_reps)
+        result["ratios"] = ratios(args.models.split(","), args.reps, args.ig_reps,
+                                  tuple(int(b) for b in args.batches.split(",")))
     if "extraction" in sections:
         child = subprocess.run([PYTHON, __file__, "--untuned-child", "--reps", str(args.reps)], check=True,
                                capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})

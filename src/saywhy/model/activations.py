@@ -58,8 +58,7 @@ def model_device(model: nn.Module) -> torch.device:
 
 def model_dtype(model: nn.Module) -> torch.dtype:
     """The floating dtype of the model's parameters (inputs are cast to it), float32 without any."""
-    floating = [p.dtype for p in model.parameters() if p.is_floating_point()]
-    return floating[0] if floating else torch.float32
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
 
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -147,6 +146,9 @@ def extract_activations(
     decoding = len(items) > batch_size and all(isinstance(i, (ImageRecord, str, Path)) for i in items)
     if num_workers is None:
         num_workers = min(4, max(0, (os.cpu_count() or 1) - 1)) if device.type == "cuda" and decoding else 0
+    if all(isinstance(i, torch.Tensor) for i in items):  # preprocessed already: batched as they are, no loader
+        return activations_from_batches(model, _tensor_batches(items, batch_size), layers, keep_maps, progress,
+                                        n_items=len(items))
     loader = torch.utils.data.DataLoader(
         ImageDataset(items, preprocess), batch_size=batch_size, num_workers=num_workers,
         pin_memory=device.type == "cuda" and num_workers > 0,
@@ -155,6 +157,12 @@ def extract_activations(
     if num_workers == 0 and decoding and torch.get_num_threads() < (os.cpu_count() or 1):
         batches = prefetched(loader)
     return activations_from_batches(model, batches, layers, keep_maps, progress, n_items=len(items))
+
+
+def _tensor_batches(items: Sequence[torch.Tensor], batch_size: int) -> Iterator:
+    for start in range(0, len(items), batch_size):
+        chunk = items[start:start + batch_size]
+        yield torch.stack(list(chunk)), torch.arange(start, start + len(chunk)), torch.ones(len(chunk), dtype=torch.bool)
 
 
 def prefetched(batches: Iterable, depth: int = 2) -> Iterator:
@@ -213,7 +221,7 @@ def activations_from_batches(model: nn.Module, batches, layers: LayerChoice, kee
     pooled, logits, maps, kept = [], [], [], []
     outputs = [layers.feature_layer] if keep_maps else []
     with capture(model, outputs=outputs, inputs=[layers.head]) as seen, torch.inference_mode(), precision:
-        for images, index, ok in tqdm(batches, desc="activations", disable=not progress, leave=False):
+        for images, index, ok in (tqdm(batches, desc="activations", leave=False) if progress else batches):
             if not ok.any():
                 continue
             batch = images if bool(ok.all()) else images[ok]
