@@ -374,10 +374,11 @@ def markdown(result: dict) -> str:
     for key, label in ROWS:
         cells = []
         for m in models:
-            one, many = ratios[m]["batch_1"].get(key), ratios[m]["batch_32"].get(key)
+            one, many = (ratios[m].get(b, {}).get(key) for b in ("batch_1", "batch_32"))
             cells.append(" / ".join("-" if v is None else f"{v:.2f}" for v in (one, many)))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    bare = [" / ".join(f"{ratios[m][b]['bare_forward_ms']:.0f}" for b in ("batch_1", "batch_32")) for m in models]
+    bare = [" / ".join(f"{ratios[m][b]['bare_forward_ms']:.0f}" if b in ratios[m] else "-" for b in ("batch_1", "batch_32"))
+            for m in models]
     lines.append("| (bare forward, ms) | " + " | ".join(bare) + " |")
     return "\n".join(lines) + "\n"
 
