@@ -30,7 +30,7 @@ from saywhy.data.records import Dataset, ImageRecord
 from saywhy.explain.names import readable_class_name
 from saywhy.metrics.bleu import bleu_by_correctness, bleu_signature
 from saywhy.model.activations import Activations
-from saywhy.pipeline import ExplainerSession
+from saywhy.pipeline import ExplainerSession, SpilledMaps
 from saywhy.text.phrases import PhraseExtractor
 
 # The paper's reported figures, shown beside ours.
@@ -432,7 +432,7 @@ def ablation(session: ExplainerSession, dataset: Dataset, extractor: PhraseExtra
 
     fitting = dataset.with_captions(dataset.split(train=True))
     train_activations = session.activations(fitting, strict=False)
-    memo = session.map_memo if session.map_memo is not None else {}
+    memo = session.map_memo if session.map_memo is not None else SpilledMaps()  # maps on disk: memory stays flat
     rows = {}
     for name, config in configs.items():
         explainer, _ = fit_explainer(dataset, session.model, session.preprocess, config, extractor=extractor,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import weakref
+from functools import cached_property
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +39,9 @@ from saywhy.text.synonyms import SynonymGroups, learn_synonyms
 from saywhy.text.vocabulary import AttributeVocabulary
 
 log = logging.getLogger(__name__)
+
+MEMO_ITEMS = 64  # an explain call over at most this many inputs keeps its maps for ground()
+MEMO_BYTES = 256 * 2**20  # ... when they take at most this much memory
 
 
 @dataclass
@@ -221,21 +226,91 @@ class Heatmaps:
     sigma = min-max) and placed on the input: the original image's pixels for files and
     PIL images (0 outside the box the network saw), the tensor's own for tensors.
     ``class_map``: the CAM of the explained class, sum_k w_ck f_k(x), (h, w) at layer
-    resolution and ``class_image`` (H, W) like ``image``.
+    resolution and ``class_image`` (H, W) like ``image``. The image-resolution maps are
+    computed when first read (upsampling costs more than the maps themselves), like
+    Captum's ``LayerAttribution.interpolate`` is a separate step.
     """
 
     attributes: list[str]
     layer: np.ndarray
-    image: np.ndarray
     class_map: np.ndarray
-    class_image: np.ndarray
     box: tuple[int, int, int, int]  # (x0, y0, x1, y1): the region of the input the network saw
     image_size: tuple[int, int]  # (W, H) of the input
     class_index: int = -1  # the class whose CAM ``class_map`` is
 
+    @cached_property
+    def image(self) -> np.ndarray:
+        """(T, H, W): each attribute's map in [0, 1] on the input's pixels."""
+        if not len(self.layer):
+            return np.zeros((0, self.image_size[1], self.image_size[0]))
+        return np.stack([self._upsample(m) for m in self.layer])
+
+    @cached_property
+    def class_image(self) -> np.ndarray:
+        """(H, W): the class's CAM in [0, 1] on the input's pixels."""
+        return self._upsample(self.class_map)
+
+    def _upsample(self, scores: np.ndarray) -> np.ndarray:
+        return upsample_heatmap(normalize_heatmaps(scores), self.box, self.image_size)
+
     def peaks(self) -> np.ndarray:
         """(T, 2): the (x, y) input pixel of each attribute's strongest cell."""
         return cells_to_image(peak_cells(self.layer), self.layer.shape[-2:], self.box)
+
+    def select(self, attributes: Sequence[str]) -> Heatmaps:
+        """The maps of ``attributes`` (each already mapped here), in that order."""
+        rows = [self.attributes.index(t) for t in attributes]
+        return Heatmaps(list(attributes), self.layer[rows], self.class_map, self.box, self.image_size, self.class_index)
+
+
+class SpilledMaps:
+    """A dict of :class:`Activations` whose spatial maps wait on disk: memory stays flat however many are kept.
+
+    ``evaluate --ablation`` runs every explainer config over the same images; this memo lets each
+    chunk's forward pass serve every row, with the (images x filters x h x w) maps written to a
+    private temporary folder (0.25-0.4 GB per 1,000 images at 224 px) and read back one chunk at a
+    time, instead of all held in memory for the whole run. The folder is deleted by :meth:`close`,
+    at exit, or when the memo is garbage-collected.
+    """
+
+    def __init__(self, folder: str | Path | None = None):
+        import tempfile
+
+        self._folder = Path(tempfile.mkdtemp(prefix="saywhy-maps-", dir=folder))
+        self._rows: dict[Any, tuple[Activations, Path | None]] = {}
+        self._cleanup = weakref.finalize(self, _remove_folder, self._folder)
+
+    def get(self, key: Any, default: Any = None) -> Activations | None:
+        found = self._rows.get(key)
+        if found is None:
+            return default
+        acts, path = found
+        maps = np.load(path) if path is not None else None
+        return dataclasses.replace(acts, maps=maps)
+
+    def __setitem__(self, key: Any, acts: Activations) -> None:
+        path = None
+        if acts.maps is not None:
+            path = self._folder / f"{len(self._rows)}.npy"
+            np.save(path, acts.maps)
+        self._rows[key] = (dataclasses.replace(acts, maps=None), path)
+
+    def __contains__(self, key: Any) -> bool:
+        return key in self._rows
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def close(self) -> None:
+        """Delete the maps on disk; the memo is empty afterwards."""
+        self._rows.clear()
+        self._cleanup()
+
+
+def _remove_folder(folder: Path) -> None:
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 class ExplainerSession:
@@ -264,17 +339,21 @@ class ExplainerSession:
                               "or pass the checkpoint it was fitted on (--model)")
         self.layers = resolve_layers(model, self._probe_size(), meta.get("layer"), meta.get("head"))
         self._known_boxes: dict[str, ImageRecord] | None = None
+        self._alphas: np.ndarray | None = None
+        self._last_maps: dict[tuple, tuple[Any, np.ndarray, np.ndarray]] = {}  # the last call's maps, for ground()
+        self._last_explained: dict[int, tuple[Any, Any, Any]] = {}
 
     @classmethod
     def from_checkpoint(cls, explainer: Explainer, checkpoint: str | Path | None = None, *, preprocess: Any = None,
-                        feature_cache: FeatureCache | None = None, advice: str = "pass the checkpoint folder") -> ExplainerSession:
-        """The explainer with the network of ``checkpoint``, or of the checkpoint its metadata names."""
+                        feature_cache: FeatureCache | None = None, advice: str = "pass the checkpoint folder",
+                        device: Any = "cpu") -> ExplainerSession:
+        """The explainer with the network of ``checkpoint``, or of the checkpoint its metadata names, on ``device``."""
         from saywhy.model.checkpoint import load_checkpoint
 
         checkpoint = checkpoint or explainer.metadata_.get("checkpoint")
         if checkpoint is None:
             raise SaywhyError(f"the explainer does not name its network's checkpoint: {advice}")
-        model, _ = load_checkpoint(checkpoint)
+        model, _ = load_checkpoint(checkpoint, map_location=device)
         return cls(explainer, model, preprocess, feature_cache=feature_cache)
 
     def _probe_size(self) -> Preprocess:
@@ -295,11 +374,13 @@ class ExplainerSession:
         preprocess = preprocess or self.preprocess
         cacheable = all(isinstance(i, (ImageRecord, str, Path)) for i in items) and isinstance(preprocess, Preprocess)
         if keep_maps:
-            key = (tuple(str(i.path if isinstance(i, ImageRecord) else i) for i in items), repr(preprocess))
-            acts = None if self.map_memo is None or not cacheable else self.map_memo.get(key)
+            memo = self.map_memo is not None and cacheable
+            key = (tuple(str(i.path if isinstance(i, ImageRecord) else i) for i in items), repr(preprocess)) \
+                if memo else None
+            acts = self.map_memo.get(key) if memo else None
             if acts is None:
                 acts = extract_activations(self.model, items, preprocess, self.layers, keep_maps=True, progress=progress)
-                if self.map_memo is not None and cacheable:
+                if memo:
                     self.map_memo[key] = acts
         else:
             acts = pooled_activations(self.model, items, preprocess, self.layers,
@@ -321,29 +402,72 @@ class ExplainerSession:
 
     # ----- explanations -------------------------------------------------------------------
     def explain(self, inputs: Any, target: Any = None, *, box: Any = None, heatmaps: bool | Sequence[str] = False,
-                class_: Any = None, strict: bool = True) -> list[Explanation]:
+                attributes: Sequence[str] | None = None, class_: Any = None, strict: bool = True) -> list[Explanation]:
         """Explain each input's decision (or ``target``'s): sentence, attributes, probabilities.
 
         ``box``: (x, y, w, h) for all inputs or one per input, used where the checkpoint
         was trained on box crops (records carry their dataset's box). ``heatmaps``: True
-        for the listed attributes' eq. 9 maps, or a list of attributes to map.
-        ``strict=False`` skips unreadable files (each explanation names its input).
+        for the listed attributes' eq. 9 maps, or a list of attributes to map;
+        ``attributes``: more attributes to map besides the listed ones (implies heatmaps).
+        Sentences, probabilities and every heatmap come from one forward pass, and the
+        maps of a call over a few inputs are kept, so that :meth:`ground` on the same
+        inputs (or on the explanations) runs none. ``strict=False`` skips unreadable
+        files (each explanation names its input).
+
+        >>> e = session.explain(images, heatmaps=True, attributes=["red crown"])   # doctest: +SKIP
+        >>> e[0].heatmaps.attributes          # the five cited, then "red crown"   # doctest: +SKIP
         """
         target = class_ if target is None else target
         items, preprocess = self._boxed(as_items(inputs), box)
         if not items:
             raise SaywhyError("nothing to explain: give at least one image")
-        acts = self.activations(items, keep_maps=bool(heatmaps), strict=strict, preprocess=preprocess)
+        extra = list(attributes or ())
+        named = [] if heatmaps is True or not heatmaps else list(heatmaps)
+        mapped = bool(heatmaps) or bool(extra)
+        if named or extra:
+            self.attribute_alphas(named + extra)  # an unknown attribute fails before the pass
+        keep = mapped or (len(items) <= MEMO_ITEMS and not self._served_from_cache(items, preprocess))
+        acts = self.activations(items, keep_maps=keep, strict=strict, preprocess=preprocess)
         kept = [items[i] for i in acts.index]
         explanations = self.explainer.explain(acts.pooled, self._targets(target, len(items), acts.index))
+        if keep:
+            self._remember(kept, preprocess, acts, explanations)
         for row, (item, explanation) in enumerate(zip(kept, explanations)):
             explanation.input = item_name(item, int(acts.index[row]))
             explanation.notes += self._notes(item)
-            if heatmaps:
-                wanted = [t for t, _ in explanation.attributes] if heatmaps is True else list(heatmaps)
+            if mapped:
+                cited = [t for t, _ in explanation.attributes] if heatmaps is True else named
+                wanted = list(dict.fromkeys(cited + extra))
                 explanation.heatmaps = self._heatmaps(item, acts.maps[row], wanted, explanation.class_index,
                                                       preprocess=preprocess)
         return explanations
+
+    def _served_from_cache(self, items: Sequence[Any], preprocess: Any) -> bool:
+        """Whether the pooled features of ``items`` can come from the feature cache (no forward pass needed)."""
+        return self.feature_cache is not None and isinstance(preprocess, Preprocess) \
+            and all(isinstance(i, (ImageRecord, str, Path)) for i in items)
+
+    def _remember(self, items: Sequence[Any], preprocess: Any, acts: Activations,
+                  explanations: Sequence[Explanation] = ()) -> None:
+        """Keep the maps of this call (only the last call's, and only if small) for :meth:`ground`."""
+        self._last_maps, self._last_explained = {}, {}
+        if acts.maps is None or acts.maps.nbytes > MEMO_BYTES:
+            return
+        where = repr(preprocess)
+        for row, item in enumerate(items):
+            key = _input_key(item)
+            if key is not None:
+                # the item itself is kept: a tensor's storage (or an image) cannot be freed and reused meanwhile
+                self._last_maps[(where, key)] = (item, acts.maps[row], acts.pooled[row:row + 1])
+        for row, explanation in enumerate(explanations):
+            key = _input_key(items[row])
+            if key is not None:
+                self._last_explained[id(explanation)] = (weakref.ref(explanation), items[row], preprocess)
+
+    def _recall(self, item: Any, preprocess: Any) -> tuple[np.ndarray, np.ndarray] | None:
+        key = _input_key(item)
+        hit = self._last_maps.get((repr(preprocess), key)) if key is not None else None
+        return None if hit is None else (hit[1], hit[2])
 
     def _boxed(self, items: list[Any], box: Any) -> tuple[list[Any], Any]:
         """Items with their boxes, and the preprocessing that applies them.
@@ -369,13 +493,12 @@ class ExplainerSession:
             self._known_boxes = {}
             root = self.explainer.metadata_.get("dataset_root")
             if root and Path(root).is_dir():
-                from saywhy.data.cub import read_cub
+                from saywhy.data.cub import read_boxes
 
                 try:
-                    records = read_cub(root).records
-                except SaywhyError:
-                    records = []
-                self._known_boxes = {str(r.path.resolve()): r for r in records if r.bbox is not None}
+                    self._known_boxes = read_boxes(root)  # the boxes alone, not every caption file
+                except (SaywhyError, OSError):
+                    self._known_boxes = {}
         return self._known_boxes
 
     def _notes(self, item: Any) -> list[str]:
@@ -397,19 +520,56 @@ class ExplainerSession:
         return [targets[i] for i in kept]
 
     def ground(self, item: Any, attributes: Sequence[str], *, box: Any = None) -> Heatmaps:
-        """Where each attribute is in one image (eq. 9), from one forward pass."""
+        """Where each attribute is in one image (eq. 9), from one forward pass, or none.
+
+        ``item`` is one image (anything :meth:`explain` takes) or an :class:`Explanation`
+        from :meth:`explain`. Maps the explanation already holds, or that the session's
+        last call computed for the same input (same tensor data, image, or file content),
+        are reused: ``explain`` then ``ground`` costs one forward pass. The CAM is the
+        explanation's class, else the network's.
+
+        >>> e = session.explain("bird.jpg")[0]                            # doctest: +SKIP
+        >>> session.ground(e, ["red crown", "black wing"]).peaks()        # no second forward  # doctest: +SKIP
+        """
+        attributes = list(attributes)
+        alpha = self.attribute_alphas(attributes)  # unknown attributes fail before the pass
+        class_index = None
+        if isinstance(item, Explanation):
+            known = item.heatmaps
+            if isinstance(known, Heatmaps) and all(t in known.attributes for t in attributes):
+                return known.select(attributes)
+            class_index = item.class_index
+            seen = self._last_explained.get(id(item))
+            if seen is not None and seen[0]() is item:
+                item, preprocess = seen[1], seen[2]
+                hit = self._recall(item, preprocess)
+                if hit is not None:
+                    return self._heatmaps(item, hit[0], attributes, class_index, alpha, preprocess)
+                box = None  # the item carries the box it was explained with
+            elif Path(item.input).is_file():
+                item = Path(item.input)
+            else:
+                raise SaywhyError(f"the input of this explanation ({item.input}) is not at hand: pass the image itself, "
+                                  "or explain it with heatmaps=... for the attributes")
         items, preprocess = self._boxed(as_items(item), box)
         if len(items) != 1:
             raise SaywhyError(f"ground maps one image at a time, got {len(items)}")
-        alpha = self.attribute_alphas(attributes)  # unknown attributes fail before the pass
-        acts = self.activations(items, keep_maps=True, strict=True, preprocess=preprocess)
-        return self._heatmaps(items[0], acts.maps[0], list(attributes), int(self.explainer.predict(acts.pooled)[0]), alpha,
-                              preprocess)
+        hit = self._recall(items[0], preprocess)
+        if hit is None:
+            acts = self.activations(items, keep_maps=True, strict=True, preprocess=preprocess)
+            self._remember(items, preprocess, acts)
+            hit = (acts.maps[0], acts.pooled)
+        maps, pooled = hit
+        if class_index is None:
+            class_index = int(self.explainer.predict(pooled)[0])
+        return self._heatmaps(items[0], maps, attributes, class_index, alpha, preprocess)
 
     def attribute_alphas(self, attributes: Sequence[str]) -> np.ndarray:
         """(T, F) eq. 9 weights of the named attributes; an unknown one is refused with the closest known."""
         columns = query_indices(self.explainer, attributes)
-        return self.explainer.grounding_alphas()[:, columns].T
+        if self._alphas is None:  # the explainer's fitted state is read-only: computed once per session
+            self._alphas = self.explainer.grounding_alphas()
+        return self._alphas[:, columns].T
 
     def _heatmaps(self, item: Any, maps: np.ndarray, attributes: list[str], class_index: int,
                   alpha: np.ndarray | None = None, preprocess: Any = None) -> Heatmaps:
@@ -426,9 +586,7 @@ class ExplainerSession:
         else:
             size = (int(item.shape[-1]), int(item.shape[-2]))
             box = (0, 0, *size)
-        upsample = lambda m: upsample_heatmap(normalize_heatmaps(m), box, size)  # noqa: E731
-        return Heatmaps(list(attributes), layer, np.stack([upsample(m) for m in layer]) if len(layer)
-                        else np.zeros((0, size[1], size[0])), cam, upsample(cam), box, size, int(class_index))
+        return Heatmaps(list(attributes), layer, cam, box, size, int(class_index))
 
     def contrast(self, item: Any, other: str | int, class_: str | int | None = None, *, box: Any = None) -> Contrast:
         """Why the network's class (or ``class_``) and not ``other``, for one image."""
@@ -456,3 +614,20 @@ def _resolved(item: Any) -> str | None:
         except OSError:
             return None
     return None
+
+
+def _input_key(item: Any) -> tuple | None:
+    """What identifies one input's pixels: a tensor's storage, shape and in-place version; a PIL
+    image's bytes; a file's resolved path, size, time and box. None for what cannot be identified."""
+    if isinstance(item, torch.Tensor):
+        return ("tensor", item.data_ptr(), tuple(item.shape), tuple(item.stride()), item._version, item.dtype,
+                str(item.device))
+    if isinstance(item, Image.Image):
+        return ("image", id(item), item.mode, item.size, hash(item.tobytes()))
+    path, bbox = (item.path, item.bbox) if isinstance(item, ImageRecord) else (item, None)
+    try:
+        resolved = Path(path).resolve()
+        stat = resolved.stat()
+    except (OSError, TypeError):
+        return None
+    return ("file", str(resolved), stat.st_size, stat.st_mtime_ns, bbox)

@@ -14,7 +14,7 @@ import os
 import sys
 
 from saywhy import __version__
-from saywhy.cli.common import global_options
+from saywhy.cli.common import global_options, network_options
 from saywhy.errors import SaywhyError
 
 COMMANDS = ("demo", "data", "train", "extract", "fit", "explain", "contrast", "describe", "ground", "search", "debug",
@@ -57,7 +57,8 @@ def _main(argv: list[str]) -> int:
         return exit_.code if isinstance(exit_.code, int) else 0 if exit_.code is None else 2
     logging.basicConfig(level=logging.WARNING, format="saywhy: %(message)s")
     try:
-        args.run(args)
+        with network_options(args):  # --device checked, --amp in force, for the commands that run the network
+            args.run(args)
     except BrokenPipeError:
         raise
     except SaywhyError as error:

@@ -8,7 +8,8 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from saywhy.errors import SaywhyError
@@ -166,6 +167,70 @@ def skip_summary(args: argparse.Namespace, skipped: dict[str, int], examples: di
     note(f"skipped: {text or 'nothing'}")
 
 
+# ----- the device the network runs on ------------------------------------------------------------
+AMP_CHOICES = ("bf16", "fp16")
+
+
+def device_name(text: str) -> str:
+    """``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (whether it is there is checked when the command runs)."""
+    kind, _, index = text.strip().lower().partition(":")
+    if kind not in ("cpu", "cuda", "mps") or (index and (kind != "cuda" or not index.isdigit())):
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda, cuda:N or mps, got {text!r}")
+    return text.strip().lower()
+
+
+def add_device_options(p: argparse.ArgumentParser) -> None:
+    """``--device`` and ``--amp``, for every command that runs the network."""
+    p.add_argument("--device", type=device_name, default=None, metavar="DEVICE",
+                   help="where the network runs: cpu (default), cuda, cuda:N or mps")
+    p.add_argument("--amp", choices=AMP_CHOICES, default=None,
+                   help="CUDA only: run the network under autocast in bfloat16 or float16 (faster on recent GPUs; "
+                        "features differ slightly and are cached apart); ignored, with a note, on the CPU")
+
+
+def network_device(args: argparse.Namespace):
+    """The torch device of ``--device`` (cpu without it), or one line saying it is not available here."""
+    import torch
+
+    name = getattr(args, "device", None) or "cpu"
+    kind, _, index = name.partition(":")
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            built = "torch is built without CUDA" if torch.version.cuda is None else "no CUDA device is visible"
+            raise SaywhyError(f"--device {name}: {built} on this machine: use --device cpu")
+        if index and int(index) >= torch.cuda.device_count():
+            raise SaywhyError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                              f"numbered from 0: pick one of them")
+    elif kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise SaywhyError(f"--device {name}: Apple's MPS is not available on this machine: use --device cpu")
+    return torch.device(name)
+
+
+@contextmanager
+def network_options(args: argparse.Namespace) -> Iterator[None]:
+    """Check ``--device`` before any work and run the command under ``--amp`` (commands without them: nothing)."""
+    if not hasattr(args, "device"):
+        yield
+        return
+    device = network_device(args)
+    amp = getattr(args, "amp", None)
+    if amp and device.type != "cuda":
+        note(f"--amp {amp} applies on CUDA only: the network runs in full precision on {device.type}")
+        amp = None
+    if amp is None:
+        yield
+        return
+    from saywhy.model.activations import mixed_precision
+
+    with mixed_precision(amp):
+        yield
+
+
+def on_device(args: argparse.Namespace, model):
+    """``model`` moved to ``--device`` (the one place the CLI moves a network)."""
+    return model.to(network_device(args)) if getattr(args, "device", None) else model
+
+
 # ----- workspace, explainer, network -------------------------------------------------------------
 def workspace(args: argparse.Namespace):
     from saywhy.workspace import Workspace
@@ -204,7 +269,7 @@ def load_session(args: argparse.Namespace, explainer=None):
 
     return ExplainerSession.from_checkpoint(explainer or load_explainer(args), getattr(args, "model", None),
                                             feature_cache=FeatureCache(workspace(args).feature_cache),
-                                            advice="pass --model DIR")
+                                            advice="pass --model DIR", device=network_device(args))
 
 
 def dataset_and_session(args: argparse.Namespace):
@@ -226,7 +291,8 @@ def dataset_and_session(args: argparse.Namespace):
 
         note("no fitted explainer: using the demo's synthbirds and explainer (pass --root and --explainer for yours)")
         art = ensure_demo(workspace(args), progress=progress(args))
-        session = load_session(args, art.explainer) if getattr(args, "model", None) else ExplainerSession(art.explainer, art.model)
+        session = load_session(args, art.explainer) if getattr(args, "model", None) \
+            else ExplainerSession(art.explainer, on_device(args, art.model))
         return art.dataset, session, art.truth
     explainer = load_explainer(args, folder)
     if root is None:

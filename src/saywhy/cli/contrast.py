@@ -5,7 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
-from saywhy.cli.common import add_command, add_session_options, box, class_ref, load_session
+from saywhy.cli.common import add_device_options, add_command, add_session_options, box, class_ref, load_session
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,6 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--box", type=box, metavar="X,Y,W,H", help="contrast on this region of the image only, in pixels")
     p.add_argument("--json", action="store_true")
     add_session_options(p)
+    add_device_options(p)
 
 
 def run(args: argparse.Namespace) -> None:

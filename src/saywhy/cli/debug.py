@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from saywhy.cli.common import add_command, add_dataset_options, add_session_options, dataset_and_session, int_at_least, progress, skip_summary
+from saywhy.cli.common import (add_command, add_dataset_options, add_device_options, add_session_options, dataset_and_session,
+                               int_at_least, progress, skip_summary)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,6 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="separating attributes per side of each contrast (default 3)")
     p.add_argument("--link-images", action="store_true", help="link images by path instead of embedding thumbnails")
     add_session_options(p)
+    add_device_options(p)
 
 
 def run(args: argparse.Namespace) -> None:

@@ -5,7 +5,7 @@ import argparse
 import random
 import time
 
-from saywhy.cli.common import add_command, attribute_line, class_line, int_at_least, progress, workspace
+from saywhy.cli.common import add_command, add_device_options, on_device, attribute_line, class_line, int_at_least, progress, workspace
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -13,6 +13,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="synthbirds + small CNN: generate, train, fit and explain (cached)")
     p.add_argument("--images", type=int_at_least(1), default=6, help="test images to explain (default 6)")
     p.add_argument("--seed", type=int_at_least(0), default=0, help="which test images are drawn")
+    add_device_options(p)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -21,7 +22,7 @@ def run(args: argparse.Namespace) -> None:
 
     started = time.perf_counter()
     art = ensure_demo(workspace(args), progress=progress(args))
-    session = ExplainerSession(art.explainer, art.model)
+    session = ExplainerSession(art.explainer, on_device(args, art.model))
     test = art.dataset.split(train=False)
     rng = random.Random(args.seed)
     chosen = rng.sample(test, min(args.images, len(test)))

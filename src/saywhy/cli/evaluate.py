@@ -5,7 +5,8 @@ import argparse
 import json
 from pathlib import Path
 
-from saywhy.cli.common import add_command, add_dataset_options, add_session_options, dataset_and_session, int_at_least, progress, skip_summary, workspace
+from saywhy.cli.common import (add_command, add_dataset_options, add_device_options, add_session_options, dataset_and_session,
+                               int_at_least, progress, skip_summary, workspace)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,6 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="seeded sample of captioned test images for the occlusion test (0: skip it)")
     p.add_argument("--seed", type=int_at_least(0), default=0)
     add_session_options(p)
+    add_device_options(p)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -30,7 +32,10 @@ def run(args: argparse.Namespace) -> None:
 
     ws = workspace(args)
     dataset, session, truth = dataset_and_session(args)
-    session.map_memo = {} if args.ablation else None  # one forward pass per image for every ablation row
+    from saywhy.pipeline import SpilledMaps
+
+    # one forward pass per image for every ablation row, its maps on disk (memory stays flat)
+    session.map_memo = SpilledMaps() if args.ablation else None
     name = args.name or (args.root.name if args.root else _dataset_name(dataset.root))
     extractor = PhraseExtractor(cache_dir=ws.phrase_cache, progress=progress(args))
     result = evaluate(session, dataset, extractor, truth, args.seed, args.grounding_source,

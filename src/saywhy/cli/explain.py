@@ -11,6 +11,7 @@ from pathlib import Path
 
 from saywhy.cli.common import (
     add_command,
+    add_device_options,
     add_session_options,
     attribute_line,
     box,
@@ -36,6 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(default: the dataset's box for a network trained on box crops, else the whole image)")
     p.add_argument("--json", action="store_true", help="print JSON lines")
     add_session_options(p)
+    add_device_options(p)
 
 
 def print_explanation(image: Path, explanation, as_json: bool) -> None:

@@ -11,9 +11,11 @@ from pathlib import Path
 
 from saywhy.cli.common import (
     add_command,
+    add_device_options,
     add_strict_option,
     float_in,
     int_at_least,
+    network_device,
     note,
     progress,
     skip_summary,
@@ -69,6 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="fit from the N folders 'saywhy extract --shard K/N' wrote, instead of --root")
     p.add_argument("--distributed", action="store_true",
                    help="one fit across the processes torchrun starts (automatic when WORLD_SIZE > 1); rank 0 writes")
+    add_device_options(p)
     add_config_options(p)
 
 
@@ -162,7 +165,7 @@ def run(args: argparse.Namespace) -> None:
     check_replaceable(args.out, "explainer")  # before minutes of work, not after
     ws = workspace(args)
     config = config_from(args)
-    model, meta = load_checkpoint(args.model)
+    model, meta = load_checkpoint(args.model, map_location=network_device(args))
     metadata = {"checkpoint": str(args.model.resolve()), "arch": meta["arch"]}
     synonyms = None
     if args.synonyms is not None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from saywhy.cli.common import add_command, add_dataset_options, add_session_options, dataset_and_session, int_at_least, progress, skip_summary
+from saywhy.cli.common import (add_command, add_dataset_options, add_device_options, add_session_options, dataset_and_session,
+                               int_at_least, progress, skip_summary)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,6 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="folder for index.html, gallery.json and figure1_cam.png (default ./saywhy-gallery)")
     p.add_argument("--seed", type=int_at_least(0), default=0, help="which test images are drawn (the same draw as 'saywhy demo')")
     add_session_options(p)
+    add_device_options(p)
 
 
 def run(args: argparse.Namespace) -> None:

@@ -8,7 +8,7 @@ import argparse
 import json
 from pathlib import Path
 
-from saywhy.cli.common import add_attribute_option, add_command, add_session_options, box, load_session
+from saywhy.cli.common import add_device_options, add_attribute_option, add_command, add_session_options, box, load_session
 from saywhy.cli.fit import SIGMAS
 
 
@@ -21,6 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the peaks as JSON")
     p.add_argument("--box", type=box, metavar="X,Y,W,H", help="ground in this region of the image only, in pixels")
     add_session_options(p)
+    add_device_options(p)
 
 
 def run(args: argparse.Namespace) -> None:

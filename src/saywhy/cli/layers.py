@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from saywhy.cli.common import add_command
+from saywhy.cli.common import add_command, add_device_options, network_device
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,6 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--layer", help="check this feature layer (default: chosen automatically)")
     p.add_argument("--head", help="check this linear head (default: chosen automatically)")
     p.add_argument("--all", action="store_true", help="also list candidates that are not exact")
+    add_device_options(p)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -26,9 +27,10 @@ def run(args: argparse.Namespace) -> None:
     from saywhy.model.checkpoint import checkpoint_preprocess, load_checkpoint
     from saywhy.model.layers import find_layers, layer_candidates
 
-    model, meta = load_checkpoint(args.checkpoint)
+    device = network_device(args)
+    model, meta = load_checkpoint(args.checkpoint, map_location=device)
     size = checkpoint_preprocess(meta).image_size
-    example = torch.zeros(1, 3, size, size)
+    example = torch.zeros(1, 3, size, size, device=device)
     candidates = layer_candidates(model, example)
     shown = [c for c in candidates if c.exact or args.all]
     for candidate in shown:

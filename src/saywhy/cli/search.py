@@ -5,7 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
-from saywhy.cli.common import add_command, add_attribute_option, add_session_options, int_at_least, load_session
+from saywhy.cli.common import add_device_options, add_command, add_attribute_option, add_session_options, int_at_least, load_session
 from saywhy.errors import SaywhyError
 
 
@@ -19,6 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, help="also write a contact sheet of the top images (PNG or JPEG)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     add_session_options(p)
+    add_device_options(p)
 
 
 def run(args: argparse.Namespace) -> None:

@@ -234,3 +234,20 @@ def _check_caption_folder(caption_root: Path, class_names: dict[int, str]) -> No
             f"sub-folders is a class of classes.txt (e.g. {next(iter(class_names.values()), '?')}); "
             "pass the text_c10 folder that belongs to this dataset with --captions"
         )
+
+
+def read_boxes(root: str | Path) -> dict[str, ImageRecord]:
+    """Each image's bounding box, as a record (no class, captions or keypoints) keyed by its resolved path.
+
+    Reads ``images.txt`` and ``bounding_boxes.txt`` alone: what a session needs to crop an
+    image given by path the way its network was trained, in milliseconds where
+    :func:`read_cub` reads every caption file.
+    """
+    cub_root = find_cub_root(root)
+    skipped: Counter = Counter()
+    images = _int_map(cub_root / "images.txt", skipped) if (cub_root / "images.txt").is_file() else {}
+    boxes = _read_bboxes(cub_root, skipped) if (cub_root / "bounding_boxes.txt").is_file() else {}
+    folder, resolved = cub_root / "images", (cub_root / "images").resolve()
+    return {str(resolved / rel): ImageRecord(image_id=image_id, path=folder / rel, class_id=-1, is_train=False,
+                                             bbox=boxes[image_id])
+            for image_id, rel in images.items() if image_id in boxes}

@@ -151,9 +151,12 @@ def image_size(path: str | Path) -> tuple[int, int]:
     >>> image_size("photo_taken_sideways.jpg")  # doctest: +SKIP
     (3000, 4000)
     """
-    with Image.open(path) as image:
-        width, height = image.size
-        return (height, width) if exif_orientation(image) in (5, 6, 7, 8) else (width, height)
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            return (height, width) if exif_orientation(image) in (5, 6, 7, 8) else (width, height)
+    except (OSError, ValueError) as error:
+        raise SaywhyError(f"image {path} cannot be read ({type(error).__name__}): replace or remove the file") from None
 
 
 def upright_point(x: float, y: float, orientation: int, stored_size: tuple[int, int]) -> tuple[float, float]:

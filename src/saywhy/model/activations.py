@@ -10,7 +10,14 @@ maps with the per-image statistics of the pooled vector (see :mod:`saywhy.model.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import contextvars
+import ctypes
+import os
+import platform
+import queue
+import threading
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,8 +58,67 @@ def model_device(model: nn.Module) -> torch.device:
 
 def model_dtype(model: nn.Module) -> torch.dtype:
     """The floating dtype of the model's parameters (inputs are cast to it), float32 without any."""
-    floating = [p.dtype for p in model.parameters() if p.is_floating_point()]
-    return floating[0] if floating else torch.float32
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+_AMP: contextvars.ContextVar[str | None] = contextvars.ContextVar("saywhy_amp", default=None)
+_ALLOCATOR_TUNED = False
+# glibc mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+
+
+@contextlib.contextmanager
+def mixed_precision(amp: str | None) -> Iterator[None]:
+    """Run every extraction inside the block under CUDA autocast (``"bf16"`` or ``"fp16"``; None: full precision).
+
+    Only CUDA gains from it; on other devices the forward passes stay in the model's dtype. Features
+    computed under autocast are cached apart from full-precision ones (:mod:`saywhy.model.feature_cache`).
+    """
+    if amp is not None and amp not in AMP_DTYPES:
+        raise SaywhyError(f"unknown --amp {amp!r}: choose one of {', '.join(AMP_DTYPES)}")
+    token = _AMP.set(amp)
+    try:
+        yield
+    finally:
+        _AMP.reset(token)
+
+
+def amp_for(device: torch.device) -> str | None:
+    """The autocast precision in force for a model on ``device`` (None off CUDA)."""
+    return _AMP.get() if device.type == "cuda" else None
+
+
+def tune_cpu_allocator() -> bool:
+    """Keep the allocator from handing large blocks back to the system after every batch (glibc only, once).
+
+    By default glibc serves blocks over a dynamic threshold with fresh ``mmap`` calls and
+    returns freed memory at the top of the heap, so each CPU batch page-faults its activation
+    buffers back in: on a 2-core machine, EfficientNet-Lite0 at batch 32 ran at a third of the
+    forward-only speed (19 million minor faults for 1,000 images). With blocks under 32 MB on
+    the heap, up to 1 GB of free memory kept and 512 MB of headroom per growth, every batch
+    reuses the last one's memory (BENCHMARKS.md, "Speed"). Skipped where the user set glibc's
+    own malloc variables, and on other C libraries.
+    """
+    global _ALLOCATOR_TUNED
+    if _ALLOCATOR_TUNED:
+        return True
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc" \
+            or any(k.startswith("MALLOC_") or k == "GLIBC_TUNABLES" for k in os.environ):
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    _ALLOCATOR_TUNED = bool(mallopt(_M_MMAP_THRESHOLD, 32 * 2**20) and mallopt(_M_TRIM_THRESHOLD, 2**30)
+                            and mallopt(_M_TOP_PAD, 512 * 2**20))
+    return _ALLOCATOR_TUNED
+
+
+def default_batch_size(device: torch.device) -> int:
+    """Images per forward pass: 64 on accelerators; 16 on the CPU, where with the allocator tuned
+    batches of 8 to 32 run at the same speed (measured, BENCHMARKS.md) and 16 bounds the memory."""
+    return 16 if device.type == "cpu" else 64
 
 
 def extract_activations(
@@ -60,30 +126,106 @@ def extract_activations(
     items: Sequence[ImageRecord | str | Path],
     preprocess: Preprocess,
     layers: LayerChoice,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     keep_maps: bool = False,
     progress: bool = True,
-    num_workers: int = 0,
+    num_workers: int | None = None,
 ) -> Activations:
-    """Batched forward passes with hooks on the head's input (and the feature layer's output)."""
+    """Batched forward passes with hooks on the head's input (and the feature layer's output).
+
+    ``batch_size`` defaults to :func:`default_batch_size` for the model's device. Decoding
+    overlaps the forward passes: ``num_workers`` DataLoader processes (default: up to 4 on
+    CUDA, with pinned memory), else on the CPU one thread that decodes the next batch while
+    the network runs, when torch leaves a core free.
+    """
+    device = model_device(model)
+    if device.type == "cpu" and len(items) > 1:
+        tune_cpu_allocator()
+    batch_size = batch_size or default_batch_size(device)
+    # only files need decoding (tensors are used as they are, and may live on the GPU already)
+    decoding = len(items) > batch_size and all(isinstance(i, (ImageRecord, str, Path)) for i in items)
+    if num_workers is None:
+        num_workers = min(4, max(0, (os.cpu_count() or 1) - 1)) if device.type == "cuda" and decoding else 0
+    if all(isinstance(i, torch.Tensor) for i in items):  # preprocessed already: batched as they are, no loader
+        return activations_from_batches(model, _tensor_batches(items, batch_size), layers, keep_maps, progress,
+                                        n_items=len(items))
     loader = torch.utils.data.DataLoader(
-        ImageDataset(items, preprocess), batch_size=batch_size, num_workers=num_workers
+        ImageDataset(items, preprocess), batch_size=batch_size, num_workers=num_workers,
+        pin_memory=device.type == "cuda" and num_workers > 0,
     )
-    return activations_from_batches(model, loader, layers, keep_maps, progress, n_items=len(items))
+    batches: Iterable = loader
+    if num_workers == 0 and decoding and torch.get_num_threads() < (os.cpu_count() or 1):
+        batches = prefetched(loader)
+    return activations_from_batches(model, batches, layers, keep_maps, progress, n_items=len(items))
+
+
+def _tensor_batches(items: Sequence[torch.Tensor], batch_size: int) -> Iterator:
+    for start in range(0, len(items), batch_size):
+        chunk = items[start:start + batch_size]
+        yield torch.stack(list(chunk)), torch.arange(start, start + len(chunk)), torch.ones(len(chunk), dtype=torch.bool)
+
+
+def prefetched(batches: Iterable, depth: int = 2) -> Iterator:
+    """``batches``, produced by a background thread up to ``depth`` ahead (PIL decodes without the GIL).
+
+    An error in the producer is raised in the consumer; a consumer that stops early stops the producer.
+    """
+    out: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                while not stop.is_set():
+                    try:
+                        out.put(batch, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer, raised there
+            out.put(_Failed(error))
+            return
+        out.put(done)
+
+    worker = threading.Thread(target=produce, name="saywhy-decode", daemon=True)
+    worker.start()
+    try:
+        while True:
+            batch = out.get()
+            if batch is done:
+                return
+            if isinstance(batch, _Failed):
+                raise batch.error
+            yield batch
+    finally:
+        stop.set()
+        worker.join(timeout=5)
+
+
+@dataclass
+class _Failed:
+    error: BaseException
 
 
 def activations_from_batches(model: nn.Module, batches, layers: LayerChoice, keep_maps: bool = False,
                              progress: bool = False, n_items: int | None = None) -> Activations:
     """The same as :func:`extract_activations` over any iterable of ``(images, index, ok)`` batches."""
     device, dtype = model_device(model), model_dtype(model)
-    model.eval()
+    amp = amp_for(device)
+    precision = torch.autocast(device.type, dtype=AMP_DTYPES[amp]) if amp else contextlib.nullcontext()
+    if any(m.training for m in model.modules()):  # cheaper than eval()'s walk when it is in eval mode already
+        model.eval()
     pooled, logits, maps, kept = [], [], [], []
     outputs = [layers.feature_layer] if keep_maps else []
-    with capture(model, outputs=outputs, inputs=[layers.head]) as seen, torch.no_grad():
-        for images, index, ok in tqdm(batches, desc="activations", disable=not progress, leave=False):
+    with capture(model, outputs=outputs, inputs=[layers.head]) as seen, torch.inference_mode(), precision:
+        for images, index, ok in (tqdm(batches, desc="activations", leave=False) if progress else batches):
             if not ok.any():
                 continue
-            out = model(images[ok].to(device=device, dtype=dtype))
+            batch = images if bool(ok.all()) else images[ok]
+            out = model(batch.to(device=device, dtype=dtype, non_blocking=True))
             logits.append(out.float().cpu().numpy())
             pooled.append(seen[f"in:{layers.head}"].flatten(1).float().cpu().numpy())
             if keep_maps:

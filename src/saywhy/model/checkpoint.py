@@ -106,8 +106,16 @@ def weights_digest(model: nn.Module) -> str:
     """A content hash of the network: its module structure (repr) and its weights.
 
     The structure matters too: the same tensors in a symmetric-padding and a TF-padding
-    EfficientNet give different outputs, so they must not share fitted explainers.
+    EfficientNet give different outputs, so they must not share fitted explainers. Computed
+    once per model object while its weights stay the same (:mod:`saywhy.model.memo`), so
+    loading, fitting and every session over one network hash it once.
     """
+    from saywhy.model.memo import memoized
+
+    return memoized(model, "weights_digest", lambda: _weights_digest(model))
+
+
+def _weights_digest(model: nn.Module) -> str:
     digest = hashlib.sha256(repr(model).encode())
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
@@ -126,8 +134,8 @@ def save_checkpoint(folder: str | Path, model: nn.Module, meta: dict[str, Any]) 
     return folder
 
 
-def load_checkpoint(folder: str | Path, map_location: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model of a checkpoint folder and return it (in eval mode) with its metadata.
+def load_checkpoint(folder: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model of a checkpoint folder and return it (in eval mode, on ``map_location``) with its metadata.
 
     Every way a folder can be wrong (missing files, bad JSON, missing fields, weights that
     do not fit the architecture, NaN weights, tensors that no longer match the digest saved
@@ -152,7 +160,7 @@ def load_checkpoint(folder: str | Path, map_location: str = "cpu") -> tuple[nn.M
     _preprocess(meta["preprocess"], str(meta_path))
     model = build_model(meta["arch"], len(meta["classes"]), **meta.get("arch_kwargs", {}))
     try:
-        state = load_file(weights_path, device=map_location)
+        state = load_file(weights_path, device="cpu")  # checked and digested on the CPU, then moved
     except (SafetensorError, OSError, RuntimeError) as error:
         raise SaywhyError(f"cannot read {weights_path} ({type(error).__name__}): the checkpoint is damaged, write it again") from None
     bad = [name for name, tensor in state.items() if tensor.is_floating_point() and not bool(tensor.isfinite().all())]
@@ -163,6 +171,8 @@ def load_checkpoint(folder: str | Path, map_location: str = "cpu") -> tuple[nn.M
     if meta.get("weights_digest") and weights_digest(model) != meta["weights_digest"]:
         raise SaywhyError(f"{weights_path} does not match the weights digest in {meta_path.name} (damaged or edited "
                           "after saving): train or import the checkpoint again")
+    if torch.device(map_location).type != "cpu":
+        model.to(map_location)
     return model.eval(), meta
 
 

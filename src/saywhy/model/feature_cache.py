@@ -29,7 +29,7 @@ from torch import nn
 
 from saywhy.data.images import Preprocess
 from saywhy.data.records import ImageRecord
-from saywhy.model.activations import extract_activations
+from saywhy.model.activations import amp_for, extract_activations, model_device
 from saywhy.model.layers import LayerChoice
 
 log = logging.getLogger(__name__)
@@ -43,8 +43,16 @@ def backbone_digest(model: nn.Module, head: str) -> str:
 
     The layers count as much as the weights: timm's ``efficientnet_lite0`` and
     ``tf_efficientnet_lite0`` hold the same tensors under the same names but pad
-    differently, and must not share features.
+    differently, and must not share features. Computed once per model object while its
+    weights stay the same (:mod:`saywhy.model.memo`): a cache-hit explain no longer re-hashes
+    the backbone.
     """
+    from saywhy.model.memo import memoized
+
+    return memoized(model, ("backbone_digest", head), lambda: _backbone_digest(model, head))
+
+
+def _backbone_digest(model: nn.Module, head: str) -> str:
     digest = hashlib.sha256()
     prefix = f"{head}."
     for name, module in model.named_modules():
@@ -109,11 +117,17 @@ class FeatureCache:
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
+        # per model folder: the shard files' (name, size, mtime) as last read, and their rows, so a
+        # cache-hit call reads the disk only when another process has written a shard since
+        self._read: dict[Path, tuple[tuple, dict[bytes, np.ndarray]]] = {}
 
     def model_folder(self, model: nn.Module, preprocess: Preprocess, layers: LayerChoice) -> Path:
         """Where rows for this backbone, layer and preprocessing live."""
         parts = [backbone_digest(model, layers.head), layers.head, layers.n_filters, preprocess.image_size,
                  list(preprocess.mean), list(preprocess.std), preprocess.crop]
+        amp = amp_for(model_device(model))
+        if amp:  # autocast features differ from full-precision ones: kept apart (full precision keys unchanged)
+            parts.append(f"amp={amp}")
         return self.folder / hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
 
     def pooled(
@@ -122,20 +136,14 @@ class FeatureCache:
         items: Sequence[ImageRecord | str | Path],
         preprocess: Preprocess,
         layers: LayerChoice,
-        batch_size: int = 32,
+        batch_size: int | None = None,
         progress: bool = True,
     ) -> CachedFeatures:
         """The head-input features of ``items``: read where cached, computed and stored where not."""
         started = time.perf_counter()
         folder = self.model_folder(model, preprocess, layers)
         keys = [image_key(item, preprocess) for item in items]
-        known = _read_shards(folder, layers.n_filters)
-        damaged = [key for key, row in known.items() if not np.isfinite(row).all()]
-        if damaged:  # a damaged or edited cache file: never serve its rows, compute them again
-            log.warning("%d cached feature rows in %s hold NaN or infinite numbers: computing them again",
-                        len(damaged), folder)
-            for key in damaged:
-                del known[key]
+        known = self._known(folder, layers.n_filters)
         missing = [i for i, key in enumerate(keys) if key is None or key not in known]
         computed: dict[int, np.ndarray] = {}
         if missing:
@@ -147,6 +155,7 @@ class FeatureCache:
             if new:
                 _write_shard(folder, np.stack([np.frombuffer(k, np.uint8) for k, _ in new]),
                              np.stack([r for _, r in new]).astype(np.float32))
+                self._read.pop(folder, None)  # read again (and compacted) on the next call
         index, pooled = [], []
         for i, key in enumerate(keys):
             row = computed.get(i)
@@ -163,6 +172,36 @@ class FeatureCache:
             n_cached=len(index) - len(computed),
             seconds=round(time.perf_counter() - started, 2),
         )
+
+
+    def _known(self, folder: Path, n_filters: int) -> dict[bytes, np.ndarray]:
+        """Every finite cached row of ``folder``; the shards are read again only when their files changed."""
+        listing = _listing(folder)
+        seen = self._read.get(folder)
+        if seen is not None and seen[0] == listing:
+            return seen[1]
+        known = _read_shards(folder, n_filters)
+        damaged = [key for key, row in known.items() if not np.isfinite(row).all()]
+        if damaged:  # a damaged or edited cache file: never serve its rows, compute them again
+            log.warning("%d cached feature rows in %s hold NaN or infinite numbers: computing them again",
+                        len(damaged), folder)
+            for key in damaged:
+                del known[key]
+        self._read[folder] = (_listing(folder), known)  # after a compaction, the files it left
+        return known
+
+
+def _listing(folder: Path) -> tuple:
+    if not folder.is_dir():
+        return ()
+    files = []
+    for shard in sorted(folder.glob("*.safetensors")):
+        try:
+            stat = shard.stat()
+        except OSError:  # removed meanwhile (another process compacting): read again next time
+            continue
+        files.append((shard.name, stat.st_size, stat.st_mtime_ns))
+    return tuple(files)
 
 
 # A temporary shard older than this was left by a killed run (writing one takes seconds).

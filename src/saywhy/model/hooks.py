@@ -18,6 +18,12 @@ from saywhy.errors import SaywhyError
 
 def get_module(model: nn.Module, name: str) -> nn.Module:
     """The sub-module called ``name`` (dotted, as in ``model.named_modules()``)."""
+    try:  # a walk down the dotted path: no listing of every module on each forward pass
+        found = model.get_submodule(name) if name else model
+        if isinstance(found, nn.Module):
+            return found
+    except (AttributeError, TypeError):
+        pass
     modules = dict(model.named_modules())
     if name not in modules:
         close = [n for n in modules if n and (name in n or n.endswith(name.split(".")[-1]))][:8]

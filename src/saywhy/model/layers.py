@@ -166,8 +166,17 @@ def find_layers(
     global pooling itself, then the last module to run wins (so a post-activation block
     output beats the bare conv before it). A named ``feature_layer``/``head`` is checked
     the same way. ``example`` gives only shape, dtype and device: the check runs on a
-    seeded random batch of two (:func:`probe_batch`).
+    seeded random batch of two (:func:`probe_batch`). The choice is made once per model
+    object, input shape, dtype and device while the weights stay the same
+    (:mod:`saywhy.model.memo`); a refusal is never stored.
     """
+    from saywhy.model.memo import memoized
+
+    key = ("find_layers", tuple(example.shape[1:]), example.dtype, example.device, feature_layer, head)
+    return memoized(model, key, lambda: _find_layers(model, example, feature_layer, head))
+
+
+def _find_layers(model: nn.Module, example: torch.Tensor, feature_layer: str | None, head: str | None) -> LayerChoice:
     if feature_layer is not None:
         get_module(model, feature_layer)
     trace = _run(model, example)
