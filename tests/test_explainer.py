@@ -309,7 +309,7 @@ def test_natural_sentence_uses_learned_forms():
     pooled, counts, weights = _data()
     captions = ["this small bird has a red crown and a white eyebrow", "a bird with a blue crown", "small bird"]
     # "small bird" has no filter of its own here: a weak penalty lets it into the sentence, whose form is the point.
-    explainer = Explainer(ExplainerConfig(top_k=4, min_df=1, evidence_l2=1e-3)).fit(
+    explainer = Explainer(ExplainerConfig(top_k=4, min_df=1, evidence_l2=1e-3 / len(VOCAB))).fit(
         pooled, counts, VOCAB, weights, CLASSES, surface_forms=learn_surface_forms(captions, VOCAB))
     sentence = explainer.explain(pooled[:1])[0].sentence
     assert sentence.startswith("This is a Red-capped Wren, a small bird, because it has a red")

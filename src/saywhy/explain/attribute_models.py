@@ -252,7 +252,9 @@ class EvidenceModel(AttributeModel):
             # Term counts serve as incidence: the loss reads only which counts are above 0 (eq. 4).
             moments = chunk_moments(chunks, n_filters, n_attributes, combine.sum)
             loss = EvidenceLoss(chunks, moments.mean, moments.std)
-            self.evidence_ = combine.fit_evidence(loss, moments, self.config.evidence_l2)
+            # evidence_l2 is per vocabulary term (ExplainerConfig): the penalty each attribute's own
+            # problem gets grows with the vocabulary, as chosen on held-out training images.
+            self.evidence_ = combine.fit_evidence(loss, moments, self.config.evidence_l2 * n_attributes)
         return self
 
     def _weighting(self, p_filter):
