@@ -16,7 +16,6 @@ The backend is NCCL when each rank has a GPU, else gloo (CPU); ``torchrun`` sets
 from __future__ import annotations
 
 import os
-from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,10 +29,8 @@ from saywhy.errors import SaywhyError
 from saywhy.explain.attribute_models import Combine
 from saywhy.explain.explainer import Explainer, ExplainerConfig
 from saywhy.pipeline import FitReport, head_parameters, near_chance_warning, resolve_layers
-from saywhy.shards import ShardPart, extract_part
+from saywhy.shards import ShardPart, extract_part, merged_vocabulary
 from saywhy.text.surface import learn_surface_forms
-from saywhy.text.synonyms import SynonymGroups, learn_synonyms
-from saywhy.text.vocabulary import AttributeVocabulary
 
 _STOP, _EVALUATE = 0, 1
 
@@ -130,15 +127,8 @@ def fit_parts(part: ShardPart, model: torch.nn.Module, config: ExplainerConfig, 
     # Synonym groups are learned from every rank's captions (as fit_explainer learns them from all);
     # merged phrases count once per document, so the vocabulary is counted again from the documents.
     per_caption = [image for g in gathered for image in g[6]] if part.meta["source"] == "captions" else None
-    synonyms = learn_synonyms(per_caption) if per_caption is not None else SynonymGroups([], "none")
-    if synonyms.groups:
-        vocabulary = AttributeVocabulary(min_df=config.min_df, synonyms=synonyms).fit(
-            [d for g in gathered for d in g[7]])
-    else:
-        frequency: Counter[str] = Counter()
-        for table, *_ in gathered:
-            frequency.update(table)
-        vocabulary = AttributeVocabulary(min_df=config.min_df).fit_frequencies(frequency, n_images)
+    synonyms, vocabulary = merged_vocabulary(config, per_caption, [g[0] for g in gathered], n_images,
+                                             lambda: [d for g in gathered for d in g[7]])
     counts = vocabulary.transform(part.documents)
     preprocess_layers = resolve_layers(model, _preprocess(part.meta), part.meta["layer"], part.meta["head"])
     weights, bias = head_parameters(model, preprocess_layers)

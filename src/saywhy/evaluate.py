@@ -71,6 +71,15 @@ def truth_checks(session: ExplainerSession, pooled: np.ndarray, records, dataset
             "top_attribute_separates_from_twin": top_separates / max(1, n), "confusable_pair_images": n}
 
 
+def training_captions(explainer, dataset: Dataset, extractor: PhraseExtractor, train: Sequence[ImageRecord]
+                      ) -> tuple[list[list[str]], np.ndarray]:
+    """The captioned training images' phrases, written with the explainer's synonym groups, and the
+    class caption frequency they give (the image-blind baseline: per class, the share naming t)."""
+    docs = [explainer.synonyms_.terms(d) for d in extractor.extract_documents([list(r.captions) for r in train])]
+    labels = [dataset.class_index(r.class_id) for r in train]
+    return docs, class_attribute_frequency(docs, labels, explainer.vocabulary_, len(explainer.class_names_))
+
+
 def parsed_split(session: ExplainerSession, records: Sequence[ImageRecord], extractor: PhraseExtractor
                  ) -> tuple[list[ImageRecord], Activations, list[list[str] | None]]:
     """The readable records, their activations, and each one's caption phrases (None without captions),
@@ -90,9 +99,7 @@ def text_baselines(session: ExplainerSession, dataset: Dataset, extractor: Phras
     explainer = session.explainer
     k, vocabulary = explainer.config.top_k, explainer.vocabulary_
     train = dataset.with_captions(dataset.split(train=True))
-    train_docs = [explainer.synonyms_.terms(d) for d in extractor.extract_documents([list(r.captions) for r in train])]
-    labels = [dataset.class_index(r.class_id) for r in train]
-    frequency = class_attribute_frequency(train_docs, labels, vocabulary, len(explainer.class_names_))
+    train_docs, frequency = training_captions(explainer, dataset, extractor, train)
     rows = [i for i, d in enumerate(documents) if d is not None]
     classes, captions, right = predicted[rows], [kept[i].captions for i in rows], correct[rows]
     fixed = fixed_attributes(train_docs, k)
@@ -129,14 +136,12 @@ def retrieval_operating_point(session: ExplainerSession, dataset: Dataset, extra
     train = dataset.with_captions(dataset.split(train=True))
     train_acts = session.activations(train, strict=False)
     train = [train[i] for i in train_acts.index]
-    train_docs = [explainer.synonyms_.terms(d) for d in extractor.extract_documents([list(r.captions) for r in train])]
-    labels = [dataset.class_index(r.class_id) for r in train]
     rows = [i for i, d in enumerate(documents) if d is not None]
     if not rows or not train:
         return {}
+    train_docs, frequency = training_captions(explainer, dataset, extractor, train)
     out = retrieval_at_tnr(explainer.attribute_log_pdf(train_acts.pooled), train_docs,
                            explainer.attribute_log_pdf(pooled[rows]), documents, vocabulary, tnr=tnr, seed=seed)
-    frequency = class_attribute_frequency(train_docs, labels, vocabulary, len(explainer.class_names_))
     train_predicted = explainer.predict(train_acts.pooled)
     baseline = retrieval_at_tnr(frequency[train_predicted], train_docs, frequency[predicted[rows]], documents,
                                 vocabulary, tnr=tnr, seed=seed)
@@ -158,9 +163,7 @@ def image_specificity(session: ExplainerSession, dataset: Dataset, extractor: Ph
     if not rows:
         return {}
     train = dataset.with_captions(dataset.split(train=True))
-    train_docs = [explainer.synonyms_.terms(d) for d in extractor.extract_documents([list(r.captions) for r in train])]
-    labels = [dataset.class_index(r.class_id) for r in train]
-    frequency = class_attribute_frequency(train_docs, labels, vocabulary, len(explainer.class_names_))
+    _, frequency = training_captions(explainer, dataset, extractor, train)
     records = [kept[i] for i in rows]
     classes = [int(explanations[i].class_index) for i in rows]
     cited = {"method": [[t for t, _ in explanations[i].attributes] for i in rows],

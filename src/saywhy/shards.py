@@ -22,7 +22,7 @@ import hashlib
 import json
 import re
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -196,6 +196,23 @@ def _documents(folder: Path) -> dict[str, list[list[str]]]:
     return json.loads((folder / "documents.json").read_text())
 
 
+def merged_vocabulary(config: ExplainerConfig, per_caption: list[list[list[str]]] | None,
+                      frequencies: Sequence[Mapping[str, int]], n_images: int,
+                      documents: Callable[[], list[list[str]]], synonyms: SynonymGroups | None = None
+                      ) -> tuple[SynonymGroups, AttributeVocabulary]:
+    """The synonym groups (None: learned from every part's ``per_caption``) and the vocabulary of
+    parts of one fit: their document ``frequencies`` add up when nothing is merged; merged phrases
+    count once per document, so then it is counted again from all ``documents()``."""
+    if synonyms is None:
+        synonyms = learn_synonyms(per_caption) if per_caption is not None else SynonymGroups([], "none")
+    if synonyms.groups:
+        return synonyms, AttributeVocabulary(min_df=config.min_df, synonyms=synonyms).fit(documents())
+    frequency: Counter[str] = Counter()
+    for table in frequencies:
+        frequency.update(table)
+    return synonyms, AttributeVocabulary(min_df=config.min_df).fit_frequencies(frequency, n_images)
+
+
 def fit_from_shards(folders: Sequence[str | Path], model: nn.Module, config: ExplainerConfig = ExplainerConfig(),
                     metadata: dict[str, Any] | None = None, rows: int = CHUNK_ROWS,
                     synonyms: SynonymGroups | None = None) -> tuple[Explainer, FitReport]:
@@ -209,16 +226,9 @@ def fit_from_shards(folders: Sequence[str | Path], model: nn.Module, config: Exp
     per_caption = None
     if first["source"] == "captions":
         per_caption = [image for folder, _ in shards for image in _documents(folder)["per_caption"]]
-    if synonyms is None:
-        synonyms = learn_synonyms(per_caption) if per_caption is not None else SynonymGroups([], "none")
-    if synonyms.groups:  # merged phrases count once per document: counted again from the documents
-        vocabulary = AttributeVocabulary(min_df=config.min_df, synonyms=synonyms).fit(
-            [d for folder, _ in shards for d in _documents(folder)["documents"]])
-    else:  # the shards' document frequencies add up
-        frequency: Counter[str] = Counter()
-        for _, meta in shards:
-            frequency.update(meta["document_frequency"])
-        vocabulary = AttributeVocabulary(min_df=config.min_df).fit_frequencies(frequency, n_images)
+    synonyms, vocabulary = merged_vocabulary(
+        config, per_caption, [meta["document_frequency"] for _, meta in shards], n_images,
+        lambda: [d for folder, _ in shards for d in _documents(folder)["documents"]], synonyms)
     # Term counts are sparse (images x attributes, nonzeros only): kept for the fit's passes.
     counts = [vocabulary.transform(_documents(folder)["documents"]) for folder, _ in shards]
     weights, bias = head_parameters(model, layers)
