@@ -22,3 +22,16 @@ def examples(share: float = 1.0) -> settings:
     """The settings for one property test: ``share`` of the profile's ``max_examples`` (at least 5)."""
     profile = settings.get_profile(PROFILE)
     return settings(profile, max_examples=max(5, int(profile.max_examples * share)))
+
+
+def attached_or_one_line(dataset, path):
+    """``dataset`` with the attribute file at ``path`` attached, or None when it is refused, which must
+    be in one line (the documented error of the attribute-file readers)."""
+    from saywhy.data.attribute_files import attach_attribute_file
+    from saywhy.errors import SaywhyError
+
+    try:
+        return attach_attribute_file(dataset, path)
+    except SaywhyError as error:
+        assert "\n" not in str(error)
+        return None
