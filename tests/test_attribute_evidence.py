@@ -53,3 +53,13 @@ def test_bad_inputs_are_clear_errors():
         fit_attribute_evidence(pooled, incidence, l2=0)
     with pytest.raises(SaywhyError, match="filters"):
         AttributeEvidence(np.ones((1, 3)), np.zeros(1)).logits(np.ones((1, 2)))
+
+
+def test_probability_at_pairs_equals_the_full_matrix_there():
+    rng = np.random.default_rng(3)
+    model = AttributeEvidence(rng.normal(size=(7, 5)), rng.normal(size=7))
+    pooled = rng.gamma(2.0, size=(4, 5))
+    rows, columns = np.array([0, 0, 3, 2, 1]), np.array([6, 1, 1, 0, 4])
+    np.testing.assert_allclose(model.probability_at(pooled, rows, columns), model.probability(pooled)[rows, columns],
+                               rtol=1e-12)
+    assert model.probability_at(pooled, rows[:0], columns[:0]).shape == (0,)

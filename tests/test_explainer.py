@@ -358,3 +358,15 @@ def test_contrasts_weigh_the_filters_even_without_class_weighting(contrast):
     explainer, pooled = _fitted(ExplainerConfig(top_k=2, min_df=1, contrast=contrast, class_weighting=False))
     result = explainer.contrast(pooled[25], 1, 0)
     assert result.favour[0][0] == "blue crown" and result.against[0][0] == "red crown"
+
+
+def test_printed_scores_are_the_readable_scores_of_the_cited_attributes():
+    from saywhy.explain.attribute_models import ATTRIBUTE_MODELS
+
+    for name in ATTRIBUTE_MODELS:  # each model's readable_at must agree with its readable matrix
+        explainer, pooled = _fitted(ExplainerConfig(top_k=3, min_df=1, attribute_model=name))
+        readable = explainer.readable_scores(pooled[:6], [0, 1, 0, 1, 0, 1])
+        for i, explanation in enumerate(explainer.explain(pooled[:6], [0, 1, 0, 1, 0, 1])):
+            assert explanation.attributes
+            for term, score in explanation.attributes:
+                assert score == pytest.approx(readable[i, VOCAB.index(term)], rel=1e-12)

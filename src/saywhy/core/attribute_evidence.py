@@ -84,6 +84,14 @@ class AttributeEvidence:
         """p(t|x), or p(t|x,c) with ``filter_weights`` = p(f|x,c)."""
         return _sigmoid(self.logits(pooled, filter_weights))
 
+    def probability_at(self, pooled: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        """p(t|x) of image ``rows[i]`` and attribute ``columns[i]`` for each i: the same numbers as
+        ``probability(pooled)[rows, columns]`` without scoring every attribute."""
+        pooled = np.atleast_2d(np.asarray(pooled, np.float64))
+        rows, columns = np.asarray(rows, dtype=np.intp), np.asarray(columns, dtype=np.intp)
+        logits = np.einsum("nf,nf->n", pooled[rows], self.weights[columns]) + self.bias[columns]
+        return _sigmoid(logits)
+
     def filter_evidence(self, pooled: np.ndarray, attributes: np.ndarray) -> np.ndarray:
         """(images x filters): each filter's positive evidence a_tk phi_k(x), summed over the given
         attribute indices (one row of indices per image)."""

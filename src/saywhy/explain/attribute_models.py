@@ -122,6 +122,10 @@ class AttributeModel(ABC):
     def readable(self, pooled: np.ndarray, scores: Scores) -> np.ndarray:
         """The per-attribute score shown to users (see ``score_name``), in [0, 1]."""
 
+    def readable_at(self, pooled: np.ndarray, scores: Scores, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        """:meth:`readable` at the (row, column) pairs only: what an explanation prints for its cited attributes."""
+        return self.readable(pooled, scores)[rows, columns]
+
     @abstractmethod
     def class_ranking(self, class_pooled: np.ndarray, p_filter: np.ndarray, p_filter_class: np.ndarray) -> np.ndarray:
         """Eq. 7-8, (classes x attributes), in log units so that the order survives rounding."""
@@ -270,6 +274,9 @@ class EvidenceModel(AttributeModel):
 
     def readable(self, pooled, scores):
         return self.evidence_.probability(pooled)
+
+    def readable_at(self, pooled, scores, rows, columns):
+        return self.evidence_.probability_at(pooled, rows, columns)  # p(t|x) of the cited pairs, not the whole vocabulary
 
     def class_ranking(self, class_pooled, p_filter, p_filter_class):
         return self.evidence_.logits(class_pooled, self._weighting(p_filter))

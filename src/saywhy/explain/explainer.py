@@ -494,20 +494,28 @@ class Explainer:
         classes = predicted if classes is None else self._classes(pooled, classes)
         with np.errstate(over="ignore", invalid="ignore"):
             scores = self.attribute_model_.scores(pooled, self.filter_given_image_class(pooled, classes))
-            readable = self.attribute_model_.readable(pooled, scores)
-        _finite(readable, "the attribute scores computed from these activations (they overflow)")
         if np.isnan(scores.log_p).any() or (scores.evidence is not None and not np.isfinite(scores.evidence).all()):
             raise SaywhyError("the attribute evidence computed from these activations overflows: they are far outside "
                               "what the explainer was fitted on; check the network and the preprocessing")
-        out = []
         forms = self._forms()
-        unsaid = None if forms is None or not forms.vague else np.array([forms.is_vague(t) for t in self.vocabulary_])
-        for i, c in enumerate(classes):
+        unsaid = self._unsaid(forms)
+        orders = []
+        for i in range(len(classes)):
             ranked = np.argsort(-scores.log_p[i], kind="stable")
             if unsaid is not None:  # vague words ("particular bird") never take a place in a natural sentence
                 ranked = ranked[~unsaid[ranked]]
-            order = [j for j in ranked[: self.config.top_k] if scores.own[i, j] > 0]
-            top = [(self.vocabulary_[j], float(readable[i, j])) for j in order]
+            orders.append([int(j) for j in ranked[: self.config.top_k] if scores.own[i, j] > 0])
+        # the readable score only where it is printed: the cited attributes, not the whole vocabulary
+        rows = np.array([i for i, order in enumerate(orders) for _ in order], dtype=np.intp)
+        columns = np.array([j for order in orders for j in order], dtype=np.intp)
+        with np.errstate(over="ignore", invalid="ignore"):
+            readable = self.attribute_model_.readable_at(pooled, scores, rows, columns)
+        _finite(readable, "the attribute scores computed from these activations (they overflow)")
+        printed = iter(readable.tolist())
+        out = []
+        for i, c in enumerate(classes):
+            order = orders[i]
+            top = [(self.vocabulary_[j], next(printed)) for j in order]
             name = self.readable_name(int(c))
             others = [k for k in np.argsort(-proba[i], kind="stable") if k != c][:3]
             out.append(Explanation(
@@ -581,6 +589,17 @@ class Explainer:
 
     def _forms(self) -> SurfaceForms | None:
         return self.surface_forms_ if self.config.sentence == "natural" else None
+
+    def _unsaid(self, forms: SurfaceForms | None) -> np.ndarray | None:
+        """Which vocabulary terms are vague ("particular bird"), computed once per vocabulary and forms."""
+        if forms is None or not forms.vague:
+            return None
+        cached = getattr(self, "_unsaid_memo", None)  # (vocabulary, forms, mask): the objects it was made from
+        if cached is None or cached[0] is not self.vocabulary_ or cached[1] is not forms \
+                or len(cached[2]) != len(self.vocabulary_):
+            mask = np.array([forms.is_vague(t) for t in self.vocabulary_], dtype=bool)
+            cached = self._unsaid_memo = (self.vocabulary_, forms, mask)
+        return cached[2]
 
     def _because(self, name: str, attributes: list[str]) -> str:
         forms = self._forms()
