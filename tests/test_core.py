@@ -151,3 +151,28 @@ def test_top_sigma_marks_each_filters_most_activating_images():
 def test_top_sigma_without_thresholds_is_refused():
     with pytest.raises(SaywhyError, match="thresholds"):
         filter_given_image(POOLED, "top")
+
+
+@pytest.mark.parametrize("fraction, chunk, spare", [(0.1, 7, 3), (0.25, 50, 8), (1.0, 13, 5), (0.5, 1, 1)])
+def test_top_values_in_chunks_and_merged_are_np_quantiles_numbers(fraction, chunk, spare):
+    from saywhy.core.filter_attribute import TopValues
+
+    rng = np.random.default_rng(7)
+    pooled = rng.gamma(2.0, size=(301, 4)).astype(np.float32)
+    pooled[:200, 3] = 0.0  # a filter at its floor on most images
+    expected = np.quantile(pooled.astype(np.float64), 1 - fraction, axis=0)
+    whole, left, right = (TopValues(301, 4, fraction, spare=spare) for _ in range(3))
+    for start in range(0, 301, chunk):  # many compactions of a small buffer
+        whole.add(pooled[start:start + chunk])
+        (left if start < 150 else right).add(pooled[start:start + chunk])
+    left.merge(right)
+    for top in (whole, left):
+        got = top.thresholds()
+        floor = expected <= pooled.min(axis=0)
+        np.testing.assert_array_equal(got[~floor], expected[~floor])
+        assert (got[floor] > 0).all()
+        assert top.kept.shape == (4, top.keep)
+    too_many = TopValues(10, 4, fraction, spare=spare)
+    with pytest.raises(SaywhyError, match="images"):  # while adding (a full buffer) or when asked
+        too_many.add(pooled[:40])
+        too_many.thresholds()
