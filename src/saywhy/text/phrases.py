@@ -340,7 +340,51 @@ def _resolve_model(model: str) -> tuple[str, dict[str, Any]]:
 
 
 def _model_id(model: str) -> str:
-    import spacy
+    """The cache key of a spaCy model: language, name, version and spaCy's version.
 
-    _, meta = _resolve_model(model)
-    return f"{meta.get('lang', 'xx')}_{meta.get('name', 'model')}-{meta.get('version', '0')}-spacy{spacy.__version__}"
+    Read from the installed packages' metadata (the model's ``meta.json``, spaCy's version)
+    without importing spaCy, which takes longer than a cache-hit run's whole parsing; any
+    layout this does not recognize asks spaCy itself, as before.
+    """
+    meta = _installed_meta(model)
+    if meta is None:
+        import spacy
+
+        _, meta = _resolve_model(model)
+        version = spacy.__version__
+    else:
+        from importlib.metadata import version as installed_version
+
+        version = installed_version("spacy")
+    return f"{meta.get('lang', 'xx')}_{meta.get('name', 'model')}-{meta.get('version', '0')}-spacy{version}"
+
+
+def _installed_meta(model: str) -> dict[str, Any] | None:
+    """The ``meta.json`` of an installed model package (or a model folder), found without importing it."""
+    from importlib.metadata import PackageNotFoundError, version
+    from importlib.util import find_spec
+
+    try:
+        version("spacy")
+    except PackageNotFoundError:
+        return None
+    if Path(model).exists():
+        folders = [Path(model)]
+    else:
+        folders = []
+        for candidate in MODEL_ALIASES.get(model, (model,)):
+            try:
+                spec = find_spec(candidate)  # locates a top-level package without running it
+            except (ImportError, ValueError):
+                spec = None
+            if spec is not None and spec.submodule_search_locations:
+                folders.append(Path(next(iter(spec.submodule_search_locations))))
+                break
+    for folder in folders:
+        try:
+            meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(meta, dict) and meta.get("name"):
+            return meta
+    return None

@@ -251,6 +251,7 @@ def learn_surface_forms(captions: Iterable[str], terms: Sequence[str],
     joined_side: Counter[str] = Counter()
     second: Counter[str] = Counter()
     longest = max((len(n.split()) for n in nouns), default=1)
+    wanted = nouns | {p for n in nouns for p in plural_candidates(n)}  # the only grams whose counts are read
     counts: Counter[str] = Counter()
     after_article: Counter[str] = Counter()
     in_captions: Counter[str] = Counter()  # captions naming the noun, singular or plural
@@ -269,10 +270,14 @@ def learn_surface_forms(captions: Iterable[str], terms: Sequence[str],
                 joined[frozenset((a, b))] += 1
                 joined_side.update((a, b))
         for i in range(len(words)):
-            # "a white belly", "the orange and black crown": a determiner up to three words before the noun.
-            article = any(w in DETERMINERS for w in words[max(0, i - 3):i])
+            article = None
             for n in range(1, longest + 1):
-                gram = " ".join(words[i:i + n])
+                gram = words[i] if n == 1 else " ".join(words[i:i + n])
+                if gram not in wanted:
+                    continue
+                if article is None:
+                    # "a white belly", "the orange and black crown": a determiner up to three words before the noun.
+                    article = any(w in DETERMINERS for w in words[max(0, i - 3):i])
                 counts[gram] += 1
                 after_article[gram] += article
     found: dict[str, NounForm] = {}
