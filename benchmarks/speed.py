@@ -188,10 +188,15 @@ def ratios(models: list[str], reps: int, ig_reps: int, batches: tuple[int, ...] 
             wall: dict[str, list[float]] = {k: [] for k in methods}
             cpu: dict[str, list[float]] = {k: [] for k in methods}
             bare: list[float] = []
+            # CPU seconds of each method and of the bare forward beside it: min / min is the ratio least
+            # disturbed by other processes (interference only ever adds time), reported beside the medians
+            spent: dict[str, list[float]] = {k: [] for k in methods}
+            spent_bare: dict[str, list[float]] = {k: [] for k in methods}
             todo = dict(methods)
             if "captum_integrated_gradients_50" in peers and batch == 1:
                 todo["captum_integrated_gradients_50"] = lambda x, t, f: peers["captum_integrated_gradients_50"](x, t)
                 wall["captum_integrated_gradients_50"], cpu["captum_integrated_gradients_50"] = [], []
+                spent["captum_integrated_gradients_50"], spent_bare["captum_integrated_gradients_50"] = [], []
             for rep in range(reps):
                 for key, fn in todo.items():  # each method next to its own bare forward: interleaved
                     if key == "captum_integrated_gradients_50" and rep >= ig_reps:
@@ -200,10 +205,14 @@ def ratios(models: list[str], reps: int, ig_reps: int, batches: tuple[int, ...] 
                     used_wall, used_cpu = _timed(lambda: fn(x, t, f))
                     wall[key].append(used_wall / base_wall)
                     cpu[key].append(used_cpu / base_cpu)
+                    spent[key].append(used_cpu)
+                    spent_bare[key].append(base_cpu)
                     bare.append(base_wall)
             rows[f"batch_{batch}"] = {"bare_forward_ms": round(1000 * statistics.median(bare), 2),
                                       **{k: _median(v) for k, v in cpu.items()},
-                                      "wall_clock": {k: _median(v) for k, v in wall.items()}}
+                                      "wall_clock": {k: _median(v) for k, v in wall.items()},
+                                      "min_over_min": {k: round(min(spent[k]) / min(spent_bare[k]), 3)
+                                                       for k in spent if spent[k]}}
             print(name, batch, rows[f"batch_{batch}"], flush=True)
         out[name] = {"image_size": int(images.shape[-1]), "repetitions": reps, **rows}
     return out
