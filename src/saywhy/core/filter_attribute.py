@@ -97,8 +97,9 @@ class TopValues:
         """Take the values another accumulator kept (from other rows of the same images)."""
         self.seen += other.seen
         self.lowest = np.minimum(self.lowest, other.lowest)
-        if other._filled:
-            self._take(other.kept)
+        kept = other.kept
+        if kept.shape[1]:
+            self._take(kept)
 
     def _take(self, columns: np.ndarray) -> None:
         """Write ``columns`` (filters x m) into the buffer, partitioning it whenever it is full."""
