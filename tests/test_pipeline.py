@@ -49,3 +49,15 @@ def test_sessions_sharing_a_map_memo_run_the_network_once(tiny_noisy_synthbirds,
     assert len(calls) == 1
     ExplainerSession(shared.explainer, shared.model, shared.preprocess).activations(records, keep_maps=True)
     assert len(calls) == 2  # without a memo every call runs the network
+
+
+def test_fit_reads_documents_from_the_per_caption_phrases(tiny_noisy_synthbirds):
+    """fit_explainer builds each image's document from its per-caption phrases: the same lists as image_documents."""
+    from saywhy.pipeline import caption_phrases, image_documents
+
+    records = [r for r in tiny_noisy_synthbirds["dataset"].split(train=True) if r.captions][:20]
+    extractor = tiny_noisy_synthbirds["extractor"]
+    per_caption = caption_phrases(records, extractor)
+    flattened = [[phrase for caption in image for phrase in caption] for image in per_caption]
+    assert flattened == image_documents(records, "captions", extractor)
+    assert sum(map(len, flattened)) > 20
