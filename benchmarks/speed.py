@@ -350,7 +350,8 @@ def one_image_command(before: Path | None, reps: int) -> dict:
     image = _cub_files(1)[0]
     result: dict = {}
     for model, explainer, eager in (("demo", DEMO_EXP, DEMO_EXP_EAGER), ("cub50", CUB_EXP, CUB_EXP_EAGER)):
-        rows = ([("before", before / "src", explainer)] if before else []) + \
+        # the code before issue 13 reads explainer format 4 only: it runs on the eager explainer (the same checkpoint)
+        rows = ([("before", before / "src", eager)] if before else []) + \
             [("eager", REPO / "src", eager), ("after", REPO / "src", explainer)]
         argv = {label: [PYTHON, "-m", "saywhy", "explain", image, "--explainer", str(exp)] for label, _, exp in rows}
         for label, src, _ in rows:  # warm: the feature cache holds the image, the files are in the page cache
