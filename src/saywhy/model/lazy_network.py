@@ -18,7 +18,7 @@ The network is built (timm, torchvision) the first time it is asked for
 the recorded one.
 
 >>> record = NetworkRecord.from_metadata(explainer.metadata_)                 # doctest: +SKIP
->>> network = open_network("models/birds", record)  # reads model.json, hashes the weights file
+>>> network = open_network("models/birds", record)  # reads model.json, hashes the weights file  # doctest: +SKIP
 >>> network.built                                                              # doctest: +SKIP
 False
 """
