@@ -21,8 +21,10 @@ Sections (``--sections``, default all), each merged into ``benchmarks/results/sp
 * ``fit``: a cold ``saywhy fit`` of the cub50 checkpoint (fresh SAYWHY_HOME, so every
   feature is computed; the parsed captions copied in, so that spaCy is not what is timed)
   with the code before issue 13 (``--before``, a source tree) and this one, in one sitting.
-* ``command``: the wall time of a cache-hit one-image ``saywhy explain`` (a new process),
-  demo and cub50, before and after.
+* ``command``: the wall and CPU time of a cache-hit one-image ``saywhy explain`` (a new
+  process), demo and cub50: the code before issue 13, this code on an explainer without the
+  network record (the network is built), this code on one with it (no network built); and
+  ``python -c "import saywhy.cli"``. Each with the load average.
 
 One torch thread; repetitions interleaved; medians. Run:
     PYTHONPATH=src .venv/bin/python benchmarks/speed.py [--before /tmp/speed_before] [--sections ratios,extraction]
@@ -47,8 +49,11 @@ REPO = HERE.parent
 RESULTS = HERE / "results" / "speed.json"
 CUB = Path(os.environ.get("SAYWHY_CUB50", "/work/shared/data/cub50"))
 BENCH_HOME = Path(os.environ.get("SAYWHY_BENCH_HOME", "/work/bench_home"))
-CUB_CKPT, CUB_EXP = Path("/work/bench/ckpt"), Path("/work/bench/exp")
-DEMO_EXP = BENCH_HOME / "explainers" / "synthbirds-2fb845855c72"
+CUB_CKPT = Path("/work/bench/ckpt")
+# fitted with the code that records the network (saywhy.model.lazy_network): a cache-hit explain builds none
+CUB_EXP, DEMO_EXP = BENCH_HOME / "lazynet" / "exp", BENCH_HOME / "lazynet" / "demo_exp"
+# the same checkpoints' explainers fitted before that record existed: the eager path, for the command section
+CUB_EXP_EAGER, DEMO_EXP_EAGER = Path("/work/bench/exp"), BENCH_HOME / "explainers" / "synthbirds-2fb845855c72"
 PYTHON = sys.executable
 
 
@@ -345,24 +350,48 @@ def cold_fit(before: Path | None) -> dict:
 
 
 def one_image_command(before: Path | None, reps: int) -> dict:
-    trees = ([("before", before / "src")] if before else []) + [("after", REPO / "src")]
+    """A cache-hit one-image ``saywhy explain`` in a new process: wall and CPU seconds, medians, with the load.
+
+    Rows: ``before`` (the code before issue 13, ``--before``), ``eager`` (this code, an explainer
+    without the network record, so the network is built) and ``after`` (this code and an explainer
+    that records its checkpoint: no network built), interleaved.
+    """
     image = _cub_files(1)[0]
     result: dict = {}
-    for model, explainer in (("demo", DEMO_EXP), ("cub50", CUB_EXP)):
-        argv = [PYTHON, "-m", "saywhy", "explain", image, "--explainer", str(explainer)]
-        for _, src in trees:  # warm: the feature cache holds the image, the files are in the page cache
-            _run(argv, src, BENCH_HOME)
-        times: dict[str, list[float]] = {label: [] for label, _ in trees}
-        cpu: dict[str, list[float]] = {label: [] for label, _ in trees}
+    for model, explainer, eager in (("demo", DEMO_EXP, DEMO_EXP_EAGER), ("cub50", CUB_EXP, CUB_EXP_EAGER)):
+        # the code before issue 13 reads explainer format 4 only: it runs on the eager explainer (the same checkpoint)
+        rows = ([("before", before / "src", eager)] if before else []) + \
+            [("eager", REPO / "src", eager), ("after", REPO / "src", explainer)]
+        argv = {label: [PYTHON, "-m", "saywhy", "explain", image, "--explainer", str(exp)] for label, _, exp in rows}
+        for label, src, _ in rows:  # warm: the feature cache holds the image, the files are in the page cache
+            _run(argv[label], src, BENCH_HOME)
+        times: dict[str, list[float]] = {label: [] for label, _, _ in rows}
+        cpu: dict[str, list[float]] = {label: [] for label, _, _ in rows}
+        load: dict[str, list[float]] = {label: [] for label, _, _ in rows}
         for _ in range(reps):
-            for label, src in trees:
-                wall, used = _run(argv, src, BENCH_HOME)
+            for label, src, _ in rows:
+                wall, used = _run(argv[label], src, BENCH_HOME)
                 times[label].append(wall)
                 cpu[label].append(used)
+                load[label].append(os.getloadavg()[0])
         result[model] = {**{f"{label}_seconds": _median(v) for label, v in times.items()},
-                         **{f"{label}_cpu_seconds": _median(v) for label, v in cpu.items()}}
+                         **{f"{label}_cpu_seconds": _median(v) for label, v in cpu.items()},
+                         **{f"{label}_load_average": _median(v) for label, v in load.items()}}
         print("command", model, result[model], flush=True)
+    result["import_saywhy_cli"] = import_time(reps)
+    print("import saywhy.cli", result["import_saywhy_cli"], flush=True)
     return result
+
+
+def import_time(reps: int) -> dict:
+    """``python -c "import saywhy.cli"`` in a new process: wall and CPU seconds, medians, with the load."""
+    walls, cpus, loads = [], [], []
+    for _ in range(reps):
+        wall, used = _run([PYTHON, "-c", "import saywhy.cli"], REPO / "src", BENCH_HOME)
+        walls.append(wall)
+        cpus.append(used)
+        loads.append(os.getloadavg()[0])
+    return {"seconds": _median(walls), "cpu_seconds": _median(cpus), "load_average": _median(loads)}
 
 
 ROWS = [("explain_tensors", "explain from tensors"),

@@ -28,10 +28,11 @@ from saywhy.data.records import Dataset, ImageRecord
 from saywhy.errors import SaywhyError
 from saywhy.explain.explainer import ClassDescription, Contrast, Explainer, ExplainerConfig, Explanation
 from saywhy.model.activations import Activations, extract_activations
-from saywhy.model.checkpoint import weights_digest
-from saywhy.model.feature_cache import FeatureCache
+from saywhy.model.checkpoint import checkpoint_identity, weights_digest
+from saywhy.model.feature_cache import FeatureCache, backbone_digest
 from saywhy.model.hooks import get_module
 from saywhy.model.layers import LayerChoice, find_layers
+from saywhy.model.lazy_network import LazyNetwork, NetworkRecord, module_of, network_record, open_network
 from saywhy.search import SearchResult, query_indices, search_images
 from saywhy.text.phrases import PhraseExtractor
 from saywhy.text.surface import learn_surface_forms
@@ -195,6 +196,9 @@ def fit_explainer(
         "images_used": len(kept), "skipped": report.skipped, "fit_accuracy": report.accuracy,
         "warnings": report.warnings, **(metadata or {}),
     }
+    record = fitted_network_record(model, preprocess, layers)
+    if record is not None:
+        meta["network"] = record.to_dict()
     captions = [c for r in kept for c in (r.captions or ())]  # none for attribute files: lemmas as given
     merged = None if per_caption is None else [[synonyms.terms(c) for c in image] for image in per_caption]
     forms = learn_surface_forms(captions, vocabulary.terms_, merged)
@@ -204,17 +208,30 @@ def fit_explainer(
     return explainer, report
 
 
-def pooled_activations(model: nn.Module, items: Sequence[ImageRecord | str | Path], preprocess: Preprocess,
+def fitted_network_record(model: nn.Module, preprocess: Preprocess, layers: LayerChoice) -> NetworkRecord | None:
+    """What an explainer fitted on ``model`` records of it, so that a session over the same checkpoint
+    can check it and explain cached images without building it (:mod:`saywhy.model.lazy_network`):
+    the layers a session resolves (the fitted layer and head, probed at the preprocessing's size)
+    and the feature cache's backbone digest. None for a network that did not come from a checkpoint."""
+    if checkpoint_identity(model) is None:
+        return None
+    probe = Preprocess(image_size=preprocess.image_size)
+    return network_record(model, resolve_layers(model, probe, layers.feature_layer, layers.head), probe.image_size,
+                          backbone_digest(model, layers.head))
+
+
+def pooled_activations(model: nn.Module | LazyNetwork, items: Sequence[ImageRecord | str | Path], preprocess: Preprocess,
                        layers: LayerChoice, feature_cache: FeatureCache | None = None,
-                       progress: bool = False) -> Activations:
+                       progress: bool = False, head: tuple[np.ndarray, np.ndarray] | None = None) -> Activations:
     """Pooled activations and logits, read from ``feature_cache`` where it has them.
 
     The head is linear after pooling, so logits recomputed from cached features are exact.
+    ``head``: (W, b) to compute them with, e.g. the explainer's copy for a network not built.
     """
     if feature_cache is None:
-        return extract_activations(model, items, preprocess, layers, progress=progress)
+        return extract_activations(module_of(model), items, preprocess, layers, progress=progress)
     cached = feature_cache.pooled(model, items, preprocess, layers, progress=progress)
-    weight, bias = head_parameters(model, layers)
+    weight, bias = head if head is not None else head_parameters(module_of(model), layers)
     pooled = np.asarray(cached.pooled, np.float32)
     logits = (pooled.astype(np.float64) @ weight.T + bias).astype(np.float32)
     return Activations(pooled=pooled, logits=logits, index=np.asarray(cached.index), n_items=cached.n_items)
@@ -329,18 +346,21 @@ class ExplainerSession:
     accepted too).
     """
 
-    def __init__(self, explainer: Explainer, model: nn.Module, preprocess: Any = None,
+    def __init__(self, explainer: Explainer, model: nn.Module | LazyNetwork, preprocess: Any = None,
                  feature_cache: FeatureCache | None = None, map_memo: dict | None = None):
         # ``map_memo``: a dict shared by sessions over the same network and preprocessing, so
         # that comparing explainers (an ablation) runs one forward pass per image for the maps.
-        self.explainer, self.model, self.feature_cache, self.map_memo = explainer, model, feature_cache, map_memo
+        self.explainer, self.feature_cache, self.map_memo = explainer, feature_cache, map_memo
+        self._network = model
         meta = explainer.metadata_
         self.preprocess = preprocess or Preprocess.from_dict(meta["preprocess"])
-        digest = meta.get("weights_digest")
-        if digest and digest != weights_digest(model):
-            raise SaywhyError("this explainer was fitted on another network's weights: refit it with 'saywhy fit', "
-                              "or pass the checkpoint it was fitted on (--model)")
-        self.layers = resolve_layers(model, self._probe_size(), meta.get("layer"), meta.get("head"))
+        self.layers = self._recorded_layers()
+        if self.layers is None:  # a network at hand (or one the record does not cover): checked on it, now
+            digest = meta.get("weights_digest")
+            if digest and digest != weights_digest(self.model):
+                raise SaywhyError("this explainer was fitted on another network's weights: refit it with 'saywhy fit', "
+                                  "or pass the checkpoint it was fitted on (--model)")
+            self.layers = resolve_layers(self.model, self._probe_size(), meta.get("layer"), meta.get("head"))
         self._known_boxes: dict[str, ImageRecord] | None = None
         self._alphas: np.ndarray | None = None
         self._last_maps: dict[tuple, tuple[Any, np.ndarray, np.ndarray]] = {}  # the last call's maps, for ground()
@@ -350,14 +370,37 @@ class ExplainerSession:
     def from_checkpoint(cls, explainer: Explainer, checkpoint: str | Path | None = None, *, preprocess: Any = None,
                         feature_cache: FeatureCache | None = None, advice: str = "pass the checkpoint folder",
                         device: Any = "cpu") -> ExplainerSession:
-        """The explainer with the network of ``checkpoint``, or of the checkpoint its metadata names, on ``device``."""
-        from saywhy.model.checkpoint import load_checkpoint
+        """The explainer with the network of ``checkpoint``, or of the checkpoint its metadata names, on ``device``.
 
+        When the explainer recorded that checkpoint at fit and the folder still matches it (same
+        recipe, same weights-file bytes), the network is built only when a forward pass needs it:
+        explaining images whose features are in ``feature_cache`` builds none.
+        """
         checkpoint = checkpoint or explainer.metadata_.get("checkpoint")
         if checkpoint is None:
             raise SaywhyError(f"the explainer does not name its network's checkpoint: {advice}")
-        model, _ = load_checkpoint(checkpoint, map_location=device)
-        return cls(explainer, model, preprocess, feature_cache=feature_cache)
+        network = open_network(checkpoint, NetworkRecord.from_metadata(explainer.metadata_), device)
+        return cls(explainer, network, preprocess, feature_cache=feature_cache)
+
+    @property
+    def model(self) -> nn.Module:
+        """The network; a checkpoint's is built (and checked) the first time it is needed, not before."""
+        return module_of(self._network)
+
+    def _recorded_layers(self) -> LayerChoice | None:
+        """The layers the explainer recorded for a lazy network that it matches; None to resolve them on the network.
+
+        The network was opened against this explainer's record (:func:`~saywhy.model.lazy_network.open_network`),
+        whose weights digest must be the explainer's, probed as this session would probe it.
+        """
+        network = self._network
+        if not isinstance(network, LazyNetwork) or network.built:
+            return None
+        record = NetworkRecord.from_metadata(self.explainer.metadata_)
+        if record != network.record or not record.usable(self.explainer.metadata_, self._probe_size().image_size,
+                                                         network.device):
+            return None
+        return record.layers
 
     def _probe_size(self) -> Preprocess:
         size = getattr(self.preprocess, "image_size", None) or self.explainer.metadata_.get("preprocess", {}).get("image_size", 224)
@@ -386,8 +429,10 @@ class ExplainerSession:
                 if memo:
                     self.map_memo[key] = acts
         else:
-            acts = pooled_activations(self.model, items, preprocess, self.layers,
-                                      self.feature_cache if cacheable else None, progress)
+            lazy = isinstance(self._network, LazyNetwork)  # the explainer's copy of the head: the network's, exactly
+            head = (self.explainer.head_weights_, self.explainer.head_bias_) if lazy else None
+            acts = pooled_activations(self._network, items, preprocess, self.layers,
+                                      self.feature_cache if cacheable else None, progress, head=head)
         if strict and acts.n_unreadable:
             readable = set(acts.index.tolist())
             for position, item in enumerate(items):

@@ -43,7 +43,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.optimize
 import scipy.sparse as sp
 
 from saywhy.errors import SaywhyError
@@ -216,6 +215,8 @@ def fit_evidence_blocks(evaluate: Evaluate, moments: EvidenceMoments, l2: float 
     stopping rule's value. ``evaluate`` may sum over
     shards or ranks (``saywhy.distributed``).
     """
+    import scipy.optimize  # here, not at the top: every explain imports this module, only a fit needs L-BFGS
+
     if l2 <= 0:
         raise SaywhyError(f"the attribute model's L2 penalty must be positive, got {l2}")
     n, f, t = moments.n, len(moments.mean), len(moments.present)

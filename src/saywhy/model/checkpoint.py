@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save_file
 from torch import nn
 
 from saywhy.data.images import Preprocess
@@ -139,8 +139,40 @@ def load_checkpoint(folder: str | Path, map_location: str | torch.device = "cpu"
 
     Every way a folder can be wrong (missing files, bad JSON, missing fields, weights that
     do not fit the architecture, NaN weights, tensors that no longer match the digest saved
-    with them) is one ``SaywhyError`` line naming the file.
+    with them) is one ``SaywhyError`` line naming the file. The network remembers where it
+    came from (:func:`checkpoint_identity`), so that an explainer fitted on it can later
+    recognize the folder without building the network (:mod:`saywhy.model.lazy_network`).
     """
+    meta, meta_path, weights_path = read_checkpoint_meta(folder)
+    model = build_model(meta["arch"], len(meta["classes"]), **meta.get("arch_kwargs", {}))
+    try:
+        data = weights_path.read_bytes()  # hashed as read, then parsed from memory: one read
+        file_sha256 = hashlib.sha256(data).hexdigest()
+        state = load(data)  # checked and digested on the CPU, then moved
+    except (SafetensorError, OSError, RuntimeError) as error:
+        raise SaywhyError(f"cannot read {weights_path} ({type(error).__name__}): the checkpoint is damaged, write it again") from None
+    del data
+    bad = [name for name, tensor in state.items() if tensor.is_floating_point() and not bool(tensor.isfinite().all())]
+    if bad:
+        raise SaywhyError(f"{weights_path} holds NaN or infinite weights ({len(bad)} tensors, e.g. {bad[0]}): "
+                          "the checkpoint is damaged or its training diverged; train or import it again")
+    load_weights(model, state, str(weights_path), f"{meta['arch']} with {len(meta['classes'])} classes")
+    digest = weights_digest(model)
+    if meta.get("weights_digest") and digest != meta["weights_digest"]:
+        raise SaywhyError(f"{weights_path} does not match the weights digest in {meta_path.name} (damaged or edited "
+                          "after saving): train or import the checkpoint again")
+    if torch.device(map_location).type != "cpu":
+        model.to(map_location)
+    model.eval()
+    from saywhy.model.memo import remember
+
+    remember(model, "checkpoint_identity", {"recipe": build_recipe(meta), "file_sha256": file_sha256,
+                                            "weights_digest": digest})
+    return model, meta
+
+
+def read_checkpoint_meta(folder: str | Path) -> tuple[dict[str, Any], Path, Path]:
+    """``model.json`` of a checkpoint folder, checked as :func:`load_checkpoint` checks it, and the two files' paths."""
     folder = Path(folder)
     meta_path, weights_path = folder / "model.json", folder / "model.safetensors"
     if not meta_path.is_file() or not weights_path.is_file():
@@ -158,22 +190,45 @@ def load_checkpoint(folder: str | Path, map_location: str | torch.device = "cpu"
     if not isinstance(meta["classes"], list) or not meta["classes"]:
         raise SaywhyError(f"{meta_path}: 'classes' must be a non-empty list of class names")
     _preprocess(meta["preprocess"], str(meta_path))
-    model = build_model(meta["arch"], len(meta["classes"]), **meta.get("arch_kwargs", {}))
-    try:
-        state = load_file(weights_path, device="cpu")  # checked and digested on the CPU, then moved
-    except (SafetensorError, OSError, RuntimeError) as error:
-        raise SaywhyError(f"cannot read {weights_path} ({type(error).__name__}): the checkpoint is damaged, write it again") from None
-    bad = [name for name, tensor in state.items() if tensor.is_floating_point() and not bool(tensor.isfinite().all())]
-    if bad:
-        raise SaywhyError(f"{weights_path} holds NaN or infinite weights ({len(bad)} tensors, e.g. {bad[0]}): "
-                          "the checkpoint is damaged or its training diverged; train or import it again")
-    load_weights(model, state, str(weights_path), f"{meta['arch']} with {len(meta['classes'])} classes")
-    if meta.get("weights_digest") and weights_digest(model) != meta["weights_digest"]:
-        raise SaywhyError(f"{weights_path} does not match the weights digest in {meta_path.name} (damaged or edited "
-                          "after saving): train or import the checkpoint again")
-    if torch.device(map_location).type != "cpu":
-        model.to(map_location)
-    return model.eval(), meta
+    return meta, meta_path, weights_path
+
+
+def build_recipe(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """What :func:`build_model` makes of a checkpoint's metadata depends on, software included.
+
+    The same recipe builds the same module structure, so with the same tensors it has the
+    same :func:`weights_digest`: the architecture, its constructor's arguments, the class
+    count, and the versions of torch and of the family's library (for ``saywhy:`` models, a
+    hash of the module that defines them). Reading a version does not import the library.
+    """
+    family = str(meta["arch"]).partition(":")[0]
+    software = {"torch": torch.__version__}
+    if family in ("timm", "torchvision"):
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            software[family] = version(family)
+        except PackageNotFoundError:
+            software[family] = None
+    elif family == "saywhy":
+        import saywhy.model.smallcnn as smallcnn
+
+        software["saywhy.model.smallcnn"] = hashlib.sha256(Path(smallcnn.__file__).read_bytes()).hexdigest()[:16]
+    return json.loads(json.dumps({"arch": meta["arch"], "arch_kwargs": meta.get("arch_kwargs", {}),
+                                  "n_classes": len(meta["classes"]), "software": software}))
+
+
+def checkpoint_identity(model: nn.Module) -> dict[str, Any] | None:
+    """Where ``model`` came from, if :func:`load_checkpoint` built it and it has not changed since.
+
+    ``{"recipe": build_recipe(meta), "file_sha256": SHA-256 of model.safetensors, "weights_digest": ...}``.
+    Those bytes, rebuilt from that recipe, give this network again, bit for bit; None for a
+    network made or changed any other way.
+    """
+    from saywhy.model.memo import recall
+
+    identity = recall(model, "checkpoint_identity")
+    return dict(identity) if isinstance(identity, dict) else None
 
 
 def checkpoint_preprocess(meta: dict[str, Any]) -> Preprocess:

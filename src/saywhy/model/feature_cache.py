@@ -31,6 +31,7 @@ from saywhy.data.images import Preprocess
 from saywhy.data.records import ImageRecord
 from saywhy.model.activations import amp_for, extract_activations, model_device
 from saywhy.model.layers import LayerChoice
+from saywhy.model.lazy_network import LazyNetwork, module_of
 
 log = logging.getLogger(__name__)
 
@@ -121,25 +122,34 @@ class FeatureCache:
         # cache-hit call reads the disk only when another process has written a shard since
         self._read: dict[Path, tuple[tuple, dict[bytes, np.ndarray]]] = {}
 
-    def model_folder(self, model: nn.Module, preprocess: Preprocess, layers: LayerChoice) -> Path:
-        """Where rows for this backbone, layer and preprocessing live."""
-        parts = [backbone_digest(model, layers.head), layers.head, layers.n_filters, preprocess.image_size,
-                 list(preprocess.mean), list(preprocess.std), preprocess.crop]
-        amp = amp_for(model_device(model))
+    def model_folder(self, model: nn.Module | LazyNetwork, preprocess: Preprocess, layers: LayerChoice) -> Path:
+        """Where rows for this backbone, layer and preprocessing live.
+
+        A :class:`~saywhy.model.lazy_network.LazyNetwork` gives its recorded backbone digest
+        (the one its module would give), so finding the folder builds no network.
+        """
+        lazy = isinstance(model, LazyNetwork)
+        digest = model.recorded_backbone_digest(layers.head) if lazy else None
+        parts = [digest or backbone_digest(module_of(model), layers.head), layers.head, layers.n_filters,
+                 preprocess.image_size, list(preprocess.mean), list(preprocess.std), preprocess.crop]
+        amp = amp_for(model.device if lazy else model_device(model))
         if amp:  # autocast features differ from full-precision ones: kept apart (full precision keys unchanged)
             parts.append(f"amp={amp}")
         return self.folder / hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
 
     def pooled(
         self,
-        model: nn.Module,
+        model: nn.Module | LazyNetwork,
         items: Sequence[ImageRecord | str | Path],
         preprocess: Preprocess,
         layers: LayerChoice,
         batch_size: int | None = None,
         progress: bool = True,
     ) -> CachedFeatures:
-        """The head-input features of ``items``: read where cached, computed and stored where not."""
+        """The head-input features of ``items``: read where cached, computed and stored where not.
+
+        A lazy network is built only when some row is not cached.
+        """
         started = time.perf_counter()
         folder = self.model_folder(model, preprocess, layers)
         keys = [image_key(item, preprocess) for item in items]
@@ -147,7 +157,7 @@ class FeatureCache:
         missing = [i for i, key in enumerate(keys) if key is None or key not in known]
         computed: dict[int, np.ndarray] = {}
         if missing:
-            acts = extract_activations(model, [items[i] for i in missing], preprocess, layers,
+            acts = extract_activations(module_of(model), [items[i] for i in missing], preprocess, layers,
                                        batch_size=batch_size, progress=progress)
             rows = {missing[j]: acts.pooled[n] for n, j in enumerate(acts.index)}
             computed = rows

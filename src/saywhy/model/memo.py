@@ -58,3 +58,17 @@ def memoized(model: nn.Module, key: Hashable, compute: Callable[[], T]) -> T:
 def forget(model: nn.Module) -> None:
     """Drop every value memoized for ``model`` (after writing its weights through ``tensor.data``)."""
     _MEMO.pop(model, None)
+
+
+def remember(model: nn.Module, key: Hashable, value: object) -> None:
+    """Store ``value`` for ``(model, key)``, valid while :func:`state_token` of ``model`` stays the same."""
+    entries = _MEMO.get(model)
+    if entries is None:
+        entries = _MEMO[model] = {}
+    entries[key] = (state_token(model), value)
+
+
+def recall(model: nn.Module, key: Hashable) -> object | None:
+    """What :func:`remember` stored for ``(model, key)``, or None when nothing was or ``model`` changed since."""
+    hit = _MEMO.get(model, {}).get(key)
+    return hit[1] if hit is not None and hit[0] == state_token(model) else None
