@@ -49,8 +49,8 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
                              "layers frozen and their output cached, flip augmentation, early stopping on 15%% of the "
                              "training images) instead of only a linear head on frozen features")
     parser.add_argument("--finetune-stages", type=int_at_least(1), default=1, metavar="K",
-                        help="--finetune: how many of the last stages to train (default 1, chosen on held-out training "
-                             "images of cub50, BENCHMARKS.md)")
+                        help="--finetune: how many of the last stages to train (default 1: for EfficientNet-Lite0 the "
+                             "last stage at 7x7; 2 costs about 4x as much per epoch, BENCHMARKS.md)")
     parser.add_argument("--finetune-epochs", type=int_at_least(1), default=30, metavar="N",
                         help="--finetune: most epochs (default 30; training stops earlier when held-out accuracy stalls)")
 
