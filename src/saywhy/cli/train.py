@@ -44,6 +44,15 @@ def add_train_options(parser: argparse.ArgumentParser) -> None:
                         help="images per forward pass when computing features (default 32)")
     parser.add_argument("--feature-cache", type=Path, metavar="DIR",
                         help="where pooled features are cached (default: HOME/cache/features)")
+    parser.add_argument("--finetune", action="store_true",
+                        help="pretrained --arch: also train the network's last stage(s), conv_head and head (the lower "
+                             "layers frozen and their output cached, flip augmentation, early stopping on 15%% of the "
+                             "training images) instead of only a linear head on frozen features")
+    parser.add_argument("--finetune-stages", type=int_at_least(1), default=1, metavar="K",
+                        help="--finetune: how many of the last stages to train (default 1: for EfficientNet-Lite0 the "
+                             "last stage at 7x7; 2 costs about 4x as much per epoch, BENCHMARKS.md)")
+    parser.add_argument("--finetune-epochs", type=int_at_least(1), default=30, metavar="N",
+                        help="--finetune: most epochs (default 30; training stops earlier when held-out accuracy stalls)")
 
 
 def is_pretrained(args: argparse.Namespace) -> bool:
@@ -55,6 +64,9 @@ def run(args: argparse.Namespace) -> None:
     from saywhy.files import check_replaceable
 
     check_replaceable(args.out, "checkpoint")  # before minutes of training, not after
+    if getattr(args, "finetune", False) and not is_pretrained(args):
+        raise SaywhyError("--finetune trains the last stages of a pretrained network: add --arch efficientnet_lite0 "
+                          "(or timm:NAME of an EfficientNet)")
     if is_pretrained(args):
         run_train_pretrained(args)
         return
@@ -94,6 +106,8 @@ def run_train_pretrained(args: argparse.Namespace) -> dict:
 
     dataset = read_cub(root, args.captions)  # what the run skips, for the summary (and --strict, before any work)
     strict_check(args, dataset, args.crop)
+    if getattr(args, "finetune", False):
+        return _run_finetune(args, root, ws, show, dataset)
     _, meta = train_pretrained_head(args.arch, root, args.out, captions=args.captions, crop=args.crop,
                                     image_size=args.image_size, weights=args.weights, seed=args.seed,
                                     batch_size=args.batch_size, feature_cache=args.feature_cache or ws.feature_cache,
@@ -103,5 +117,23 @@ def run_train_pretrained(args: argparse.Namespace) -> dict:
           f"linear head on frozen features, crop {args.crop}, {meta['preprocess']['image_size']} px; features "
           f"{meta['feature_seconds']} s ({meta['features_computed']} computed, {meta['features_cached']} cached), "
           f"head {meta['train_seconds']} s)")
+    skip_summary(args, {**dataset.skipped, "unreadable images": meta.get("unreadable_images", 0)}, dataset.examples)
+    return meta
+
+
+def _run_finetune(args: argparse.Namespace, root: Path, ws, show: bool, dataset) -> dict:
+    from saywhy.model.finetune import FinetuneConfig, train_finetuned
+
+    config = FinetuneConfig(stages=args.finetune_stages, max_epochs=args.finetune_epochs, seed=args.seed)
+    _, meta = train_finetuned(args.arch, root, args.out, captions=args.captions, crop=args.crop,
+                              image_size=args.image_size, weights=args.weights, config=config,
+                              feature_cache=args.feature_cache or ws.feature_cache, progress=show)
+    training = meta["training"]
+    accuracy = f"{meta['test_accuracy']:.1%}" if meta["test_accuracy"] is not None else "n/a"
+    print(f"{args.out}: test accuracy {accuracy} on {meta['test_images']} images ({meta['pretrained']['name']}, "
+          f"fine-tuned from {training['frozen_below']} up, best held-out epoch {training['best_epoch']} of "
+          f"{training['epochs_run']} ({training['held_out_accuracy']:.1%} on {training['held_out_images']} held-out "
+          f"training images); frozen layers {meta['feature_seconds']} s ({meta['features_computed']} images computed, "
+          f"{meta['features_cached']} cached), training {meta['train_seconds']} s)")
     skip_summary(args, {**dataset.skipped, "unreadable images": meta.get("unreadable_images", 0)}, dataset.examples)
     return meta
