@@ -431,7 +431,7 @@ def ablation(session: ExplainerSession, dataset: Dataset, extractor: PhraseExtra
 
     The fitting images' activations are computed once and shared by every config.
     """
-    from saywhy.pipeline import fit_explainer
+    from saywhy.pipeline import fit_explainer, fit_part_maps
 
     fitting = dataset.with_captions(dataset.split(train=True))
     train_activations = session.activations(fitting, strict=False)
@@ -440,6 +440,8 @@ def ablation(session: ExplainerSession, dataset: Dataset, extractor: PhraseExtra
     for name, config in configs.items():
         explainer, _ = fit_explainer(dataset, session.model, session.preprocess, config, extractor=extractor,
                                      progress=False, activations=train_activations)
+        if config.part_visibility or config.part_grounding != "none":  # a config that reads the part maps fits them
+            fit_part_maps(explainer, session.model, session.preprocess, dataset.split(train=True))
         variant = ExplainerSession(explainer, session.model, session.preprocess, session.feature_cache, memo)
         result = evaluate(variant, dataset, extractor, truth, seed, n_figure_filters=0,
                           grounding_methods=("proposed", "part_contrast", "constant"), baselines=False,
@@ -489,6 +491,8 @@ def ablation_configs() -> dict[str, Any]:
         "evidence model, paper sentences": ExplainerConfig(sentence="paper"),
         "evidence model, part grounding (the mean over a part's attributes)": ExplainerConfig(grounding="part"),
         "evidence model, positive grounding": ExplainerConfig(grounding="positive"),
+        "evidence model, part maps from training keypoints (grounding + visibility gating)":
+            ExplainerConfig(part_grounding="maps_alpha", part_visibility=True),
         "saywhy default (evidence model, eq. 6 weighting, signed grounding)": ExplainerConfig(),
     }
 
