@@ -209,3 +209,17 @@ def test_fit_part_maps_on_a_real_network_attaches_maps_used_by_grounding_and_exp
     pooled = ours.activations(test).pooled
     visibility = loaded.attribute_visibility(pooled)
     assert ((0 <= visibility) & (visibility <= 1)).all() and (visibility[:, [loaded.vocabulary_.index(t) for t in part_terms]] < 1).any()
+
+
+def test_occlusion_reads_the_gated_scores_the_explanation_shows_and_ranks_by():
+    from saywhy.apps.occlusion import _ranking_scores
+
+    gated, maps, _ = explainer_with_parts(True)
+    plain, _, _ = explainer_with_parts(False)
+    pooled = maps.mean(axis=(2, 3))
+    classes = gated.predict(pooled)
+    visibility = gated.attribute_visibility(pooled)
+    assert gated.gates_visibility and not plain.gates_visibility
+    assert np.allclose(_ranking_scores(gated, pooled, classes),
+                       _ranking_scores(plain, pooled, classes) + np.log(np.maximum(visibility, 1e-12)))
+    assert np.allclose(gated.readable_scores(pooled, classes), plain.readable_scores(pooled, classes) * visibility)
