@@ -171,13 +171,15 @@ def test_the_explainers_part_grounding_uses_the_part_map_for_part_attributes_onl
     explainer, maps, _ = explainer_with_parts()
     alpha = np.eye(3, 6)  # "red crown" -> filter 0, "red tail" -> filter 1, "small bird" -> filter 2
     terms = ["red crown", "red tail", "small bird"]
-    eq9 = explainer.grounding_scores(maps[6], alpha, terms)
-    assert np.allclose(eq9, np.einsum("tf,fhw->thw", alpha, maps[6]))
-    import dataclasses
     import copy
+    import dataclasses
 
-    mapped = copy.copy(explainer)
+    plain, mapped = copy.copy(explainer), copy.copy(explainer)
+    plain.config = dataclasses.replace(explainer.config, part_grounding="none")
     mapped.config = dataclasses.replace(explainer.config, part_grounding="maps")
+    assert ExplainerConfig().part_grounding == "maps" and ExplainerConfig.paper().part_grounding == "none"
+    eq9 = plain.grounding_scores(maps[6], alpha, terms)
+    assert np.allclose(eq9, np.einsum("tf,fhw->thw", alpha, maps[6]))
     scores = mapped.grounding_scores(maps[6], np.eye(3, 6)[[2, 2, 2]], terms)  # alpha says "red filter" for all
     assert np.unravel_index(scores[0].argmax(), (H, W)) == CELL["crown"]  # image 6 shows both parts
     assert np.unravel_index(scores[1].argmax(), (H, W)) == CELL["tail"]

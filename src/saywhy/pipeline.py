@@ -202,6 +202,7 @@ def fit_explainer(
 
 
 PART_MAP_IMAGES = 600  # training images whose maps fit the part maps (seeded sample): (F x h x w) float32 each
+PART_MAP_L2 = 0.1  # chosen on cub50's validation split of training images (benchmarks/choose_defaults.py --part-maps)
 
 
 def keypoint_cells(record: ImageRecord, parts: Sequence[str], grid: tuple[int, int], box: tuple[float, float, float, float]
@@ -225,7 +226,7 @@ def keypoint_cells(record: ImageRecord, parts: Sequence[str], grid: tuple[int, i
 
 def fit_part_maps(explainer: Explainer, model: nn.Module, preprocess: Preprocess, records: Sequence[ImageRecord],
                   attribute_parts_file: str | Path | None = None, max_images: int = PART_MAP_IMAGES, seed: int = 0,
-                  l2: float = 1e-2, layers: LayerChoice | None = None, progress: bool = False) -> Explainer | None:
+                  l2: float = PART_MAP_L2, layers: LayerChoice | None = None, progress: bool = False) -> Explainer | None:
     """Learn where each annotated part is on the final maps, and how likely it shows, from the training
     ``records`` that carry keypoints (:class:`saywhy.core.part_maps.PartMaps`), and attach them to
     ``explainer`` with each vocabulary term's part (through the noun -> part map: saywhy's

@@ -109,7 +109,9 @@ class ExplainerConfig:
       part is not cited; no effect on an explainer without part maps.
     - ``part_grounding``: with part maps, what eq. 9's heatmap of a part-attribute becomes:
       "none" (eq. 9 as is), "maps" (the part's learned location map), "maps_alpha" (both maps,
-      standardized, summed); attributes naming no part keep eq. 9.
+      standardized, summed); attributes naming no part keep eq. 9. "maps" and ``part_visibility``
+      off were chosen on a validation split of cub50's training images
+      (``benchmarks/choose_defaults.py --part-maps``, BENCHMARKS.md).
 
     The defaults are saywhy's measured best (BENCHMARKS.md); :meth:`paper` gives the
     paper's method with sigma = l1.
@@ -130,7 +132,7 @@ class ExplainerConfig:
     grounding: str = "signed"
     sentence: str = "natural"
     part_visibility: bool = False
-    part_grounding: str = "none"
+    part_grounding: str = "maps"
 
     def __post_init__(self) -> None:
         choices = {"attribute_model": ATTRIBUTE_MODELS, "grounding": GROUNDINGS, "sentence": SENTENCES,
@@ -159,7 +161,7 @@ class ExplainerConfig:
         """The paper's method: p(t|f) of eq. 1-4 with sigma = l1 in eq. 3, 6 and 8, p(t|x,X) against
         p(t|x,Y) for contrasts, and the paper's sentence template."""
         return cls(**{"sigma_activation": "l1", "contrast": "difference", "attribute_model": "cooccurrence",
-                      "sentence": "paper", **changes})
+                      "sentence": "paper", "part_grounding": "none", **changes})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ExplainerConfig:
