@@ -14,6 +14,15 @@ on the fitting part and scored on the validation part, everything else at its de
 - ``top_fraction`` (0.05 / 0.1 / 0.2, the p(t|f) model's "top" sigma): the same mAP with
   ``attribute_model="cooccurrence"``.
 
+- with ``--part-maps`` (issue 11, items 3-4; its own output file): part maps learned from the
+  fitting part's keypoints (``pipeline.fit_part_maps``), then on the validation images the
+  part grounding (``part_grounding`` none / maps / maps_alpha: mean PCK@0.1-0.3 decides, the
+  part discrimination rate beside it), the part maps' L2 (1e-3 / 1e-2 / 1e-1, for the chosen
+  grounding, same criterion), and visibility gating (``part_visibility`` off / on): the
+  invisible-part share of cited part-attributes and, on a seeded sample of validation images,
+  the occlusion share; gating is chosen when it lowers the invisible share without lowering
+  the occlusion share.
+
 Writes benchmarks/results/choose_defaults.json: per dataset and setting, every candidate's
 figures and the winner; BENCHMARKS.md says which defaults came from it.
 
@@ -136,6 +145,99 @@ def run_dataset(name: str, explainer_dir: Path, workspace, seed: int) -> dict:
     return out
 
 
+PART_GROUNDING_METHODS = {"none": "proposed", "maps": "part_maps", "maps_alpha": "part_maps_alpha"}
+PART_MAP_L2 = (1e-3, 1e-2, 1e-1)
+
+
+def run_part_maps(name: str, explainer_dir: Path, workspace, seed: int, occlusion_images: int = 60) -> dict:
+    """Part grounding, the part maps' L2 and visibility gating, chosen on the validation images."""
+    import copy
+
+    from saywhy.apps.grounding import grounding_pck
+    from saywhy.apps.occlusion import invisible_parts, occlusion_sample, occlusion_test
+    from saywhy.data.cub import read_cub
+    from saywhy.data.images import Preprocess
+    from saywhy.explain.explainer import Explainer, ExplainerConfig
+    from saywhy.model.checkpoint import load_checkpoint
+    from saywhy.model.feature_cache import FeatureCache
+    from saywhy.pipeline import ExplainerSession, fit_explainer, fit_part_maps
+    from saywhy.text.phrases import PhraseExtractor
+
+    started = time.perf_counter()
+    meta = Explainer.load(explainer_dir).metadata_
+    dataset = validation_dataset(read_cub(meta["dataset_root"]), seed=seed)
+    model, _ = load_checkpoint(meta["checkpoint"])
+    preprocess = Preprocess.from_dict(meta["preprocess"])
+    cache = FeatureCache(workspace.feature_cache)
+    extractor = PhraseExtractor(cache_dir=workspace.phrase_cache, progress=False)
+    validation = dataset.split(train=False)
+    documents = extractor.extract_documents([list(r.captions) for r in validation])
+    explainer, _ = fit_explainer(dataset, model, preprocess, ExplainerConfig(), extractor=extractor, progress=False,
+                                 feature_cache=cache)
+    memo: dict = {}
+
+    def variant(base, **changes):
+        out = copy.copy(base)  # the same fitted state, another config (the settings read at explain time)
+        out.config = dataclasses.replace(base.config, **changes)
+        return out
+
+    def grounding(exp, methods):
+        session = ExplainerSession(exp, model, preprocess, cache, memo)
+        table = grounding_pck(session, validation, documents, seed=seed, methods=methods).to_dict()
+        return {m: {"pck": table["results"][m]["pck"], "mean_pck": mean_pck(table, m),
+                    "part_discrimination": table["part_discrimination"][m]["rate"]} for m in methods}
+
+    out: dict = {"explainer": str(explainer_dir), "fitting_images": len(dataset.split(train=True)),
+                 "validation_images": len(validation), "settings": {}}
+    fit_started = time.perf_counter()
+    by_l2 = {}
+    for l2 in PART_MAP_L2:
+        by_l2[l2] = fit_part_maps(variant(explainer), model, preprocess, dataset.split(train=True), seed=seed, l2=l2)
+        if by_l2[l2] is None:
+            out["settings"]["part_maps"] = "no fitting image has keypoints"
+            return out
+    out["part_map_fit_seconds"] = round((time.perf_counter() - fit_started) / len(PART_MAP_L2), 1)
+    default_l2 = 1e-2
+    rows = grounding(by_l2[default_l2], ("proposed", "part_maps", "part_maps_alpha", "constant"))
+    modes = {mode: rows[method] for mode, method in PART_GROUNDING_METHODS.items()}
+    chosen_mode = max(modes, key=lambda m: modes[m]["mean_pck"])
+    out["settings"]["part_grounding"] = {
+        "criterion": "mean PCK@0.1/0.2/0.3 on the validation images (part maps L2 1e-2)", "candidates": modes,
+        "constant_pdf": rows["constant"], "chosen": chosen_mode, "default": ExplainerConfig().part_grounding}
+    method = PART_GROUNDING_METHODS[chosen_mode] if chosen_mode != "none" else "part_maps"
+    l2_rows = {str(l2): grounding(exp, (method,))[method] for l2, exp in by_l2.items()}
+    chosen_l2 = max(l2_rows, key=lambda v: l2_rows[v]["mean_pck"])
+    out["settings"]["part_map_l2"] = {"criterion": f"mean PCK@0.1/0.2/0.3 of {method}", "candidates": l2_rows,
+                                      "chosen": chosen_l2, "default": str(default_l2)}
+    fitted = by_l2[float(chosen_l2)]
+    pooled = ExplainerSession(fitted, model, preprocess, cache, memo).activations(validation, strict=False)
+    kept = [validation[i] for i in pooled.index]
+    sample = occlusion_sample(kept, occlusion_images, seed)
+    gating = {}
+    for gate in (False, True):
+        exp = variant(fitted, part_visibility=gate)
+        explanations = exp.explain(pooled.pooled)
+        cited = [[t for t, _ in e.attributes] for e in explanations]
+        invisible = invisible_parts(kept, {"method": cited})["method"]
+        session = ExplainerSession(exp, model, preprocess, cache, memo)
+        occlusion = occlusion_test(session, [kept[i] for i in sample], {"method": [cited[i] for i in sample]},
+                                   [explanations[i].class_index for i in sample], seed=seed)["method"]
+        gating["on" if gate else "off"] = {"invisible_share": invisible["invisible_share"], "invisible": invisible,
+                                           "occlusion_share": occlusion["own_part_drops_more"],
+                                           "occlusion_cases": occlusion["cases"],
+                                           "mean_own_drop": occlusion["mean_own_drop"],
+                                           "mean_other_drop": occlusion["mean_other_drop"]}
+    on, off = gating["on"], gating["off"]
+    better = (on["invisible_share"] or 0) < (off["invisible_share"] or 0) and \
+        (on["occlusion_share"] or 0) >= (off["occlusion_share"] or 0)
+    out["settings"]["part_visibility"] = {
+        "criterion": f"lower invisible-part share without a lower occlusion share ({len(sample)} validation images)",
+        "candidates": gating, "chosen": "on" if better else "off",
+        "default": "on" if ExplainerConfig().part_visibility else "off"}
+    out["seconds"] = round(time.perf_counter() - started, 1)
+    return out
+
+
 def main() -> None:
     from saywhy.workspace import Workspace
 
@@ -144,8 +246,12 @@ def main() -> None:
                         help="a fitted explainer; its metadata names the dataset and checkpoint (repeatable)")
     parser.add_argument("--home", type=Path, help="workspace with the feature and phrase caches (default $SAYWHY_HOME)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/choose_defaults.json"))
+    parser.add_argument("--out", type=Path, default=None,
+                        help="default benchmarks/results/choose_defaults.json (choose_part_maps.json with --part-maps)")
+    parser.add_argument("--part-maps", action="store_true",
+                        help="only the part-map settings (part grounding, part maps' L2, visibility gating)")
     args = parser.parse_args()
+    args.out = args.out or Path("benchmarks/results/" + ("choose_part_maps.json" if args.part_maps else "choose_defaults.json"))
 
     import torch
 
@@ -154,7 +260,7 @@ def main() -> None:
     results = {}
     for spec in args.dataset:
         name, _, folder = spec.partition("=")
-        results[name] = run_dataset(name, Path(folder), workspace, args.seed)
+        results[name] = (run_part_maps if args.part_maps else run_dataset)(name, Path(folder), workspace, args.seed)
         for setting, row in results[name]["settings"].items():
             print(f"{name}: {setting}: chosen {row['chosen']} (default {row['default']})")
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -265,7 +265,7 @@ def test_every_method_predicts_its_hand_computed_point(tmp_path):
 
 def test_unknown_method_names_the_registered_ones(tmp_path):
     session, records = _hand_placed(tmp_path)
-    with pytest.raises(SaywhyError, match="unknown grounding method.*choose from proposed, part_contrast, part_rest, constant"):
+    with pytest.raises(SaywhyError, match="unknown grounding method.*choose from proposed, part_contrast, part_rest, part_maps, part_maps_alpha, constant"):
         grounding_points(session, records, [["red crown"]] * 2, ["red crown"], ["proposed", "nearest"])
 
 

@@ -431,15 +431,21 @@ def ablation(session: ExplainerSession, dataset: Dataset, extractor: PhraseExtra
 
     The fitting images' activations are computed once and shared by every config.
     """
-    from saywhy.pipeline import fit_explainer
+    from saywhy.pipeline import fit_explainer, fit_part_maps
 
     fitting = dataset.with_captions(dataset.split(train=True))
     train_activations = session.activations(fitting, strict=False)
     memo = session.map_memo if session.map_memo is not None else SpilledMaps()  # maps on disk: memory stays flat
-    rows = {}
+    rows, part_maps = {}, None
     for name, config in configs.items():
         explainer, _ = fit_explainer(dataset, session.model, session.preprocess, config, extractor=extractor,
                                      progress=False, activations=train_activations)
+        if config.part_visibility or config.part_grounding != "none":  # a config that reads the part maps gets them
+            if part_maps is None:  # fitted once: they depend on the network and the keypoints, not on the config
+                part_maps = fit_part_maps(explainer, session.model, session.preprocess, dataset.split(train=True))
+            elif part_maps:
+                explainer.set_part_maps(part_maps.part_maps_, part_maps.attribute_parts_, part_maps.part_maps_settings_)
+            part_maps = part_maps or False  # False: no keypoints, do not try again
         variant = ExplainerSession(explainer, session.model, session.preprocess, session.feature_cache, memo)
         result = evaluate(variant, dataset, extractor, truth, seed, n_figure_filters=0,
                           grounding_methods=("proposed", "part_contrast", "constant"), baselines=False,
@@ -489,6 +495,8 @@ def ablation_configs() -> dict[str, Any]:
         "evidence model, paper sentences": ExplainerConfig(sentence="paper"),
         "evidence model, part grounding (the mean over a part's attributes)": ExplainerConfig(grounding="part"),
         "evidence model, positive grounding": ExplainerConfig(grounding="positive"),
+        "evidence model, eq. 9 grounding (no part maps)": ExplainerConfig(part_grounding="none"),
+        "evidence model, part maps + visibility gating": ExplainerConfig(part_visibility=True),
         "saywhy default (evidence model, eq. 6 weighting, signed grounding)": ExplainerConfig(),
     }
 

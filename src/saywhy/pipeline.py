@@ -220,6 +220,65 @@ def fitted_network_record(model: nn.Module, preprocess: Preprocess, layers: Laye
                           backbone_digest(model, layers.head))
 
 
+PART_MAP_IMAGES = 600  # training images whose maps fit the part maps (seeded sample): (F x h x w) float32 each
+PART_MAP_L2 = 0.1  # chosen on cub50's validation split of training images (benchmarks/choose_defaults.py --part-maps)
+
+
+def keypoint_cells(record: ImageRecord, parts: Sequence[str], grid: tuple[int, int], box: tuple[float, float, float, float]
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(P, 2) final-map (row, col) of each part's keypoint in ``record`` and (P,) visibility (1 visible,
+    0 hidden, -1 not annotated), on an h x w ``grid`` over the ``box`` (x0, y0, x1, y1) the network saw."""
+    from saywhy.core.part_maps import NOT_ANNOTATED
+
+    h, w = grid
+    x0, y0, x1, y1 = box
+    cells, visible = np.zeros((len(parts), 2), np.int64), np.full(len(parts), NOT_ANNOTATED, np.int64)
+    for p, name in enumerate(parts):
+        k = record.keypoints.get(name)
+        if k is None:
+            continue
+        visible[p] = int(k.visible)
+        cells[p] = (min(max(int((k.y - y0) / max(y1 - y0, 1e-9) * h), 0), h - 1),
+                    min(max(int((k.x - x0) / max(x1 - x0, 1e-9) * w), 0), w - 1))
+    return cells, visible
+
+
+def fit_part_maps(explainer: Explainer, model: nn.Module, preprocess: Preprocess, records: Sequence[ImageRecord],
+                  attribute_parts_file: str | Path | None = None, max_images: int = PART_MAP_IMAGES, seed: int = 0,
+                  l2: float = PART_MAP_L2, layers: LayerChoice | None = None, progress: bool = False) -> Explainer | None:
+    """Learn where each annotated part is on the final maps, and how likely it shows, from the training
+    ``records`` that carry keypoints (:class:`saywhy.core.part_maps.PartMaps`), and attach them to
+    ``explainer`` with each vocabulary term's part (through the noun -> part map: saywhy's
+    ``data/attribute_parts.json`` or ``attribute_parts_file``). None (and the explainer unchanged)
+    when no record has keypoints. At most ``max_images`` records (a seeded sample) are run through
+    the network with their maps kept: about max_images x F x h x w x 4 bytes (600 x 1280 x 7 x 7:
+    150 MB), and twice that as float64 rows of the fit of one part.
+    """
+    from saywhy.core.part_maps import PartMaps
+    from saywhy.metrics.pck import attribute_parts, load_attribute_parts
+
+    with_keypoints = [r for r in records if r.keypoints]
+    if not with_keypoints:
+        return None
+    part_map = load_attribute_parts(attribute_parts_file)
+    if len(with_keypoints) > max_images:
+        rng = np.random.default_rng(seed)
+        with_keypoints = [with_keypoints[i] for i in sorted(rng.choice(len(with_keypoints), max_images, replace=False))]
+    parts = sorted({name for r in with_keypoints for name in r.keypoints})
+    layers = layers or resolve_layers(model, preprocess)
+    acts = extract_activations(model, with_keypoints, preprocess, layers, keep_maps=True, progress=progress)
+    kept = [with_keypoints[i] for i in acts.index]
+    if not kept:
+        return None
+    grid = acts.maps.shape[-2:]
+    cells, visible = zip(*(keypoint_cells(r, parts, grid, preprocess.seen_box(image_size(r.path), r.bbox)) for r in kept))
+    fitted = PartMaps(l2=l2).fit(acts.maps, np.stack(cells), np.stack(visible), parts)
+    terms = {t: list(attribute_parts(t, part_map)) for t in explainer.vocabulary_}
+    settings = {"images": len(kept), "seed": seed, "l2": l2, "max_images": max_images,
+                "attribute_parts_file": str(attribute_parts_file) if attribute_parts_file else None}
+    return explainer.set_part_maps(fitted, {t: p for t, p in terms.items() if p}, settings)
+
+
 def pooled_activations(model: nn.Module | LazyNetwork, items: Sequence[ImageRecord | str | Path], preprocess: Preprocess,
                        layers: LayerChoice, feature_cache: FeatureCache | None = None,
                        progress: bool = False, head: tuple[np.ndarray, np.ndarray] | None = None) -> Activations:
@@ -623,7 +682,7 @@ class ExplainerSession:
                   alpha: np.ndarray | None = None, preprocess: Any = None) -> Heatmaps:
         preprocess = preprocess or self.preprocess
         alpha = self.attribute_alphas(attributes) if alpha is None else alpha
-        layer = attribute_scores(maps, alpha)
+        layer = self.explainer.grounding_scores(maps, alpha, list(attributes))  # eq. 9, or the part maps
         cam = attribute_scores(maps, self.explainer.head_weights_[class_index])
         if isinstance(item, (ImageRecord, str, Path)):
             size = image_size(item.path if isinstance(item, ImageRecord) else item)  # upright, from the header

@@ -32,6 +32,7 @@ from saywhy.core.grounding import (
     peak_cells,
     upsample_heatmap,
 )
+from saywhy.core.part_maps import part_grounding_scores
 from saywhy.data.images import image_size
 from saywhy.data.records import ImageRecord
 from saywhy.errors import SaywhyError
@@ -130,6 +131,7 @@ class GroundingItem:
     logits: np.ndarray  # (classes,): the network's scores
     size: tuple[int, int]  # (W, H) of the original image
     box: Box  # the region of the original image the network saw
+    explainer: Explainer | None = None  # the session's, for methods that read more than alpha
 
     @property
     def predicted(self) -> int:
@@ -205,7 +207,7 @@ def list_grounding_methods() -> list[str]:
     """Names of the registered grounding methods, in registration order (the order of Table 1).
 
     >>> list_grounding_methods()
-    ['proposed', 'part_contrast', 'part_rest', 'constant', 'cam', 'gradcam', 'bbox_center', 'random', 'keypoint_cell']
+    ['proposed', 'part_contrast', 'part_rest', 'part_maps', 'part_maps_alpha', 'constant', 'cam', 'gradcam', 'bbox_center', 'random', 'keypoint_cell']
     """
     return list(GROUNDING_METHODS)
 
@@ -217,6 +219,8 @@ class Proposed(HeatmapMethod):
     name, label = "proposed", "proposed"
 
     def heatmaps(self, item: GroundingItem) -> np.ndarray:
+        if item.explainer is not None:  # the explainer's own grounding: eq. 9, or its part maps
+            return item.explainer.grounding_scores(item.maps, item.alpha, item.attributes)
         return attribute_scores(item.maps, item.alpha)
 
 
@@ -279,6 +283,29 @@ class PartVersusRest(PartContrast):
 
     name, label = "part_rest", "proposed, alpha against other parts'"
     same_adjective = False
+
+
+@register
+class PartMapsMethod(HeatmapMethod):
+    """Part maps learned from training keypoints (:meth:`Explainer.part_heatmaps`): an attribute's heatmap
+    is the log-odds that its part is at each cell; attributes whose noun names no part, and every
+    attribute of an explainer fitted without keypoints, fall back to eq. 9."""
+
+    name, label = "part_maps", "part maps (training keypoints)"
+    mode: ClassVar[str] = "maps"
+
+    def heatmaps(self, item: GroundingItem) -> np.ndarray:
+        part, known = item.explainer.part_heatmaps(item.maps, item.attributes)
+        return part_grounding_scores(attribute_scores(item.maps, item.alpha), part, known, self.mode)
+
+
+@register
+class PartMapsAlpha(PartMapsMethod):
+    """Part maps plus eq. 9: the sum of the two maps, each standardized over its cells, so that the
+    attribute's own evidence picks among the places its part may be."""
+
+    name, label = "part_maps_alpha", "part maps + eq. 9"
+    mode = "maps_alpha"
 
 
 @register
@@ -408,7 +435,7 @@ def grounding_points(session: ExplainerSession, records: Sequence[ImageRecord], 
             size = _image_size(record.path)
             items.append(GroundingItem(record, row, queried, alpha_all[[position[t] for t in queried]],
                                        acts.maps[row], acts.logits[row], size,
-                                       session.preprocess.seen_box(size, record.bbox)))
+                                       session.preprocess.seen_box(size, record.bbox), session.explainer))
         batch = GroundingBatch(session, kept, items, synonyms)
         for method, runner in runners.items():
             for item, found in zip(items, runner.ground(batch)):

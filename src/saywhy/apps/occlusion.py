@@ -10,7 +10,9 @@ explanations show (``Explainer.readable_scores``: the calibrated p(t|x) with the
 model, p(t|x,c) with the paper's p(t|f), for the class the explanation was for), read
 in log-odds; a drop is its value on the image minus its value on the occluded copy. The same
 figures for the score explanations are ranked by (the class-weighted log-odds of eq. 5-6, or
-log p(t|x,c) with p(t|f)) come under ``ranking_score``.
+log p(t|x,c) with p(t|f)) come under ``ranking_score``. With visibility gating (part maps and
+``part_visibility``) both include the part's visibility, as the explanations do: the shown score
+is multiplied by it, the ranking adds its log.
 Each occluded image is one row of a batched forward pass through the session.
 
 :func:`invisible_parts`: for lists of cited attributes per image (the method's
@@ -180,4 +182,7 @@ def _ranking_scores(explainer, pooled: np.ndarray, classes: np.ndarray) -> np.nd
     if not len(pooled):
         return np.zeros((0, 0))
     scores = explainer.scores(pooled, classes)
-    return np.asarray(scores.evidence if scores.evidence is not None else scores.log_p, np.float64)
+    ranked = np.asarray(scores.evidence if scores.evidence is not None else scores.log_p, np.float64)
+    if explainer.gates_visibility:  # explanations rank by the score times the part's visibility
+        ranked = ranked + np.log(np.maximum(explainer.attribute_visibility(pooled), 1e-12))
+    return ranked

@@ -30,6 +30,7 @@ from saywhy.explain.options import (  # noqa: E402  (no imports: a typo fails at
     FILTER_SCALES,
     GROUNDINGS,
     LIKELIHOODS,
+    PART_GROUNDINGS,
     PRIORS,
     SENTENCES,
     SIGMA_ACTIVATIONS,
@@ -37,7 +38,8 @@ from saywhy.explain.options import (  # noqa: E402  (no imports: a typo fails at
 )
 
 CONFIG_OPTIONS = ("top_k", "sigma_activation", "top_fraction", "contrast", "filter_scale", "sigma_decision", "prior",
-                  "likelihood", "min_df", "attribute_model", "evidence_l2", "class_weighting", "grounding", "sentence")
+                  "likelihood", "min_df", "attribute_model", "evidence_l2", "class_weighting", "grounding", "sentence",
+                  "part_visibility", "part_grounding")
 
 
 class ConfigDefaultsHelp(argparse.HelpFormatter):
@@ -71,6 +73,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="fit from the N folders 'saywhy extract --shard K/N' wrote, instead of --root")
     p.add_argument("--distributed", action="store_true",
                    help="one fit across the processes torchrun starts (automatic when WORLD_SIZE > 1); rank 0 writes")
+    p.add_argument("--no-part-maps", dest="part_maps", action="store_false",
+                   help="do not learn part maps from the training images' keypoints (learned when they have any)")
+    p.add_argument("--attribute-parts", type=Path, metavar="FILE",
+                   help="noun -> part names JSON ({\"parts\": {\"beak\": [\"beak\"], ...}}) for the part maps "
+                        "(default: saywhy's map for CUB's parts)")
     add_device_options(p)
     add_config_options(p)
 
@@ -136,6 +143,12 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
                         "(the mean over attributes with the same noun) (default {default})")
     p.add_argument("--sentence", default=None, **choice(*SENTENCES),
                    help="natural (articles, plurals) or paper (the paper's template) (default {default})")
+    p.add_argument("--part-visibility", action=argparse.BooleanOptionalAction, default=None,
+                   help="with part maps: multiply a part-attribute's score by the probability that its part shows "
+                        "(default {default})")
+    p.add_argument("--part-grounding", default=None, **choice(*PART_GROUNDINGS),
+                   help="with part maps: heatmaps of part-attributes from eq. 9 (none), the part's learned map (maps), "
+                        "or both (maps_alpha) (default {default})")
 
 
 def config_from(args: argparse.Namespace):
@@ -197,6 +210,11 @@ def run(args: argparse.Namespace) -> None:
             from saywhy.pipeline import fit_explainer
 
             explainer, report = fit_explainer(dataset, model, preprocess, config, synonyms=synonyms, **common)
+            if getattr(args, "part_maps", False):
+                from saywhy.pipeline import fit_part_maps
+
+                fit_part_maps(explainer, model, preprocess, dataset.split(train=True), args.attribute_parts,
+                              progress=progress(args))
             rank = 0
         parsed = dict(extractor.skipped) if extractor is not None else {}  # captions too long to parse
         if args.strict:  # fitting found more to skip (images without captions): refused before anything is written

@@ -23,6 +23,8 @@ from safetensors.numpy import load_file, save_file
 from saywhy.core.attribute_evidence import EVIDENCE_L2_PER_TERM
 from saywhy.core.image_class import filter_given_class, filter_given_image_class
 from saywhy.core.normalization import softmax
+from saywhy.core.grounding import attribute_scores
+from saywhy.core.part_maps import PartMaps, part_grounding_scores
 from saywhy.errors import SaywhyError
 from saywhy.explain.attribute_models import (  # noqa: F401
     Combine,
@@ -39,6 +41,7 @@ from saywhy.explain.options import (
     FILTER_SCALES,
     GROUNDINGS,
     LIKELIHOODS,
+    PART_GROUNDINGS,
     PRIORS,
     SENTENCES,
     SIGMA_ACTIVATIONS,
@@ -100,6 +103,15 @@ class ExplainerConfig:
       a_t' over every attribute t' naming the same part, weighted by how many images carry
       each). "part" is the best on cub50 but collapses where a part's attributes are
       mutually exclusive colours, whose signed weights cancel (synthbirds, BENCHMARKS.md).
+    - ``part_visibility``: with part maps learned from training keypoints
+      (:meth:`Explainer.set_part_maps`), multiply each part-attribute's shown score by the
+      probability that its part is visible in the image (and rank by it), so that a hidden
+      part is not cited; no effect on an explainer without part maps.
+    - ``part_grounding``: with part maps, what eq. 9's heatmap of a part-attribute becomes:
+      "none" (eq. 9 as is), "maps" (the part's learned location map), "maps_alpha" (both maps,
+      standardized, summed); attributes naming no part keep eq. 9. "maps" and ``part_visibility``
+      off were chosen on a validation split of cub50's training images
+      (``benchmarks/choose_defaults.py --part-maps``, BENCHMARKS.md).
 
     The defaults are saywhy's measured best (BENCHMARKS.md); :meth:`paper` gives the
     paper's method with sigma = l1.
@@ -119,11 +131,14 @@ class ExplainerConfig:
     class_weighting: bool = True
     grounding: str = "signed"
     sentence: str = "natural"
+    part_visibility: bool = False
+    part_grounding: str = "maps"
 
     def __post_init__(self) -> None:
         choices = {"attribute_model": ATTRIBUTE_MODELS, "grounding": GROUNDINGS, "sentence": SENTENCES,
                    "contrast": CONTRASTS, "sigma_activation": SIGMA_ACTIVATIONS, "sigma_decision": SIGMAS,
-                   "filter_scale": FILTER_SCALES, "prior": PRIORS, "likelihood": LIKELIHOODS}
+                   "filter_scale": FILTER_SCALES, "prior": PRIORS, "likelihood": LIKELIHOODS,
+                   "part_grounding": PART_GROUNDINGS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise SaywhyError(f"unknown {name.replace('_', ' ')} {getattr(self, name)!r}: choose one of {', '.join(allowed)}")
@@ -138,13 +153,15 @@ class ExplainerConfig:
             raise SaywhyError(f"evidence L2 must be a finite number above 0, got {self.evidence_l2!r}")
         if not isinstance(self.class_weighting, (bool, np.bool_)):
             raise SaywhyError(f"class weighting must be True or False, got {self.class_weighting!r}")
+        if not isinstance(self.part_visibility, (bool, np.bool_)):
+            raise SaywhyError(f"part visibility must be True or False, got {self.part_visibility!r}")
 
     @classmethod
     def paper(cls, **changes: Any) -> ExplainerConfig:
         """The paper's method: p(t|f) of eq. 1-4 with sigma = l1 in eq. 3, 6 and 8, p(t|x,X) against
         p(t|x,Y) for contrasts, and the paper's sentence template."""
         return cls(**{"sigma_activation": "l1", "contrast": "difference", "attribute_model": "cooccurrence",
-                      "sentence": "paper", **changes})
+                      "sentence": "paper", "part_grounding": "none", **changes})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ExplainerConfig:
@@ -454,7 +471,8 @@ class Explainer:
         """(images x attributes) the scores explanations show, in [0, 1] (see ``score_name``)."""
         self._check_fitted()
         pooled = self._pooled(pooled)
-        return self.attribute_model_.readable(pooled, self.scores(pooled, classes))
+        readable = self.attribute_model_.readable(pooled, self.scores(pooled, classes))
+        return readable * self.attribute_visibility(pooled) if self._gated() else readable
 
     def class_ranking(self) -> np.ndarray:
         """Eq. 7-8 for every class (classes x attributes), in log units (the order survives rounding)."""
@@ -477,6 +495,77 @@ class Explainer:
         classes = self._classes(pooled, classes)
         return self.attribute_model_.filter_shares(pooled, self.filter_given_image_class(pooled, classes), attributes)
 
+    # ----- part maps learned from training keypoints ------------------------------------
+    def set_part_maps(self, part_maps: PartMaps, attribute_parts: dict[str, list[str]],
+                      settings: dict[str, Any] | None = None) -> Explainer:
+        """Attach fitted :class:`~saywhy.core.part_maps.PartMaps`; ``attribute_parts`` maps vocabulary
+        terms to the part names they name (terms left out name no part). Returns ``self``."""
+        self._check_fitted()
+        part_maps._check()
+        index = {p: i for i, p in enumerate(part_maps.parts_)}
+        if part_maps.location_weights_.shape[1] != self.n_filters_:
+            raise SaywhyError(f"part maps have {part_maps.location_weights_.shape[1]} filters but the explainer "
+                              f"{self.n_filters_}: fit them on the same network")
+        self.part_maps_ = part_maps
+        self.attribute_parts_ = {t: [p for p in parts if p in index] for t, parts in attribute_parts.items()
+                                 if t in set(self.vocabulary_) and any(p in index for p in parts)}
+        self.part_maps_settings_ = dict(settings or {})
+        return self
+
+    @property
+    def has_part_maps(self) -> bool:
+        return getattr(self, "part_maps_", None) is not None
+
+    @property
+    def gates_visibility(self) -> bool:
+        """Whether explanations multiply part-attributes' scores by their part's visibility."""
+        return bool(self.config.part_visibility) and self.has_part_maps
+
+    def _gated(self) -> bool:
+        return self.gates_visibility
+
+    def attribute_visibility(self, pooled: np.ndarray) -> np.ndarray:
+        """(images x attributes): the probability that the attribute's part shows (the largest over the
+        parts its noun names, as a part is visible when any of its keypoints is); 1 for attributes that
+        name no part, and for every attribute without part maps."""
+        self._check_fitted()
+        pooled = self._pooled(pooled)
+        out = np.ones((len(pooled), len(self.vocabulary_)))
+        if not self.has_part_maps:
+            return out
+        parts = self.part_maps_.visibility(pooled)
+        index = {p: i for i, p in enumerate(self.part_maps_.parts_)}
+        for j, term in enumerate(self.vocabulary_):
+            if term in self.attribute_parts_:
+                out[:, j] = parts[:, [index[p] for p in self.attribute_parts_[term]]].max(axis=1)
+        return _finite(out, "the part visibility computed from these activations")
+
+    def part_heatmaps(self, maps: np.ndarray, attributes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """For one image's (F, h, w) maps: (T, h, w) log-odds that each attribute's part is at each cell
+        (the largest over its parts), and a (T,) mask of the attributes that have one (rows of the
+        others are 0)."""
+        self._check_fitted()
+        maps = np.asarray(maps, np.float64)
+        out, known = np.zeros((len(attributes), *maps.shape[-2:])), np.zeros(len(attributes), bool)
+        if not self.has_part_maps:
+            return out, known
+        scores = self.part_maps_.part_scores(maps)
+        index = {p: i for i, p in enumerate(self.part_maps_.parts_)}
+        for i, term in enumerate(attributes):
+            parts = self.attribute_parts_.get(term)
+            if parts:
+                out[i], known[i] = scores[[index[p] for p in parts]].max(axis=0), True
+        return out, known
+
+    def grounding_scores(self, maps: np.ndarray, alpha: np.ndarray, attributes: list[str]) -> np.ndarray:
+        """(T, h, w) heatmap scores of ``attributes`` on one image's (F, h, w) maps: eq. 9 with ``alpha``
+        (T, F), or the part maps as ``config.part_grounding`` says (:func:`part_grounding_scores`)."""
+        scores = attribute_scores(maps, alpha)
+        if self.config.part_grounding == "none" or not self.has_part_maps:
+            return scores
+        part, known = self.part_heatmaps(maps, list(attributes))
+        return part_grounding_scores(scores, part, known, self.config.part_grounding)
+
     # ----- sentences -------------------------------------------------------------------
     def explain(self, pooled: np.ndarray, classes: Any = None) -> list[Explanation]:
         """One explanation per image: "This is a X because it has ...", for the given or predicted class.
@@ -497,11 +586,15 @@ class Explainer:
         if np.isnan(scores.log_p).any() or (scores.evidence is not None and not np.isfinite(scores.evidence).all()):
             raise SaywhyError("the attribute evidence computed from these activations overflows: they are far outside "
                               "what the explainer was fitted on; check the network and the preprocessing")
+        rank_by, visibility = scores.log_p, None
+        if self._gated():  # a part the image likely hides is neither shown as likely nor ranked high
+            visibility = self.attribute_visibility(pooled)
+            rank_by = scores.log_p + np.log(np.maximum(visibility, 1e-12))
         forms = self._forms()
         unsaid = self._unsaid(forms)
         orders = []
         for i in range(len(classes)):
-            ranked = np.argsort(-scores.log_p[i], kind="stable")
+            ranked = np.argsort(-rank_by[i], kind="stable")
             if unsaid is not None:  # vague words ("particular bird") never take a place in a natural sentence
                 ranked = ranked[~unsaid[ranked]]
             orders.append([int(j) for j in ranked[: self.config.top_k] if scores.own[i, j] > 0])
@@ -510,6 +603,8 @@ class Explainer:
         columns = np.array([j for order in orders for j in order], dtype=np.intp)
         with np.errstate(over="ignore", invalid="ignore"):
             readable = self.attribute_model_.readable_at(pooled, scores, rows, columns)
+            if visibility is not None:
+                readable = readable * visibility[rows, columns]
         _finite(readable, "the attribute scores computed from these activations (they overflow)")
         printed = iter(readable.tolist())
         out = []
@@ -618,12 +713,17 @@ class Explainer:
                   **self.cooccurrence_.arrays()}
         if self.attribute_model_ is not self.cooccurrence_:
             arrays.update(self.attribute_model_.arrays())
+        if self.has_part_maps:
+            arrays.update(self.part_maps_.arrays())
         with atomic_folder(folder, "explainer") as tmp:
             save_file({k: np.ascontiguousarray(v, dtype=np.float64) for k, v in arrays.items()}, tmp / "explainer.safetensors")
             meta = {"format_version": FORMAT_VERSION, "config": asdict(self.config), "vocabulary": self.vocabulary_,
                     "class_names": self.class_names_, "n_images": self.n_images_, "metadata": self.metadata_,
                     "surface_forms": self.surface_forms_.to_dict(), "synonyms": self.synonyms_.to_dict(),
                     "arrays_sha256": _sha256(tmp / "explainer.safetensors")}
+            if self.has_part_maps:  # only then: explainers without part maps keep their JSON as before
+                meta["part_maps"] = {"parts": self.part_maps_.parts_, "attribute_parts": self.attribute_parts_,
+                                     "settings": self.part_maps_settings_}
             meta["content_sha256"] = _content_sha256(meta)  # an edited vocabulary or class list is caught too
             (tmp / "explainer.json").write_text(json.dumps(meta, indent=1))
         return folder
@@ -668,6 +768,14 @@ class Explainer:
         self.cooccurrence_ = CooccurrenceModel(self.config).load_arrays(arrays, self.n_images_)
         self.attribute_model_ = (self.cooccurrence_ if self.config.attribute_model == CooccurrenceModel.name
                                  else attribute_model(self.config.attribute_model, self.config).load_arrays(arrays, self.n_images_))
+        self.part_maps_ = None
+        if meta.get("part_maps"):
+            info = meta["part_maps"]
+            self.part_maps_ = PartMaps().load_arrays(arrays, list(info["parts"]))
+            self.attribute_parts_ = {str(t): list(p) for t, p in info["attribute_parts"].items()}
+            self.part_maps_settings_ = dict(info.get("settings", {}))
+            if self.part_maps_.location_weights_.shape[1] != self._weights.shape[1]:
+                raise SaywhyError("the part maps' filters differ from the head's: refit it")
         n_classes, n_filters = self._weights.shape
         n_terms = len(self.vocabulary_)
         expected = {"bias": (n_classes,), "class_mean_pooled": (n_classes, n_filters),

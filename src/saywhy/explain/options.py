@@ -14,3 +14,4 @@ LIKELIHOODS = ("sum", "mean")  # saywhy.core.filter_attribute.LIKELIHOODS
 ATTRIBUTE_MODELS = ("evidence", "cooccurrence")  # saywhy.explain.attribute_models.ATTRIBUTE_MODELS
 GROUNDINGS = ("signed", "positive", "part")
 SENTENCES = ("natural", "paper")
+PART_GROUNDINGS = ("none", "maps", "maps_alpha")  # saywhy.core.part_maps.PART_GROUNDINGS
