@@ -225,3 +225,15 @@ def test_occlusion_reads_the_gated_scores_the_explanation_shows_and_ranks_by():
     assert np.allclose(_ranking_scores(gated, pooled, classes),
                        _ranking_scores(plain, pooled, classes) + np.log(np.maximum(visibility, 1e-12)))
     assert np.allclose(gated.readable_scores(pooled, classes), plain.readable_scores(pooled, classes) * visibility)
+
+
+def test_one_cell_maps_fit_without_dividing_by_zero():
+    """A network whose final map is 1 x 1 (every keypoint in the only cell): nothing to locate, finite weights."""
+    from saywhy.core.part_maps import PartMaps
+
+    rng = np.random.default_rng(0)
+    maps = rng.gamma(2.0, size=(12, 8, 1, 1))
+    cells = np.zeros((12, 1, 2), dtype=int)
+    visible = np.ones((12, 1), dtype=int)
+    fitted = PartMaps().fit(maps, cells, visible, ["crown"])
+    assert np.isfinite(fitted.location_weights_).all() and np.isfinite(fitted.visibility_weights_).all()

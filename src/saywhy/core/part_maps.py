@@ -74,11 +74,17 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float, sample_weight: np.ndar
     x = np.asarray(x, np.float64)
     y = np.asarray(y, np.float64)
     sw = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, np.float64)
+    if not sw.sum() > 0:
+        raise SaywhyError("logistic fit: the sample weights sum to zero")
     sw = sw / sw.sum()
     mean = sw @ x
     std = np.sqrt(np.maximum(sw @ (x - mean) ** 2, 0.0))
-    std[std < 1e-12] = 1.0
+    # a column constant up to rounding carries no information: dividing by its rounding noise
+    # would blow its weight up (to inf when folded back), so it is held at weight 0
+    constant = std <= 1e-7 * np.maximum(np.abs(mean), 1.0)
+    std[constant] = 1.0
     z = (x - mean) / std
+    z[:, constant] = 0.0
     rate = float(np.clip(sw @ y, 1e-6, 1 - 1e-6))
 
     def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
@@ -149,8 +155,10 @@ class PartMaps:
                 label[np.flatnonzero(shown) * h * w + r * w + c] = 1.0
                 y = label[rows]
                 positives = y.sum()
-                weight = np.where(y > 0, self.positive_weight * (len(y) - positives) / positives, 1.0)
-                self.location_weights_[p], self.location_bias_[p] = fit_logistic(flat[rows], y, self.l2, weight, self.max_iter)
+                if positives < len(y):  # with one cell per map (or every cell a keypoint) there is nothing to tell apart
+                    weight = np.where(y > 0, self.positive_weight * (len(y) - positives) / positives, 1.0)
+                    self.location_weights_[p], self.location_bias_[p] = fit_logistic(
+                        flat[rows], y, self.l2, weight, self.max_iter)
             labels = visible[annotated, p]
             rate = float(np.clip(labels.mean(), 1e-3, 1 - 1e-3)) if len(labels) else 0.5
             self.visibility_bias_[p] = math.log(rate / (1 - rate))
