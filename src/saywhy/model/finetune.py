@@ -27,7 +27,7 @@ import hashlib
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -413,20 +413,10 @@ def train_finetuned(
     >>> meta["training"]["best_epoch"], meta["test_accuracy"]                                        # doctest: +SKIP
     (9, 0.87)
     """
-    from saywhy.data.cub import read_cub
-    from saywhy.model.checkpoint import checkpoint_metadata, save_checkpoint
-    from saywhy.model.pretrained import build_pretrained, pretrained_spec
+    from saywhy.model.pretrained import train_pretrained
 
-    dataset = read_cub(root, captions)
-    spec = pretrained_spec(name)
-    preprocess = replace(spec.preprocess, image_size=image_size or spec.preprocess.image_size, crop=crop)
-    model = build_pretrained(name, len(dataset.class_ids), weights=weights or "imagenet")
-    cache = FeatureCache(feature_cache) if isinstance(feature_cache, (str, Path)) else feature_cache
-    report = finetune(model, dataset, preprocess, cache=cache, config=config, progress=progress)
-    meta = checkpoint_metadata(
-        spec.arch, [dataset.class_names[c] for c in dataset.class_ids], preprocess, {}, class_ids=dataset.class_ids,
-        dataset=Path(root).resolve(), crop=crop,
-        pretrained={"name": spec.name, "weights": str(weights) if weights else spec.weights_source}, **report,
-    )
-    save_checkpoint(out, model, meta)
-    return model.eval(), meta
+    def fit(model, dataset, preprocess, cache):
+        return finetune(model, dataset, preprocess, cache=cache, config=config, progress=progress)
+
+    return train_pretrained(name, root, out, fit, captions=captions, crop=crop, image_size=image_size,
+                            weights=weights, feature_cache=feature_cache)

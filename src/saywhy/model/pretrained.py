@@ -142,18 +142,32 @@ def train_pretrained_head(
     >>> meta["test_accuracy"]                                               # doctest: +SKIP
     0.76
     """
+    from saywhy.model.linear_probe import LinearProbe, ProbeConfig, fit_head
+
+    def fit(model, dataset, preprocess, cache):
+        return fit_head(model, dataset, preprocess, cache=cache, probe=LinearProbe(config=ProbeConfig(seed=seed)),
+                        batch_size=batch_size, progress=progress)
+
+    return train_pretrained(name, root, out, fit, captions=captions, crop=crop, image_size=image_size,
+                            weights=weights, feature_cache=feature_cache)
+
+
+def train_pretrained(name: str, root: str | Path, out: str | Path, fit, *, captions: str | Path | None = None,
+                     crop: str = "none", image_size: int | None = None, weights: str | Path | None = None,
+                     feature_cache: FeatureCache | str | Path | None = None) -> tuple[nn.Module, dict]:
+    """What every ``saywhy train --arch NAME`` shares: read the dataset, build ``name`` with its
+    weights, ``fit(model, dataset, preprocess, cache)`` (returns the report written into the
+    checkpoint), save the checkpoint to ``out``. Returns the model (eval mode) and the metadata."""
     from saywhy.data.cub import read_cub
     from saywhy.model.checkpoint import checkpoint_metadata, save_checkpoint
     from saywhy.model.feature_cache import FeatureCache
-    from saywhy.model.linear_probe import LinearProbe, ProbeConfig, fit_head
 
     dataset = read_cub(root, captions)
     spec = pretrained_spec(name)
     preprocess = replace(spec.preprocess, image_size=image_size or spec.preprocess.image_size, crop=crop)
     model = build_pretrained(name, len(dataset.class_ids), weights=weights or "imagenet")
     cache = FeatureCache(feature_cache) if isinstance(feature_cache, (str, Path)) else feature_cache
-    report = fit_head(model, dataset, preprocess, cache=cache, probe=LinearProbe(config=ProbeConfig(seed=seed)),
-                      batch_size=batch_size, progress=progress)
+    report = fit(model, dataset, preprocess, cache)
     meta = checkpoint_metadata(
         spec.arch, [dataset.class_names[c] for c in dataset.class_ids], preprocess, {}, class_ids=dataset.class_ids,
         dataset=Path(root).resolve(), crop=crop,
