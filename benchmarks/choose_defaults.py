@@ -68,29 +68,40 @@ def mean_pck(table: dict, method: str) -> float:
     return float(np.mean(list(table["results"][method]["pck"].values())))
 
 
-def run_dataset(name: str, explainer_dir: Path, workspace, seed: int) -> dict:
-    from saywhy.apps.grounding import grounding_pck
-    from saywhy.apps.retrieval import evaluate_attribute_retrieval
+def validation_setup(explainer_dir: Path, workspace, seed: int):
+    """What every choice here starts from: the explainer's metadata, its dataset with a validation
+    split of the training images, the network, preprocessing, feature cache, phrase extractor, the
+    validation records and their caption documents."""
     from saywhy.data.cub import read_cub
     from saywhy.data.images import Preprocess
-    from saywhy.data.synthbirds import load_truth
-    from saywhy.explain.explainer import Explainer, ExplainerConfig
+    from saywhy.explain.explainer import Explainer
     from saywhy.model.checkpoint import load_checkpoint
     from saywhy.model.feature_cache import FeatureCache
-    from saywhy.pipeline import ExplainerSession, fit_explainer
     from saywhy.text.phrases import PhraseExtractor
 
-    started = time.perf_counter()
     meta = Explainer.load(explainer_dir).metadata_
     dataset = validation_dataset(read_cub(meta["dataset_root"]), seed=seed)
-    truth_file = Path(meta["dataset_root"]).parent / "synthbirds_truth.json"
-    synonyms = load_truth(truth_file.parent).get("synonyms") if truth_file.is_file() else None
     model, _ = load_checkpoint(meta["checkpoint"])
     preprocess = Preprocess.from_dict(meta["preprocess"])
     cache = FeatureCache(workspace.feature_cache)
     extractor = PhraseExtractor(cache_dir=workspace.phrase_cache, progress=False)
     validation = dataset.split(train=False)
     documents = extractor.extract_documents([list(r.captions) for r in validation])
+    return meta, dataset, model, preprocess, cache, extractor, validation, documents
+
+
+def run_dataset(name: str, explainer_dir: Path, workspace, seed: int) -> dict:
+    from saywhy.apps.grounding import grounding_pck
+    from saywhy.apps.retrieval import evaluate_attribute_retrieval
+    from saywhy.data.synthbirds import load_truth
+    from saywhy.explain.explainer import ExplainerConfig
+    from saywhy.pipeline import ExplainerSession, fit_explainer
+
+    started = time.perf_counter()
+    meta, dataset, model, preprocess, cache, extractor, validation, documents = validation_setup(
+        explainer_dir, workspace, seed)
+    truth_file = Path(meta["dataset_root"]).parent / "synthbirds_truth.json"
+    synonyms = load_truth(truth_file.parent).get("synonyms") if truth_file.is_file() else None
     memo: dict = {}
 
     def fitted(**changes):
@@ -155,23 +166,12 @@ def run_part_maps(name: str, explainer_dir: Path, workspace, seed: int, occlusio
 
     from saywhy.apps.grounding import grounding_pck
     from saywhy.apps.occlusion import invisible_parts, occlusion_sample, occlusion_test
-    from saywhy.data.cub import read_cub
-    from saywhy.data.images import Preprocess
-    from saywhy.explain.explainer import Explainer, ExplainerConfig
-    from saywhy.model.checkpoint import load_checkpoint
-    from saywhy.model.feature_cache import FeatureCache
+    from saywhy.explain.explainer import ExplainerConfig
     from saywhy.pipeline import ExplainerSession, fit_explainer, fit_part_maps
-    from saywhy.text.phrases import PhraseExtractor
 
     started = time.perf_counter()
-    meta = Explainer.load(explainer_dir).metadata_
-    dataset = validation_dataset(read_cub(meta["dataset_root"]), seed=seed)
-    model, _ = load_checkpoint(meta["checkpoint"])
-    preprocess = Preprocess.from_dict(meta["preprocess"])
-    cache = FeatureCache(workspace.feature_cache)
-    extractor = PhraseExtractor(cache_dir=workspace.phrase_cache, progress=False)
-    validation = dataset.split(train=False)
-    documents = extractor.extract_documents([list(r.captions) for r in validation])
+    meta, dataset, model, preprocess, cache, extractor, validation, documents = validation_setup(
+        explainer_dir, workspace, seed)
     explainer, _ = fit_explainer(dataset, model, preprocess, ExplainerConfig(), extractor=extractor, progress=False,
                                  feature_cache=cache)
     memo: dict = {}
