@@ -334,14 +334,10 @@ def finetune(model: nn.Module, dataset: Dataset, preprocess: Preprocess, cache: 
     The model must already have one output per class (``build_pretrained(name, n_classes)``).
     Returns the report that goes into the checkpoint's metadata.
     """
+    from saywhy.model.linear_probe import head_training_split
+
     split = split_network(model, config.stages)
-    if split.classifier.out_features != len(dataset.class_ids):
-        raise SaywhyError(f"the network's head has {split.classifier.out_features} outputs but the dataset has "
-                          f"{len(dataset.class_ids)} classes: build it with n_classes={len(dataset.class_ids)}")
-    index_of = {cid: i for i, cid in enumerate(dataset.class_ids)}
-    train_records, test_records = dataset.split(True), dataset.split(False)
-    if not train_records:
-        raise SaywhyError(f"{dataset.root} has no training images (train_test_split.txt marks none with 1)")
+    index_of, train_records, test_records = head_training_split(dataset, split.classifier.out_features)
     train = frozen_outputs(split, train_records, preprocess, cache, flips=True, batch_size=config.batch_size,
                            progress=progress)
     test = frozen_outputs(split, test_records, preprocess, cache, flips=False, batch_size=config.batch_size,

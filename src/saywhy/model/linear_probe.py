@@ -168,6 +168,19 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int = 0) -> tupl
     return np.sort(np.asarray(fit_part, int)), np.sort(np.asarray(held_out, int))
 
 
+def head_training_split(dataset: Dataset, n_outputs: int) -> tuple[dict[int, int], list, list]:
+    """(class id -> output index, training records, test records) for training a head of
+    ``n_outputs`` on ``dataset``; refused in one line when the head does not have one output per
+    class or the dataset has no training images."""
+    if n_outputs != len(dataset.class_ids):
+        raise SaywhyError(f"the network's head has {n_outputs} outputs but the dataset has "
+                          f"{len(dataset.class_ids)} classes: build it with n_classes={len(dataset.class_ids)}")
+    train_records, test_records = dataset.split(True), dataset.split(False)
+    if not train_records:
+        raise SaywhyError(f"{dataset.root} has no training images (train_test_split.txt marks none with 1)")
+    return {cid: i for i, cid in enumerate(dataset.class_ids)}, train_records, test_records
+
+
 def fit_head(
     model: nn.Module,
     dataset: Dataset,
@@ -186,13 +199,7 @@ def fit_head(
     probe = probe or LinearProbe()
     device = next(model.parameters()).device
     layers = find_layers(model, torch.zeros(1, 3, preprocess.image_size, preprocess.image_size, device=device))
-    if layers.n_classes != len(dataset.class_ids):
-        raise SaywhyError(f"the network's head has {layers.n_classes} outputs but the dataset has "
-                          f"{len(dataset.class_ids)} classes: build it with n_classes={len(dataset.class_ids)}")
-    index_of = {cid: i for i, cid in enumerate(dataset.class_ids)}
-    train_records, test_records = dataset.split(True), dataset.split(False)
-    if not train_records:
-        raise SaywhyError(f"{dataset.root} has no training images (train_test_split.txt marks none with 1)")
+    index_of, train_records, test_records = head_training_split(dataset, layers.n_classes)
     train = _features(model, train_records, preprocess, layers, cache, batch_size, progress)
     test = _features(model, test_records, preprocess, layers, cache, batch_size, progress)
     y_train = np.array([index_of[train_records[i].class_id] for i in train.index], int)
