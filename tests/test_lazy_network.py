@@ -180,3 +180,28 @@ def test_the_cli_explains_a_cached_image_without_building_the_network(fitted, bu
     image = str(fitted["images"][0])
     assert main(["--home", str(home), "explain", image, "--explainer", str(fitted["exp"])]) == 0
     assert builds == [] and capsys.readouterr().out.startswith(f"{image}: This is a")
+
+
+def test_a_cache_hit_cli_explain_never_imports_torch(fitted):
+    """The one-image command served from the feature cache imports neither torch nor timm (a second or more each)."""
+    import subprocess
+    import sys
+
+    home = fitted["tmp"] / "home"
+    shutil.copytree(fitted["cache"].folder, home / "cache" / "features")
+    image = str(fitted["images"][0])
+    probe = ("import sys; from saywhy.cli import main; "
+             f"status = main(['--home', {str(home)!r}, 'explain', {image!r}, '--explainer', {str(fitted['exp'])!r}]); "
+             "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', 'TIMM' if 'timm' in sys.modules else 'NO-TIMM'); "
+             "sys.exit(status)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"{image}: This is a") and done.stdout.strip().endswith("NO-TORCH NO-TIMM"), done.stdout
+    from PIL import Image
+
+    missed = str(fitted["tmp"] / "unseen.png")  # pixels the cache has not seen: the network is built, torch imported
+    with Image.open(image) as opened:
+        opened.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(missed)
+    probe = probe.replace(repr(image), repr(missed))
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip().endswith("TORCH NO-TIMM"), done.stdout + done.stderr

@@ -237,3 +237,29 @@ def test_one_cell_maps_fit_without_dividing_by_zero():
     visible = np.ones((12, 1), dtype=int)
     fitted = PartMaps().fit(maps, cells, visible, ["crown"])
     assert np.isfinite(fitted.location_weights_).all() and np.isfinite(fitted.visibility_weights_).all()
+
+
+def test_part_map_activations_fill_the_feature_cache_so_a_cold_fit_runs_each_image_once(tiny_noisy_synthbirds, tmp_path):
+    import copy
+
+    from saywhy.model.feature_cache import FeatureCache
+    from saywhy.pipeline import fit_part_maps, part_map_activations, part_map_records
+
+    session, dataset = tiny_noisy_synthbirds["session"], tiny_noisy_synthbirds["dataset"]
+    train = dataset.split(train=True)
+    sample = part_map_records(train, max_images=len(train) // 2, seed=3)
+    assert 0 < len(sample) < len(train) and sample == part_map_records(train, max_images=len(train) // 2, seed=3)
+    cache = FeatureCache(tmp_path / "features")
+    acts = part_map_activations(session.model, train, session.preprocess, session.layers, cache)
+    assert acts.maps is not None and acts.n_items == len(part_map_records(train))
+    assert cache.add(session.model, [train[0]], session.preprocess, session.layers, acts.pooled[:1] * 0 + 1) == 0  # kept
+    got = cache.pooled(session.model, train, session.preprocess, session.layers, progress=False)
+    with_keypoints = sum(bool(r.keypoints) for r in train)
+    assert got.n_cached == with_keypoints and got.n_computed == len(train) - with_keypoints  # the sample is not run again
+    direct = session.activations(train).pooled
+    np.testing.assert_allclose(got.pooled, direct, rtol=1e-5, atol=1e-6)
+    given = fit_part_maps(copy.copy(session.explainer), session.model, session.preprocess, train, activations=acts)
+    own = fit_part_maps(copy.copy(session.explainer), session.model, session.preprocess, train)
+    np.testing.assert_allclose(given.part_maps_.location_weights_, own.part_maps_.location_weights_, rtol=1e-6, atol=1e-9)
+    with pytest.raises(SaywhyError, match="part maps need the maps"):
+        fit_part_maps(copy.copy(session.explainer), session.model, session.preprocess, train, max_images=2, activations=acts)

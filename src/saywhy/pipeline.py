@@ -9,35 +9,54 @@ from __future__ import annotations
 import dataclasses
 import logging
 import weakref
-from functools import cached_property
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
-
 from PIL import Image
 
-from saywhy.core.grounding import attribute_scores, cells_to_image, normalize_heatmaps, peak_cells, upsample_heatmap
+from saywhy.core.grounding import (
+    attribute_scores,
+    cells_to_image,
+    normalize_heatmaps,
+    peak_cells,
+    upsample_heatmap,
+)
 from saywhy.data.images import ImageDataset, Preprocess, image_size, open_image
 from saywhy.data.inputs import as_items, has_box, item_name, with_boxes
 from saywhy.data.records import Dataset, ImageRecord
 from saywhy.errors import SaywhyError
-from saywhy.explain.explainer import ClassDescription, Contrast, Explainer, ExplainerConfig, Explanation
+from saywhy.explain.explainer import (
+    ClassDescription,
+    Contrast,
+    Explainer,
+    ExplainerConfig,
+    Explanation,
+)
 from saywhy.model.activations import Activations, extract_activations
 from saywhy.model.checkpoint import checkpoint_identity, weights_digest
 from saywhy.model.feature_cache import FeatureCache, backbone_digest
 from saywhy.model.hooks import get_module
 from saywhy.model.layers import LayerChoice, find_layers
-from saywhy.model.lazy_network import LazyNetwork, NetworkRecord, module_of, network_record, open_network
+from saywhy.model.lazy_network import (
+    LazyNetwork,
+    NetworkRecord,
+    module_of,
+    network_record,
+    open_network,
+)
 from saywhy.search import SearchResult, query_indices, search_images
+from saywhy.tensors import is_tensor
 from saywhy.text.phrases import PhraseExtractor
 from saywhy.text.surface import learn_surface_forms
 from saywhy.text.synonyms import SynonymGroups, learn_synonyms
 from saywhy.text.vocabulary import AttributeVocabulary
+
+if TYPE_CHECKING:
+    from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +109,8 @@ def caption_phrases(records: Sequence[ImageRecord], extractor: PhraseExtractor |
 
 def resolve_layers(model: nn.Module, preprocess: Preprocess, layer: str | None = None, head: str | None = None) -> LayerChoice:
     """Find the final conv layer and head with one dummy forward on the model's device."""
+    import torch
+
     device = next(model.parameters()).device
     example = torch.zeros(1, 3, preprocess.image_size, preprocess.image_size, device=device)
     return find_layers(model, example, layer, head)
@@ -243,30 +264,59 @@ def keypoint_cells(record: ImageRecord, parts: Sequence[str], grid: tuple[int, i
     return cells, visible
 
 
+def part_map_records(records: Sequence[ImageRecord], max_images: int = PART_MAP_IMAGES, seed: int = 0
+                     ) -> list[ImageRecord]:
+    """The records part maps are fitted on: those with keypoints, a seeded sample of at most ``max_images``, in order."""
+    with_keypoints = [r for r in records if r.keypoints]
+    if len(with_keypoints) > max_images:
+        rng = np.random.default_rng(seed)
+        with_keypoints = [with_keypoints[i] for i in sorted(rng.choice(len(with_keypoints), max_images, replace=False))]
+    return with_keypoints
+
+
+def part_map_activations(model: nn.Module, records: Sequence[ImageRecord], preprocess: Preprocess, layers: LayerChoice,
+                         feature_cache: FeatureCache | None = None, progress: bool = False) -> Activations:
+    """The maps of the part-map sample of ``records`` (:func:`part_map_records`), one forward pass each.
+
+    With a ``feature_cache`` their pooled rows are stored in it as well, so that the explainer's
+    fit, run next over the same training images, reads them rather than running them again: a
+    cold ``saywhy fit`` runs every image through the network once, part maps included.
+    """
+    sample = part_map_records(records)
+    acts = extract_activations(model, sample, preprocess, layers, keep_maps=True, progress=progress)
+    if feature_cache is not None and len(acts.index):
+        feature_cache.add(model, [sample[i] for i in acts.index], preprocess, layers, acts.pooled)
+    return acts
+
+
 def fit_part_maps(explainer: Explainer, model: nn.Module, preprocess: Preprocess, records: Sequence[ImageRecord],
                   attribute_parts_file: str | Path | None = None, max_images: int = PART_MAP_IMAGES, seed: int = 0,
-                  l2: float = PART_MAP_L2, layers: LayerChoice | None = None, progress: bool = False) -> Explainer | None:
+                  l2: float = PART_MAP_L2, layers: LayerChoice | None = None, progress: bool = False,
+                  activations: Activations | None = None) -> Explainer | None:
     """Learn where each annotated part is on the final maps, and how likely it shows, from the training
     ``records`` that carry keypoints (:class:`saywhy.core.part_maps.PartMaps`), and attach them to
     ``explainer`` with each vocabulary term's part (through the noun -> part map: saywhy's
     ``data/attribute_parts.json`` or ``attribute_parts_file``). None (and the explainer unchanged)
-    when no record has keypoints. At most ``max_images`` records (a seeded sample) are run through
-    the network with their maps kept: about max_images x F x h x w x 4 bytes (600 x 1280 x 7 x 7:
-    150 MB), and twice that as float64 rows of the fit of one part.
+    when no record has keypoints. At most ``max_images`` records (a seeded sample,
+    :func:`part_map_records`) are run through the network with their maps kept: about
+    max_images x F x h x w x 4 bytes (600 x 1280 x 7 x 7: 150 MB), and twice that as float64 rows
+    of the fit of one part. ``activations``: those records' maps, already computed
+    (:func:`part_map_activations`, with the default sample size and seed).
     """
     from saywhy.core.part_maps import PartMaps
     from saywhy.metrics.pck import attribute_parts, load_attribute_parts
 
-    with_keypoints = [r for r in records if r.keypoints]
+    with_keypoints = part_map_records(records, max_images, seed)
     if not with_keypoints:
         return None
     part_map = load_attribute_parts(attribute_parts_file)
-    if len(with_keypoints) > max_images:
-        rng = np.random.default_rng(seed)
-        with_keypoints = [with_keypoints[i] for i in sorted(rng.choice(len(with_keypoints), max_images, replace=False))]
     parts = sorted({name for r in with_keypoints for name in r.keypoints})
     layers = layers or resolve_layers(model, preprocess)
-    acts = extract_activations(model, with_keypoints, preprocess, layers, keep_maps=True, progress=progress)
+    acts = activations if activations is not None else \
+        extract_activations(model, with_keypoints, preprocess, layers, keep_maps=True, progress=progress)
+    if acts.maps is None or acts.n_items != len(with_keypoints):
+        raise SaywhyError(f"part maps need the maps of the {len(with_keypoints)} sampled records; got activations of "
+                          f"{acts.n_items} (pass those of part_map_activations with the same records)")
     kept = [with_keypoints[i] for i in acts.index]
     if not kept:
         return None
@@ -501,6 +551,8 @@ class ExplainerSession:
 
     def grad_cam(self, items: Sequence[Any], classes: Sequence[int] | None = None) -> np.ndarray:
         """Grad-CAM maps (N, h, w) of ``classes`` (default: the predicted ones), one backward pass."""
+        import torch
+
         from saywhy.model.gradcam import grad_cam_maps
 
         inputs = ImageDataset(list(items), self.preprocess)
@@ -726,7 +778,7 @@ def _resolved(item: Any) -> str | None:
 def _input_key(item: Any) -> tuple | None:
     """What identifies one input's pixels: a tensor's storage, shape and in-place version; a PIL
     image's bytes; a file's resolved path, size, time and box. None for what cannot be identified."""
-    if isinstance(item, torch.Tensor):
+    if is_tensor(item):
         return ("tensor", item.data_ptr(), tuple(item.shape), tuple(item.stride()), item._version, item.dtype,
                 str(item.device))
     if isinstance(item, Image.Image):

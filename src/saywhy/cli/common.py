@@ -188,12 +188,18 @@ def add_device_options(p: argparse.ArgumentParser) -> None:
                         "features differ slightly and are cached apart); ignored, with a note, on the CPU")
 
 
-def network_device(args: argparse.Namespace):
-    """The torch device of ``--device`` (cpu without it), or one line saying it is not available here."""
-    import torch
+def network_device(args: argparse.Namespace) -> str:
+    """The device name of ``--device`` (``cpu`` without it), checked, or one line saying it is not available here.
 
+    A name, not a ``torch.device``: torch is imported only to check an accelerator, so that a
+    command served from the feature cache on the CPU never imports it.
+    """
     name = getattr(args, "device", None) or "cpu"
     kind, _, index = name.partition(":")
+    if kind == "cpu":
+        return name
+    import torch
+
     if kind == "cuda":
         if not torch.cuda.is_available():
             built = "torch is built without CUDA" if torch.version.cuda is None else "no CUDA device is visible"
@@ -203,7 +209,7 @@ def network_device(args: argparse.Namespace):
                               f"numbered from 0: pick one of them")
     elif kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise SaywhyError(f"--device {name}: Apple's MPS is not available on this machine: use --device cpu")
-    return torch.device(name)
+    return name
 
 
 @contextmanager
@@ -212,10 +218,10 @@ def network_options(args: argparse.Namespace) -> Iterator[None]:
     if not hasattr(args, "device"):
         yield
         return
-    device = network_device(args)
+    kind = network_device(args).partition(":")[0]
     amp = getattr(args, "amp", None)
-    if amp and device.type != "cuda":
-        note(f"--amp {amp} applies on CUDA only: the network runs in full precision on {device.type}")
+    if amp and kind != "cuda":
+        note(f"--amp {amp} applies on CUDA only: the network runs in full precision on {kind}")
         amp = None
     if amp is None:
         yield

@@ -207,14 +207,20 @@ def run(args: argparse.Namespace) -> None:
             explainer, report = fit_distributed(dataset, model, preprocess, config, device=device, **common)
             rank = dist.get_rank()
         else:
-            from saywhy.pipeline import fit_explainer
+            from saywhy.pipeline import fit_explainer, fit_part_maps, part_map_activations, resolve_layers
 
+            train, part_maps = dataset.split(train=True), None
+            if getattr(args, "part_maps", False) and any(r.keypoints for r in train):
+                # the part-map sample's maps first, its pooled rows into the feature cache: the explainer's
+                # pass below reads them, so a cold fit runs each image through the network once
+                layers = resolve_layers(model, preprocess, args.layer, args.head)
+                part_maps = part_map_activations(model, train, preprocess, layers, common["feature_cache"],
+                                                 progress=progress(args))
             explainer, report = fit_explainer(dataset, model, preprocess, config, synonyms=synonyms, **common)
-            if getattr(args, "part_maps", False):
-                from saywhy.pipeline import fit_part_maps
-
-                fit_part_maps(explainer, model, preprocess, dataset.split(train=True), args.attribute_parts,
-                              progress=progress(args))
+            if part_maps is not None:
+                fit_part_maps(explainer, model, preprocess, train, args.attribute_parts, layers=layers,
+                              progress=progress(args), activations=part_maps)
+                del part_maps
             rank = 0
         parsed = dict(extractor.skipped) if extractor is not None else {}  # captions too long to parse
         if args.strict:  # fitting found more to skip (images without captions): refused before anything is written

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> None:
     device = network_device(args)
     model, meta = load_checkpoint(args.checkpoint, map_location=device)
     size = checkpoint_preprocess(meta).image_size
-    example = torch.zeros(1, 3, size, size, device=device)
+    example = torch.zeros(1, 3, size, size, device=torch.device(device))
     candidates = layer_candidates(model, example)
     shown = [c for c in candidates if c.exact or args.all]
     for candidate in shown:

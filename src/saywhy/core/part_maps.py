@@ -23,7 +23,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import scipy.optimize
 
 from saywhy.errors import SaywhyError
 
@@ -94,6 +93,8 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float, sample_weight: np.ndar
         value = sw @ (np.logaddexp(0.0, logit) - y * logit) + 0.5 * l2 * w @ w
         residual = sw * (_sigmoid(logit) - y)
         return float(value), np.append(z.T @ residual + l2 * w, residual.sum())
+
+    import scipy.optimize  # here, not at import: explaining with fitted part maps needs no optimizer
 
     start = np.append(np.zeros(x.shape[1]), math.log(rate / (1 - rate)))
     solved = scipy.optimize.minimize(loss, start, jac=True, method="L-BFGS-B", options={"maxiter": max_iter})

@@ -9,13 +9,17 @@ import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from saywhy.data.records import ImageRecord
 from saywhy.errors import SaywhyError
+from saywhy.tensors import is_tensor
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,8 @@ class Preprocess:
         image = image.resize((self.image_size, self.image_size), Image.BILINEAR)
         array = np.asarray(image, dtype=np.float32) / 255.0
         array = (array - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
+        import torch
+
         return torch.from_numpy(array.transpose(2, 0, 1).copy())
 
 
@@ -215,14 +221,18 @@ def apply_preprocess(preprocess, image: Image.Image, bbox: tuple[float, float, f
     if bbox is not None:
         image = crop_to_box(image, bbox)
     tensor = preprocess(image.convert("RGB"))
-    if not isinstance(tensor, torch.Tensor) or tensor.ndim != 3:
+    if not is_tensor(tensor) or tensor.ndim != 3:
         raise SaywhyError(f"the transform returned {type(tensor).__name__}, not a (3, H, W) tensor: "
                           "end it with transforms.ToTensor() (and Normalize)")
     return tensor
 
 
-class ImageDataset(torch.utils.data.Dataset):
+class ImageDataset:
     """Inputs as ``(tensor, index, ok)``; ``ok`` is False for unreadable files.
+
+    A map-style dataset (``__len__`` and ``__getitem__``) for ``torch.utils.data.DataLoader``,
+    defined without torch's base class so that reading images imports torch only when a
+    tensor is made.
 
     An input is an :class:`ImageRecord` (its box is used where ``preprocess`` crops to it),
     a path, a PIL image, or a (3, H, W) tensor that is already preprocessed and used as is.
@@ -237,7 +247,7 @@ class ImageDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, bool]:
         item = self.items[index]
-        if isinstance(item, torch.Tensor):
+        if is_tensor(item):
             return item, index, True
         if isinstance(item, Image.Image):
             return apply_preprocess(self.preprocess, item), index, True
@@ -245,6 +255,8 @@ class ImageDataset(torch.utils.data.Dataset):
         try:
             return apply_preprocess(self.preprocess, open_image(path), bbox), index, True
         except SaywhyError:
+            import torch
+
             return torch.zeros(self._placeholder_shape()), index, False
 
     def _placeholder_shape(self) -> tuple[int, ...]:

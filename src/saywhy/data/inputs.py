@@ -16,6 +16,7 @@ import numpy as np
 from saywhy.data.images import IMAGE_SUFFIXES
 from saywhy.data.records import ImageRecord
 from saywhy.errors import SaywhyError
+from saywhy.tensors import is_tensor
 
 Box = tuple[float, float, float, float]  # x, y, width, height in image pixels
 
@@ -39,7 +40,7 @@ def as_items(inputs: Any) -> list[Any]:
         return list_images(path) if path.is_dir() else [path]
     if isinstance(inputs, (ImageRecord, Image.Image)):
         return [inputs]
-    if _is_tensor(inputs):
+    if is_tensor(inputs):
         if not inputs.is_floating_point():
             raise SaywhyError(f"a {str(inputs.dtype).replace('torch.', '')} tensor is not a preprocessed input: pass "
                               "float tensors normalized as the network expects, or PIL images or paths")
@@ -72,7 +73,7 @@ def item_name(item: Any, position: int) -> str:
         return str(item.path)
     if isinstance(item, (str, Path)):
         return str(item)
-    return f"{'tensor' if _is_tensor(item) else 'image'}[{position}]"
+    return f"{'tensor' if is_tensor(item) else 'image'}[{position}]"
 
 
 def with_boxes(items: list[Any], box: Box | Sequence[Box | None] | None) -> list[Any]:
@@ -120,9 +121,3 @@ def has_box(item: Any) -> bool:
 
 def _is_one_box(box: Any) -> bool:
     return len(box) == 4 and all(isinstance(v, (int, float, np.floating, np.integer)) for v in box)
-
-
-def _is_tensor(value: Any) -> bool:
-    import torch
-
-    return isinstance(value, torch.Tensor)

@@ -20,10 +20,9 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
 from tqdm.auto import tqdm
 
 from saywhy.data.images import ImageDataset, Preprocess
@@ -31,6 +30,10 @@ from saywhy.data.records import ImageRecord
 from saywhy.errors import SaywhyError
 from saywhy.model.hooks import capture, get_module
 from saywhy.model.layers import LayerChoice, token_grid
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 @dataclass
@@ -50,6 +53,8 @@ class Activations:
 
 def model_device(model: nn.Module) -> torch.device:
     """The device the model lives on; saywhy never moves a model itself."""
+    import torch
+
     try:
         return next(model.parameters()).device
     except StopIteration:
@@ -58,10 +63,12 @@ def model_device(model: nn.Module) -> torch.device:
 
 def model_dtype(model: nn.Module) -> torch.dtype:
     """The floating dtype of the model's parameters (inputs are cast to it), float32 without any."""
+    import torch
+
     return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
 
 
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+AMP_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}  # --amp choice -> the torch dtype's name
 _AMP: contextvars.ContextVar[str | None] = contextvars.ContextVar("saywhy_amp", default=None)
 _ALLOCATOR_TUNED = False
 # glibc mallopt parameters (malloc.h)
@@ -84,9 +91,18 @@ def mixed_precision(amp: str | None) -> Iterator[None]:
         _AMP.reset(token)
 
 
-def amp_for(device: torch.device) -> str | None:
-    """The autocast precision in force for a model on ``device`` (None off CUDA)."""
-    return _AMP.get() if device.type == "cuda" else None
+def amp_for(device: torch.device | str) -> str | None:
+    """The autocast precision in force for a model on ``device`` (a device or its name; None off CUDA)."""
+    return _AMP.get() if device_type(device) == "cuda" else None
+
+
+def device_type(device: torch.device | str) -> str:
+    """``cpu``, ``cuda``, ``mps``...: the kind of a device or of a device name, without importing torch.
+
+    >>> device_type("cuda:1")
+    'cuda'
+    """
+    return getattr(device, "type", None) or str(device).partition(":")[0]
 
 
 def tune_cpu_allocator() -> bool:
@@ -138,6 +154,8 @@ def extract_activations(
     CUDA, with pinned memory), else on the CPU one thread that decodes the next batch while
     the network runs, when torch leaves a core free.
     """
+    import torch
+
     device = model_device(model)
     if device.type == "cpu" and len(items) > 1:
         tune_cpu_allocator()
@@ -160,6 +178,8 @@ def extract_activations(
 
 
 def _tensor_batches(items: Sequence[torch.Tensor], batch_size: int) -> Iterator:
+    import torch
+
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
         yield torch.stack(list(chunk)), torch.arange(start, start + len(chunk)), torch.ones(len(chunk), dtype=torch.bool)
@@ -213,9 +233,11 @@ class _Failed:
 def activations_from_batches(model: nn.Module, batches, layers: LayerChoice, keep_maps: bool = False,
                              progress: bool = False, n_items: int | None = None) -> Activations:
     """The same as :func:`extract_activations` over any iterable of ``(images, index, ok)`` batches."""
+    import torch
+
     device, dtype = model_device(model), model_dtype(model)
     amp = amp_for(device)
-    precision = torch.autocast(device.type, dtype=AMP_DTYPES[amp]) if amp else contextlib.nullcontext()
+    precision = torch.autocast(device.type, dtype=getattr(torch, AMP_DTYPES[amp])) if amp else contextlib.nullcontext()
     if any(m.training for m in model.modules()):  # cheaper than eval()'s walk when it is in eval mode already
         model.eval()
     pooled, logits, maps, kept = [], [], [], []

@@ -10,20 +10,21 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import importlib.util
 import json
+import re
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
-
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load, save_file
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from saywhy.data.images import Preprocess
 from saywhy.errors import SaywhyError
 from saywhy.files import atomic_folder
-from saywhy.model.smallcnn import SmallCNN
+
+if TYPE_CHECKING:  # torch is imported where a network is built, saved or checked, not to read a checkpoint's metadata
+    import torch
+    from torch import nn
 
 
 def build_model(arch: str, n_classes: int, **kwargs: Any) -> nn.Module:
@@ -36,6 +37,8 @@ def build_model(arch: str, n_classes: int, **kwargs: Any) -> nn.Module:
     family, _, name = arch.partition(":")
     try:
         if family == "saywhy" and name == "smallcnn":
+            from saywhy.model.smallcnn import SmallCNN
+
             return SmallCNN(n_classes, **kwargs)
         if family == "torchvision" and name:
             import torchvision
@@ -125,6 +128,8 @@ def _weights_digest(model: nn.Module) -> str:
 
 def save_checkpoint(folder: str | Path, model: nn.Module, meta: dict[str, Any]) -> Path:
     """Write weights and metadata atomically: a temp folder renamed into place."""
+    from safetensors.torch import save_file
+
     folder = Path(folder)
     with atomic_folder(folder, "checkpoint") as tmp:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -143,6 +148,10 @@ def load_checkpoint(folder: str | Path, map_location: str | torch.device = "cpu"
     came from (:func:`checkpoint_identity`), so that an explainer fitted on it can later
     recognize the folder without building the network (:mod:`saywhy.model.lazy_network`).
     """
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
     meta, meta_path, weights_path = read_checkpoint_meta(folder)
     model = build_model(meta["arch"], len(meta["classes"]), **meta.get("arch_kwargs", {}))
     try:
@@ -202,7 +211,7 @@ def build_recipe(meta: Mapping[str, Any]) -> dict[str, Any]:
     hash of the module that defines them). Reading a version does not import the library.
     """
     family = str(meta["arch"]).partition(":")[0]
-    software = {"torch": torch.__version__}
+    software = {"torch": torch_version()}
     if family in ("timm", "torchvision"):
         from importlib.metadata import PackageNotFoundError, version
 
@@ -211,11 +220,33 @@ def build_recipe(meta: Mapping[str, Any]) -> dict[str, Any]:
         except PackageNotFoundError:
             software[family] = None
     elif family == "saywhy":
-        import saywhy.model.smallcnn as smallcnn
-
-        software["saywhy.model.smallcnn"] = hashlib.sha256(Path(smallcnn.__file__).read_bytes()).hexdigest()[:16]
+        source = importlib.util.find_spec("saywhy.model.smallcnn").origin  # found, not imported (it imports torch)
+        software["saywhy.model.smallcnn"] = hashlib.sha256(Path(source).read_bytes()).hexdigest()[:16]
     return json.loads(json.dumps({"arch": meta["arch"], "arch_kwargs": meta.get("arch_kwargs", {}),
                                   "n_classes": len(meta["classes"]), "software": software}))
+
+
+def torch_version() -> str:
+    """``torch.__version__``, read from torch's ``version.py`` while torch is not imported (importing it costs a second).
+
+    >>> import torch; torch_version() == torch.__version__
+    True
+    """
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return str(torch.__version__)
+    spec = importlib.util.find_spec("torch")
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        try:
+            text = (Path(folder) / "version.py").read_text(encoding="utf-8")
+        except OSError:
+            continue
+        match = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", text, re.MULTILINE)
+        if match:
+            return match.group(1)
+    import torch
+
+    return str(torch.__version__)
 
 
 def checkpoint_identity(model: nn.Module) -> dict[str, Any] | None:
@@ -251,6 +282,8 @@ def load_weights(model: nn.Module, state: Mapping[str, torch.Tensor], source: st
     BatchNorm's step counters (``num_batches_tracked``) may be absent; a ``module.`` prefix
     (DataParallel) is dropped.
     """
+    from torch import nn
+
     expected = model.state_dict()
     state = dict(state)
     if state and all(k.startswith("module.") for k in state) and not any(k.startswith("module.") for k in expected):
@@ -310,6 +343,8 @@ def import_checkpoint(
     ...                   classes=names, preprocess=Preprocess(224, IMAGENET_MEAN, IMAGENET_STD))  # doctest: +SKIP
     PosixPath('models/birds')
     """
+    import torch
+
     from saywhy.model.layers import find_layers, probe_batch
     from saywhy.model.pretrained import read_state_dict
 
@@ -352,6 +387,8 @@ def _same_logits(model: nn.Module, rebuilt: nn.Module, x: torch.Tensor, target: 
     Both run on the module's device and dtype (a copy of the rebuilt network goes there), so
     TF32 or half-precision kernels round both alike; the module itself is not moved.
     """
+    import torch
+
     param = next(model.parameters(), None)
     device, dtype = (param.device, param.dtype) if param is not None else (torch.device("cpu"), torch.float32)
     twin = copy.deepcopy(rebuilt).to(device=device, dtype=dtype).eval()

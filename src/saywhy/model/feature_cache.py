@@ -21,17 +21,21 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
-from torch import nn
 
 from saywhy.data.images import Preprocess
 from saywhy.data.records import ImageRecord
+from saywhy.errors import SaywhyError
 from saywhy.model.activations import amp_for, extract_activations, model_device
 from saywhy.model.layers import LayerChoice
 from saywhy.model.lazy_network import LazyNetwork, module_of
+
+if TYPE_CHECKING:
+    from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +187,26 @@ class FeatureCache:
             seconds=round(time.perf_counter() - started, 2),
         )
 
+
+    def add(self, model: nn.Module | LazyNetwork, items: Sequence[ImageRecord | str | Path], preprocess: Preprocess,
+            layers: LayerChoice, pooled: np.ndarray) -> int:
+        """Store rows computed elsewhere, ``pooled[i]`` for ``items[i]`` (a pass that kept the maps too), so
+        that a later :meth:`pooled` reads them instead of running the network again; returns how many
+        were new. Rows already cached, of unreadable files, or not finite are left out."""
+        pooled = np.asarray(pooled, np.float32)
+        if pooled.shape != (len(items), layers.n_filters):
+            raise SaywhyError(f"{len(items)} items need ({len(items)}, {layers.n_filters}) pooled rows, got {pooled.shape}")
+        folder = self.model_folder(model, preprocess, layers)
+        known = self._known(folder, layers.n_filters)
+        new: dict[bytes, np.ndarray] = {}
+        for item, row in zip(items, pooled):
+            key = image_key(item, preprocess)
+            if key is not None and key not in known and np.isfinite(row).all():
+                new[key] = row
+        if new:
+            _write_shard(folder, np.stack([np.frombuffer(k, np.uint8) for k in new]), np.stack(list(new.values())))
+            self._read.pop(folder, None)
+        return len(new)
 
     def _known(self, folder: Path, n_filters: int) -> dict[bytes, np.ndarray]:
         """Every finite cached row of ``folder``; the shards are read again only when their files changed."""

@@ -9,15 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from saywhy.errors import SaywhyError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 
 def get_module(model: nn.Module, name: str) -> nn.Module:
     """The sub-module called ``name`` (dotted, as in ``model.named_modules()``)."""
+    from torch import nn
+
     try:  # a walk down the dotted path: no listing of every module on each forward pass
         found = model.get_submodule(name) if name else model
         if isinstance(found, nn.Module):
@@ -42,6 +46,8 @@ def capture(
     detached, or with ``keep_grad=True`` kept as the forward pass made them, attached to
     its autograd graph (run that pass with gradients enabled).
 
+    >>> import torch
+    >>> from torch import nn
     >>> net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
     >>> with capture(net, outputs=["0"], inputs=["3"]) as seen:
     ...     _ = net(torch.zeros(1, 3, 8, 8))

@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-
-import torch
-import torch.nn.functional as F
-from torch import nn
+from typing import TYPE_CHECKING
 
 from saywhy.errors import SaywhyError
 from saywhy.model.hooks import get_module
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 PROBE_BATCH = 2
 PROBE_SEED = 0
@@ -138,6 +139,8 @@ class _Trace:
 
 def probe_batch(example: torch.Tensor, batch: int = PROBE_BATCH, seed: int = PROBE_SEED) -> torch.Tensor:
     """Seeded random inputs of the example's shape, dtype and device: a zero image could hide a wrong layer."""
+    import torch
+
     dtype = example.dtype if example.is_floating_point() else torch.float32
     generator = torch.Generator().manual_seed(seed)
     return torch.randn((batch, *example.shape[1:]), generator=generator).to(device=example.device, dtype=dtype)
@@ -222,6 +225,9 @@ def _refusal(model: nn.Module, trace: _Trace, heads: list[_Event], pairs: list[L
 
 def _run(model: nn.Module, example: torch.Tensor) -> _Trace:
     """One forward pass of the probe batch, recording what every module outputs."""
+    import torch
+    from torch import nn
+
     widths = {m.in_features for m in model.modules() if isinstance(m, nn.Linear)}
     prefix = int(getattr(model, "num_prefix_tokens", 0) or 0)
     events: list[_Event] = []
@@ -251,6 +257,9 @@ def _run(model: nn.Module, example: torch.Tensor) -> _Trace:
 
 
 def _recorder(events: list[_Event], name: str, widths: set[int], prefix: int, model: nn.Module):
+    import torch
+    from torch import nn
+
     def hook(module: nn.Module, args: tuple, result) -> None:
         if not isinstance(result, torch.Tensor):
             return
@@ -288,6 +297,8 @@ def token_grid(model: nn.Module, n_tokens: int) -> tuple[int, int] | None:
 
 
 def _heads(model: nn.Module, trace: _Trace, head: str | None) -> list[_Event]:
+    from torch import nn
+
     n_logits = trace.logits.shape[1]
     linears = trace.latest("linear")
     if head is not None:
@@ -314,6 +325,8 @@ def _heads(model: nn.Module, trace: _Trace, head: str | None) -> list[_Event]:
 
 
 def _pairs(trace: _Trace, heads: list[_Event]) -> list[LayerCandidate]:
+    import torch
+
     tolerance = TOLERANCE_HALF if trace.dtype in (torch.float16, torch.bfloat16) else TOLERANCE
     maps, norms = trace.latest("map"), trace.latest("norm")
     pooled_at = _global_pool(trace)
@@ -350,6 +363,8 @@ def _global_pool(trace: _Trace) -> _Event | None:
 
 
 def _layer_norm(pooled: torch.Tensor, module: nn.LayerNorm) -> torch.Tensor:
+    import torch.nn.functional as F
+
     weight = module.weight.detach().double() if module.weight is not None else None
     bias = module.bias.detach().double() if getattr(module, "bias", None) is not None else None
     return F.layer_norm(pooled, module.normalized_shape, weight, bias, module.eps)
@@ -357,6 +372,8 @@ def _layer_norm(pooled: torch.Tensor, module: nn.LayerNorm) -> torch.Tensor:
 
 def _error(phi: torch.Tensor, head: _Event, logits: torch.Tensor) -> float:
     """Relative error of head(phi) against the logits and of phi against the head's own input."""
+    import torch
+
     linear = head.module  # run in the model's own dtype and kernels, so TF32 or half rounding cancels
     with torch.no_grad():
         out = linear(phi.to(linear.weight.dtype)).double()

@@ -29,14 +29,21 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from saywhy.errors import SaywhyError
-from saywhy.model.checkpoint import build_recipe, checkpoint_identity, load_checkpoint, read_checkpoint_meta
+from saywhy.model.activations import device_type
+from saywhy.model.checkpoint import (
+    build_recipe,
+    checkpoint_identity,
+    load_checkpoint,
+    read_checkpoint_meta,
+)
 from saywhy.model.layers import LayerChoice
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 RECORD_VERSION = 1
 RECORD_KEY = "network"  # the explainer metadata's field
@@ -83,11 +90,11 @@ class NetworkRecord:
         except (KeyError, TypeError, ValueError):
             return None
 
-    def usable(self, metadata: Mapping[str, Any], probe_size: int, device: torch.device) -> bool:
+    def usable(self, metadata: Mapping[str, Any], probe_size: int, device: torch.device | str) -> bool:
         """Whether a session over ``metadata``'s explainer, probing at ``probe_size`` on ``device``, would find these layers."""
         return (metadata.get("weights_digest") == self.checkpoint["weights_digest"]
                 and metadata.get("layer") == self.layers.feature_layer and metadata.get("head") == self.layers.head
-                and probe_size == self.probe_size and torch.device(device).type == self.probe_device)
+                and probe_size == self.probe_size and device_type(device) == self.probe_device)
 
 
 def network_record(model: nn.Module, layers: LayerChoice, probe_size: int, backbone_digest: str) -> NetworkRecord | None:
@@ -106,7 +113,9 @@ class LazyNetwork:
     """
 
     def __init__(self, folder: str | Path, record: NetworkRecord, device: Any = "cpu"):
-        self.folder, self.record, self.device = Path(folder), record, torch.device(device)
+        # the device's name ("cpu", "cuda:0"): torch takes it wherever it takes a device, and keeping
+        # a name means a network that is never built never imports torch
+        self.folder, self.record, self.device = Path(folder), record, str(device)
         self._module: nn.Module | None = None
 
     @property
