@@ -1,8 +1,9 @@
 """The embedded default: synthbirds + the small CNN, cached end to end.
 
 ``saywhy demo`` generates the birds, trains the CNN (or uses the shipped weights that
-``saywhy train`` produced for the same synthbirds config), fits the explainer and
-explains a few test images. Each step is cached under the workspace by fingerprint.
+``saywhy train`` produced for the same synthbirds config), fits the explainer (part maps
+learned from the keypoints included, as ``saywhy fit`` does) and explains a few test images.
+Each step is cached under the workspace by fingerprint.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from saywhy.explain.explainer import FORMAT_VERSION, Explainer, ExplainerConfig
 from saywhy.files import atomic_folder
 from saywhy.model.checkpoint import build_model, checkpoint_metadata, load_checkpoint, save_checkpoint, weights_digest
 from saywhy.model.train import TrainConfig, train_classifier
-from saywhy.pipeline import fit_explainer
+from saywhy.pipeline import PART_MAP_IMAGES, PART_MAP_L2, fit_explainer, fit_part_maps
 from saywhy.text.phrases import EXTRACTOR_VERSION, PhraseExtractor
 from saywhy.workspace import Workspace, fingerprint
 
@@ -109,7 +110,9 @@ def ensure_demo(workspace: Workspace | None = None, synth: SynthConfig = SynthCo
     root = ensure_synthbirds(workspace, synth, progress)
     dataset = read_cub(root)
     model, meta, model_folder = ensure_demo_model(workspace, dataset, synth.fingerprint(), progress)
-    key = fingerprint(weights_digest(model), config.__dict__, synth.fingerprint(), EXTRACTOR_VERSION, FORMAT_VERSION)
+    part_maps = {"images": PART_MAP_IMAGES, "l2": PART_MAP_L2}  # as 'saywhy fit' learns them from the keypoints
+    key = fingerprint(weights_digest(model), config.__dict__, synth.fingerprint(), EXTRACTOR_VERSION, FORMAT_VERSION,
+                      part_maps)
     folder = workspace.explainer(f"synthbirds-{key}")
     explainer = None
     if (folder / "explainer.json").is_file():
@@ -119,9 +122,11 @@ def ensure_demo(workspace: Workspace | None = None, synth: SynthConfig = SynthCo
             log.warning("refitting the demo explainer: %s", error)
     if explainer is None:
         extractor = PhraseExtractor(cache_dir=workspace.phrase_cache, progress=progress)
-        explainer, _ = fit_explainer(dataset, model, Preprocess.from_dict(meta["preprocess"]), config,
-                                     extractor=extractor, progress=progress,
+        preprocess = Preprocess.from_dict(meta["preprocess"])
+        explainer, _ = fit_explainer(dataset, model, preprocess, config, extractor=extractor, progress=progress,
                                      metadata={"checkpoint": str(model_folder.resolve()), "arch": meta["arch"]})
+        # the embedded default is what 'saywhy fit' makes of a dataset with keypoints: part maps included
+        fit_part_maps(explainer, model, preprocess, dataset.split(train=True))
         explainer.save(folder)
     workspace.remember_explainer(folder)
     return DemoArtifacts(dataset, model, meta, explainer, folder, load_truth(root))

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from saywhy.core.logistic import sigmoid, softplus
 from saywhy.errors import SaywhyError
 
 # Each attribute's L2 on standardized activations, chosen on a validation split of the training
@@ -56,10 +57,6 @@ EVIDENCE_L2 = 0.1
 # ExplainerConfig's default: the penalty per vocabulary term (EvidenceModel multiplies it by the
 # vocabulary's size), the scale at which 1e-3 was chosen on held-out training images.
 EVIDENCE_L2_PER_TERM = 1e-3
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * z))  # exact, and never overflows
 
 
 @dataclass
@@ -81,7 +78,7 @@ class AttributeEvidence:
 
     def probability(self, pooled: np.ndarray, filter_weights: np.ndarray | None = None) -> np.ndarray:
         """p(t|x), or p(t|x,c) with ``filter_weights`` = p(f|x,c)."""
-        return _sigmoid(self.logits(pooled, filter_weights))
+        return sigmoid(self.logits(pooled, filter_weights))
 
     def probability_at(self, pooled: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
         """p(t|x) of image ``rows[i]`` and attribute ``columns[i]`` for each i: the same numbers as
@@ -89,7 +86,7 @@ class AttributeEvidence:
         pooled = np.atleast_2d(np.asarray(pooled, np.float64))
         rows, columns = np.asarray(rows, dtype=np.intp), np.asarray(columns, dtype=np.intp)
         logits = np.einsum("nf,nf->n", pooled[rows], self.weights[columns]) + self.bias[columns]
-        return _sigmoid(logits)
+        return sigmoid(logits)
 
     def filter_evidence(self, pooled: np.ndarray, attributes: np.ndarray) -> np.ndarray:
         """(images x filters): each filter's positive evidence a_tk phi_k(x), summed over the given
@@ -189,8 +186,8 @@ class EvidenceLoss:
                 pairs.append((present.row[keep].astype(np.int32), present.col[keep].astype(np.int32)))
             rows, cols = known[c] if known is not None else pairs[-1]
             # BCE with logits: log(1 + e^z) - y z, y sparse and 0/1.
-            loss += float(np.logaddexp(np.zeros((), self.dtype), z).sum(dtype=np.float64)) - float(z[rows, cols].sum(dtype=np.float64))
-            residual = _sigmoid(z)
+            loss += float(softplus(z).sum(dtype=np.float64)) - float(z[rows, cols].sum(dtype=np.float64))
+            residual = sigmoid(z)
             residual[rows, cols] -= 1.0
             grad_a += (residual.T @ xs).astype(np.float64)
             grad_b += residual.sum(axis=0, dtype=np.float64)

@@ -24,6 +24,7 @@ import math
 
 import numpy as np
 
+from saywhy.core.logistic import sigmoid, softplus
 from saywhy.errors import SaywhyError
 
 NOT_ANNOTATED = -1  # a part the image does not annotate (no keypoint line, or no keypoints at all)
@@ -56,10 +57,6 @@ def part_grounding_scores(alpha_scores: np.ndarray, part_scores: np.ndarray, kno
     return np.where(np.asarray(known)[:, None, None], combined, alpha_scores)
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * z))
-
-
 def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float, sample_weight: np.ndarray | None = None,
                  max_iter: int = 200) -> tuple[np.ndarray, float]:
     """L2-penalized logistic regression (weights, bias) on raw ``x``: minimizes the weighted mean
@@ -67,7 +64,7 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float, sample_weight: np.ndar
 
     >>> x = np.array([[0.0], [1.0], [2.0], [3.0]]); y = np.array([0, 0, 1, 1])
     >>> w, b = fit_logistic(x, y, 1e-3)
-    >>> bool(_sigmoid(x @ w + b)[3] > 0.9 > 0.1 > _sigmoid(x @ w + b)[0])
+    >>> bool(sigmoid(x @ w + b)[3] > 0.9 > 0.1 > sigmoid(x @ w + b)[0])
     True
     """
     x = np.asarray(x, np.float64)
@@ -90,8 +87,8 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float, sample_weight: np.ndar
         w, b = theta[:-1], theta[-1]
         logit = z @ w + b
         # log(1 + e^l) - y l, stably
-        value = sw @ (np.logaddexp(0.0, logit) - y * logit) + 0.5 * l2 * w @ w
-        residual = sw * (_sigmoid(logit) - y)
+        value = sw @ (softplus(logit) - y * logit) + 0.5 * l2 * w @ w
+        residual = sw * (sigmoid(logit) - y)
         return float(value), np.append(z.T @ residual + l2 * w, residual.sum())
 
     import scipy.optimize  # here, not at import: explaining with fitted part maps needs no optimizer
@@ -147,8 +144,8 @@ def fit_logistics(x: np.ndarray, y: np.ndarray, l2: float, sample_weight: np.nda
         w, b = theta[:p * f].reshape(p, f) * free, theta[p * f:]
         v = w / std  # (P, F): weights on the raw columns
         logit = np.asarray(x @ v.T.astype(dtype), np.float64) + (b - (v * mean).sum(axis=1))
-        value = float((sw * (np.logaddexp(0.0, logit) - y * logit)).sum() + 0.5 * l2 * (w * w).sum())
-        residual = sw * (_sigmoid(logit) - y)  # (N, P)
+        value = float((sw * (softplus(logit) - y * logit)).sum() + 0.5 * l2 * (w * w).sum())
+        residual = sw * (sigmoid(logit) - y)  # (N, P)
         summed = residual.sum(axis=0)
         raw = np.asarray(residual.T.astype(dtype) @ x, np.float64)  # (P, F): x.T @ residual, per regression
         grad_w = ((raw - mean * summed[:, None]) / std + l2 * w) * free
@@ -256,7 +253,7 @@ class PartMaps:
             raise SaywhyError(f"activations have {pooled.shape[1]} filters but the part maps "
                               f"{self.visibility_weights_.shape[1]}")
         with np.errstate(over="ignore", invalid="ignore"):
-            return _sigmoid(pooled @ self.visibility_weights_.T + self.visibility_bias_)
+            return sigmoid(pooled @ self.visibility_weights_.T + self.visibility_bias_)
 
     def arrays(self) -> dict[str, np.ndarray]:
         self._check()
