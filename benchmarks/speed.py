@@ -51,9 +51,11 @@ CUB = Path(os.environ.get("SAYWHY_CUB50", "/work/shared/data/cub50"))
 BENCH_HOME = Path(os.environ.get("SAYWHY_BENCH_HOME", "/work/bench_home"))
 CUB_CKPT = Path("/work/bench/ckpt")
 # fitted with the code that records the network (saywhy.model.lazy_network): a cache-hit explain builds none
-CUB_EXP, DEMO_EXP = BENCH_HOME / "lazynet" / "exp", BENCH_HOME / "lazynet" / "demo_exp"
+CUB_EXP = Path(os.environ.get("SAYWHY_SPEED_CUB_EXP", BENCH_HOME / "lazynet" / "exp"))
+DEMO_EXP = Path(os.environ.get("SAYWHY_SPEED_DEMO_EXP", BENCH_HOME / "lazynet" / "demo_exp"))
 # the same checkpoints' explainers fitted before that record existed: the eager path, for the command section
-CUB_EXP_EAGER, DEMO_EXP_EAGER = Path("/work/bench/exp"), BENCH_HOME / "explainers" / "synthbirds-2fb845855c72"
+CUB_EXP_EAGER = Path(os.environ.get("SAYWHY_SPEED_CUB_EXP_EAGER", "/work/bench/exp"))
+DEMO_EXP_EAGER = Path(os.environ.get("SAYWHY_SPEED_DEMO_EXP_EAGER", BENCH_HOME / "explainers" / "synthbirds-2fb845855c72"))
 PYTHON = sys.executable
 
 
@@ -330,22 +332,35 @@ def _run(argv: list[str], src: Path, home: Path) -> tuple[float, float]:
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def cold_fit(before: Path | None) -> dict:
-    trees = ([("before", before / "src")] if before else []) + [("after", REPO / "src")]
-    result = {}
-    for label, src in trees:
-        with tempfile.TemporaryDirectory(prefix="saywhy-speed-") as tmp:
-            home = Path(tmp) / "home"
-            (home / "cache").mkdir(parents=True)
-            shutil.copytree(BENCH_HOME / "cache" / "phrases", home / "cache" / "phrases")
-            wall, cpu = _run([PYTHON, "-m", "saywhy", "--quiet", "fit", "--model", str(CUB_CKPT), "--root", str(CUB),
-                              "--out", str(Path(tmp) / "exp")], src, home)
-        result[f"{label}_seconds"], result[f"{label}_cpu_seconds"] = round(wall, 1), round(cpu, 1)
-        result[f"{label}_load_average"] = round(os.getloadavg()[0], 2)
-        print("fit", label, round(wall, 1), round(cpu, 1), flush=True)
+def cold_fit(before: Path | None, reps: int = 1) -> dict:
+    """Cold ``saywhy fit`` of the cub50 checkpoint, the trees interleaved ``reps`` times (before, after, before...):
+    medians of wall and CPU seconds, every run listed."""
+    # "after" is the default fit, part maps included (work the code before issue 13 did not do);
+    # "after_no_part_maps" (--no-part-maps) does the same work as "before"
+    trees = ([("before", before / "src", [])] if before else []) + [("after", REPO / "src", []),
+                                                                  ("after_no_part_maps", REPO / "src", ["--no-part-maps"])]
+    runs: dict[str, list[tuple[float, float, float]]] = {label: [] for label, _, _ in trees}
+    for _ in range(reps):
+        for label, src, extra in trees:
+            with tempfile.TemporaryDirectory(prefix="saywhy-speed-") as tmp:
+                home = Path(tmp) / "home"
+                (home / "cache").mkdir(parents=True)
+                shutil.copytree(BENCH_HOME / "cache" / "phrases", home / "cache" / "phrases")
+                wall, cpu = _run([PYTHON, "-m", "saywhy", "--quiet", "fit", "--model", str(CUB_CKPT), "--root", str(CUB),
+                                  "--out", str(Path(tmp) / "exp"), *extra], src, home)
+            runs[label].append((round(wall, 1), round(cpu, 1), round(os.getloadavg()[0], 2)))
+            print("fit", label, round(wall, 1), round(cpu, 1), flush=True)
+    result: dict = {"reps": reps, "runs": {label: [dict(zip(("seconds", "cpu_seconds", "load_average"), r)) for r in rs]
+                                           for label, rs in runs.items()}}
+    for label, rs in runs.items():
+        result[f"{label}_seconds"] = _median([r[0] for r in rs])
+        result[f"{label}_cpu_seconds"] = _median([r[1] for r in rs])
+        result[f"{label}_load_average"] = _median([r[2] for r in rs])
     if before:
-        result["speedup"] = round(result["before_seconds"] / result["after_seconds"], 2)
-        result["cpu_speedup"] = round(result["before_cpu_seconds"] / result["after_cpu_seconds"], 2)
+        for label in ("after", "after_no_part_maps"):
+            suffix = "" if label == "after" else "_no_part_maps"
+            result[f"speedup{suffix}"] = round(result["before_seconds"] / result[f"{label}_seconds"], 2)
+            result[f"cpu_speedup{suffix}"] = round(result["before_cpu_seconds"] / result[f"{label}_cpu_seconds"], 2)
     return result
 
 
@@ -426,6 +441,7 @@ def main() -> None:
     parser.add_argument("--sections", default="ratios,extraction,memo,fit,command")
     parser.add_argument("--models", default="efficientnet_lite0_224,demo_cnn_64,resnet50_224")
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--fit-reps", type=int, default=1, help="interleaved repetitions of the cold fit (before, after)")
     parser.add_argument("--ig-reps", type=int, default=2)
     parser.add_argument("--batches", default="1,32")
     parser.add_argument("--before", type=Path, help="a source tree of the code before issue 13, for fit and command")
@@ -460,7 +476,7 @@ def main() -> None:
     if "memo" in sections:
         result["ablation_memo"] = ablation_memory(args.memo_images)
     if "fit" in sections:
-        result["cold_fit_cub50"] = cold_fit(args.before)
+        result["cold_fit_cub50"] = cold_fit(args.before, args.fit_reps)
     if "command" in sections:
         result["one_image_explain"] = one_image_command(args.before, args.reps)
     result["machine"]["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
