@@ -41,19 +41,20 @@ def query_indices(explainer: Any, query: Sequence[str]) -> list[int]:
         query = [query]
     if not query:
         raise SaywhyError("give at least one attribute to search for, e.g. \"white eyebrow\"")
-    index = {term: i for i, term in enumerate(explainer.vocabulary_)}
+    vocabulary = list(explainer.vocabulary_)
     synonyms = getattr(explainer, "synonyms_", None)  # any object with a vocabulary_ may be searched
     columns = []
     for attribute in query:
         wanted = " ".join(str(attribute).lower().split())
         if synonyms is not None:
             wanted = synonyms.term(wanted)  # "black bill" -> "black beak"
-        if wanted not in index:
-            close = difflib.get_close_matches(wanted, explainer.vocabulary_, n=5, cutoff=0.6)
+        try:  # a scan per attribute: a few are asked for, and a dict of the vocabulary costs more to build
+            columns.append(vocabulary.index(wanted))
+        except ValueError:
+            close = difflib.get_close_matches(wanted, vocabulary, n=5, cutoff=0.6)
             hint = f"closest: {', '.join(close)}" if close else "no close match"
             raise SaywhyError(f"attribute {attribute!r} is not in the explainer's vocabulary ({hint}); "
-                              "attributes are 'adjective noun' phrases from the captions")
-        columns.append(index[wanted])
+                              "attributes are 'adjective noun' phrases from the captions") from None
     return columns
 
 

@@ -21,6 +21,7 @@ Pure numpy/scipy: arrays in, arrays out.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -236,14 +237,18 @@ class PartMaps:
         if not hasattr(self, "location_weights_"):
             raise SaywhyError("these part maps are not fitted: call fit() first")
 
-    def part_scores(self, maps: np.ndarray) -> np.ndarray:
+    def part_scores(self, maps: np.ndarray, parts: Sequence[int] | None = None) -> np.ndarray:
         """Log-odds that each cell holds each part: (P, h, w) for one image's (F, h, w) maps, or
-        (N, P, h, w) for (N, F, h, w)."""
+        (N, P, h, w) for (N, F, h, w); ``parts``: only these part indices, in this order."""
         self._check()
         maps = np.asarray(maps, np.float64)
         if maps.shape[-3] != self.location_weights_.shape[1]:
             raise SaywhyError(f"maps have {maps.shape[-3]} filters but the part maps {self.location_weights_.shape[1]}")
-        return np.einsum("pf,...fhw->...phw", self.location_weights_, maps) + self.location_bias_[:, None, None]
+        rows = slice(None) if parts is None else list(parts)
+        weights, bias = self.location_weights_[rows], self.location_bias_[rows]
+        *lead, f, h, w = maps.shape
+        scores = weights @ maps.reshape(*lead, f, h * w)  # one matrix product (einsum's loop was 2x slower)
+        return scores.reshape(*lead, len(bias), h, w) + bias[:, None, None]
 
     def visibility(self, pooled: np.ndarray) -> np.ndarray:
         """(N, P): the probability that each part shows in each image, from its pooled activations."""

@@ -549,12 +549,16 @@ class Explainer:
         out, known = np.zeros((len(attributes), *maps.shape[-2:])), np.zeros(len(attributes), bool)
         if not self.has_part_maps:
             return out, known
-        scores = self.part_maps_.part_scores(maps)
         index = {p: i for i, p in enumerate(self.part_maps_.parts_)}
+        wanted = sorted({index[p] for term in attributes for p in self.attribute_parts_.get(term, ())})
+        if not wanted:
+            return out, known
+        scores = self.part_maps_.part_scores(maps, wanted)  # only the parts these attributes name
+        row = {p: r for r, p in enumerate(wanted)}
         for i, term in enumerate(attributes):
             parts = self.attribute_parts_.get(term)
             if parts:
-                out[i], known[i] = scores[[index[p] for p in parts]].max(axis=0), True
+                out[i], known[i] = scores[[row[index[p]] for p in parts]].max(axis=0), True
         return out, known
 
     def grounding_scores(self, maps: np.ndarray, alpha: np.ndarray, attributes: list[str]) -> np.ndarray:
