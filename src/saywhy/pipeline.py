@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from saywhy.blas import one_blas_thread
 from saywhy.core.grounding import (
     attribute_scores,
     cells_to_image,
@@ -588,7 +589,8 @@ class ExplainerSession:
         keep = mapped or (len(items) <= MEMO_ITEMS and not self._served_from_cache(items, preprocess))
         acts = self.activations(items, keep_maps=keep, strict=strict, preprocess=preprocess)
         kept = [items[i] for i in acts.index]
-        explanations = self.explainer.explain(acts.pooled, self._targets(target, len(items), acts.index))
+        with one_blas_thread():  # small products: a second BLAS thread would spin longer than they take
+            explanations = self.explainer.explain(acts.pooled, self._targets(target, len(items), acts.index))
         if keep:
             self._remember(kept, preprocess, acts, explanations)
         for row, (item, explanation) in enumerate(zip(kept, explanations)):
@@ -734,8 +736,9 @@ class ExplainerSession:
                   alpha: np.ndarray | None = None, preprocess: Any = None) -> Heatmaps:
         preprocess = preprocess or self.preprocess
         alpha = self.attribute_alphas(attributes) if alpha is None else alpha
-        layer = self.explainer.grounding_scores(maps, alpha, list(attributes))  # eq. 9, or the part maps
-        cam = attribute_scores(maps, self.explainer.head_weights_[class_index])
+        with one_blas_thread():
+            layer = self.explainer.grounding_scores(maps, alpha, list(attributes))  # eq. 9, or the part maps
+            cam = attribute_scores(maps, self.explainer.head_weights_[class_index])
         if isinstance(item, (ImageRecord, str, Path)):
             size = image_size(item.path if isinstance(item, ImageRecord) else item)  # upright, from the header
             box = preprocess.seen_box(size, item.bbox if isinstance(item, ImageRecord) else None) \
