@@ -230,7 +230,7 @@ def evaluate(session: ExplainerSession, dataset: Dataset, extractor: PhraseExtra
     at_tnr = retrieval_operating_point(session, dataset, extractor, documents, acts.pooled, predicted, seed=seed)
     bleu = bleu_by_correctness(sentences, [r.captions for r in kept], correct)
     debug = debug_network(session, dataset, kept, canonical=False)
-    strongest = np.argsort(-acts.pooled.mean(axis=0))[:n_figure_filters]
+    strongest = np.argsort(-acts.pooled[:, :explainer.n_filters_].mean(axis=0))[:n_figure_filters]
     result: dict[str, Any] = {
         "dataset": str(dataset.root),
         "explainer_config": explainer.config.__dict__,

@@ -27,6 +27,7 @@ from saywhy.errors import SaywhyError
 from saywhy.explain.options import (  # noqa: E402  (no imports: a typo fails at once)
     ATTRIBUTE_MODELS,
     CONTRASTS,
+    EVIDENCE_POOLINGS,
     FILTER_SCALES,
     GROUNDINGS,
     LIKELIHOODS,
@@ -39,7 +40,7 @@ from saywhy.explain.options import (  # noqa: E402  (no imports: a typo fails at
 
 CONFIG_OPTIONS = ("top_k", "sigma_activation", "top_fraction", "contrast", "filter_scale", "sigma_decision", "prior",
                   "likelihood", "min_df", "attribute_model", "evidence_l2", "class_weighting", "grounding", "sentence",
-                  "part_visibility", "part_grounding")
+                  "part_visibility", "part_grounding", "evidence_pooling", "visibility_threshold")
 
 
 class ConfigDefaultsHelp(argparse.HelpFormatter):
@@ -149,6 +150,13 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--part-grounding", default=None, **choice(*PART_GROUNDINGS),
                    help="with part maps: heatmaps of part-attributes from eq. 9 (none), the part's learned map (maps), "
                         "or both (maps_alpha) (default {default})")
+    p.add_argument("--evidence-pooling", default=None, **choice(*EVIDENCE_POOLINGS),
+                   help="evidence model: read a part-attribute from the maps' global mean (global) or pooled under its "
+                        "part's learned location map (part; needs part maps, and a forward pass with the maps for "
+                        "every explained image instead of the feature cache) (default {default})")
+    p.add_argument("--visibility-threshold", type=float_in(0, 1, high_open=True), default=None,
+                   help="with part maps: do not cite a part-attribute whose part shows with a probability below this, "
+                        "in [0, 1); 0 is off (default {default})")
 
 
 def config_from(args: argparse.Namespace):
@@ -178,6 +186,9 @@ def run(args: argparse.Namespace) -> None:
     check_replaceable(args.out, "explainer")  # before minutes of work, not after
     ws = workspace(args)
     config = config_from(args)
+    if config.evidence_pooling == "part" and (args.from_shards or distributed or not getattr(args, "part_maps", True)):
+        raise SaywhyError("--evidence-pooling part needs part maps learned in one process: drop --no-part-maps, "
+                          "--from-shards and torchrun, or choose --evidence-pooling global")
     model, meta = load_checkpoint(args.model, map_location=network_device(args))
     metadata = {"checkpoint": str(args.model.resolve()), "arch": meta["arch"]}
     synonyms = None
@@ -209,8 +220,9 @@ def run(args: argparse.Namespace) -> None:
         else:
             from saywhy.pipeline import fit_explainer
 
-            explainer, report = fit_explainer(dataset, model, preprocess, config, synonyms=synonyms, **common)
-            if getattr(args, "part_maps", False):
+            explainer, report = fit_explainer(dataset, model, preprocess, config, synonyms=synonyms,
+                                              attribute_parts_file=args.attribute_parts, **common)
+            if getattr(args, "part_maps", False) and not explainer.has_part_maps:  # part pooling fitted them already
                 from saywhy.pipeline import fit_part_maps
 
                 fit_part_maps(explainer, model, preprocess, dataset.split(train=True), args.attribute_parts,
