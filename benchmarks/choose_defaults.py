@@ -252,6 +252,11 @@ POOLING_CANDIDATES = {  # name: (fitted config's changes, explain-time changes)
     "global + visibility threshold 0.5": ({}, {"visibility_threshold": 0.5}),
     "part": ({"evidence_pooling": "part"}, {}),
     "part + visibility threshold 0.5": ({"evidence_pooling": "part"}, {"visibility_threshold": 0.5}),
+    "part + visibility threshold 0.8": ({"evidence_pooling": "part"}, {"visibility_threshold": 0.8}),
+    "part + visibility threshold 0.9": ({"evidence_pooling": "part"}, {"visibility_threshold": 0.9}),
+    "both": ({"evidence_pooling": "both"}, {}),
+    "both + visibility threshold 0.8": ({"evidence_pooling": "both"}, {"visibility_threshold": 0.8}),
+    "both + visibility threshold 0.9": ({"evidence_pooling": "both"}, {"visibility_threshold": 0.9}),
 }
 
 

@@ -50,7 +50,7 @@ def fitted(pooling: str = "part", **changes):
                                       class_names=["Bird"])
     part_maps = PartMaps(l2=1e-3).fit(maps, cells, visible, ["crown", "belly"])
     explainer.set_part_maps(part_maps, PARTS)
-    if pooling == "part":
+    if pooling != "global":
         explainer.fit_part_evidence(explainer.part_pools(maps, pooled), counts)
     return explainer, maps, pooled, at_crown
 
@@ -63,13 +63,16 @@ def test_weights_are_a_softmax_over_cells_of_the_groups_largest_log_odds():
     np.testing.assert_allclose(part_pooled(np.ones((1, 2, 1, 2)), weights), [[[1.0, 1.0]]])
 
 
-def test_part_pooling_finds_the_attribute_that_lives_at_one_part():
-    explainer, maps, pooled, at_crown = fitted("part")
+@pytest.mark.parametrize("pooling", ["part", "both"])
+def test_part_pooling_finds_the_attribute_that_lives_at_one_part(pooling):
+    explainer, maps, pooled, at_crown = fitted(pooling)
     features = explainer.part_pools(maps, pooled)
     assert features.shape == (len(maps), 4 * 3)  # phi(x), then the crown's and the belly's pools
     p = explainer.readable_scores(features)
     crown, belly = TERMS.index("red crown"), TERMS.index("red belly")
     assert np.mean((p[:, crown] > p[:, belly]) == at_crown) > 0.95
+    if pooling == "both":  # eq. 6's weighting reads the global weights too: the shown score is the test here
+        return
     cited = [next(t for t, _ in e.attributes if t != "small bird") for e in explainer.explain(features)]
     assert np.mean([t == ("red crown" if c else "red belly") for t, c in zip(cited, at_crown)]) > 0.95
 
@@ -97,11 +100,12 @@ def test_scores_need_the_part_pools_but_the_decision_does_not():
                                explainer.decision_function(explainer.part_pools(maps, pooled)))
 
 
-def test_saved_and_loaded_it_scores_the_same(tmp_path):
-    explainer, maps, pooled, _ = fitted("part")
+@pytest.mark.parametrize("pooling", ["part", "both"])
+def test_saved_and_loaded_it_scores_the_same(tmp_path, pooling):
+    explainer, maps, pooled, _ = fitted(pooling)
     features = explainer.part_pools(maps, pooled)
     loaded = Explainer.load(explainer.save(tmp_path / "exp"))
-    assert loaded.pools_parts and loaded.config.evidence_pooling == "part"
+    assert loaded.pools_parts and loaded.config.evidence_pooling == pooling
     np.testing.assert_allclose(loaded.part_pools(maps, pooled), features)
     np.testing.assert_allclose(loaded.readable_scores(features), explainer.readable_scores(features))
     assert loaded.describe("Bird").attributes == explainer.describe("Bird").attributes
@@ -171,3 +175,13 @@ def test_a_session_explains_with_part_pools_from_one_forward_pass_and_not_from_t
     cited = [[t for t, _ in e.attributes] for e in cached.explain(test)]
     result = occlusion_test(cached, test, {"method": cited}, [e["class_index"] for e in first])
     assert "cases" in result["method"]
+
+
+def test_both_adds_the_global_pool_beside_the_part_pool():
+    both, maps, pooled, _ = fitted("both")
+    features = both.part_pools(maps, pooled)
+    p = both.readable_scores(features)
+    rows, columns = np.repeat(np.arange(len(p)), 3), np.tile(np.arange(3), len(p))
+    model = both.attribute_model_
+    np.testing.assert_allclose(model.readable_at(features, None, rows, columns), p[rows, columns])
+    assert np.abs(model.evidence_.global_weights[:2]).sum() > 0 and not model.evidence_.global_weights[2].any()

@@ -165,7 +165,7 @@ def fit_explainer(
     chance on the fitting images is fitted, with a warning in the report and the metadata.
     ``synonyms``: the word groups to merge before the vocabulary is built; None learns them
     from the captions (:func:`saywhy.text.synonyms.learn_synonyms`).
-    With ``config.evidence_pooling == "part"``, part maps are learned from the training keypoints
+    With ``config.evidence_pooling`` "part" or "both", part maps are learned from the training keypoints
     (:func:`fit_part_maps`, with ``attribute_parts_file``) and the part-attributes' evidence is refitted
     on the fitting images' part-pooled maps (one more forward pass, with the maps, in chunks); without
     keypoints the explainer keeps global pooling, with a warning in the report.
@@ -209,7 +209,7 @@ def fit_explainer(
     forms = learn_surface_forms(captions, vocabulary.terms_, merged)
     explainer = Explainer(config).fit(activations.pooled, counts, vocabulary.terms_, weights, class_names, bias, meta,
                                       surface_forms=forms, synonyms=synonyms)
-    if config.evidence_pooling == "part" and config.attribute_model == "evidence":
+    if config.evidence_pooling != "global" and config.attribute_model == "evidence":
         fit_part_maps(explainer, model, preprocess, dataset.split(train=True), attribute_parts_file, layers=layers,
                       progress=progress)
         if explainer.needs_part_pools:

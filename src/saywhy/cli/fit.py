@@ -152,8 +152,9 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
                         "or both (maps_alpha) (default {default})")
     p.add_argument("--evidence-pooling", default=None, **choice(*EVIDENCE_POOLINGS),
                    help="evidence model: read a part-attribute from the maps' global mean (global) or pooled under its "
-                        "part's learned location map (part; needs part maps, and a forward pass with the maps for "
-                        "every explained image instead of the feature cache) (default {default})")
+                        "part's learned location map (part), or both side by side (both); part and both need part "
+                        "maps, and a forward pass with the maps for every explained image instead of the feature cache "
+                        "(default {default})")
     p.add_argument("--visibility-threshold", type=float_in(0, 1, high_open=True), default=None,
                    help="with part maps: do not cite a part-attribute whose part shows with a probability below this, "
                         "in [0, 1); 0 is off (default {default})")
@@ -186,8 +187,9 @@ def run(args: argparse.Namespace) -> None:
     check_replaceable(args.out, "explainer")  # before minutes of work, not after
     ws = workspace(args)
     config = config_from(args)
-    if config.evidence_pooling == "part" and (args.from_shards or distributed or not getattr(args, "part_maps", True)):
-        raise SaywhyError("--evidence-pooling part needs part maps learned in one process: drop --no-part-maps, "
+    if config.evidence_pooling != "global" and (args.from_shards or distributed or not getattr(args, "part_maps", True)):
+        raise SaywhyError(f"--evidence-pooling {config.evidence_pooling} needs part maps learned in one process: "
+                          "drop --no-part-maps, "
                           "--from-shards and torchrun, or choose --evidence-pooling global")
     model, meta = load_checkpoint(args.model, map_location=network_device(args))
     metadata = {"checkpoint": str(args.model.resolve()), "arch": meta["arch"]}

@@ -69,11 +69,14 @@ class AttributeEvidence:
     ``sources`` (T,), with part pooling (:mod:`saywhy.core.part_pooling`): -1 where attribute t
     reads the global pool phi(x), g where it reads part group g's pool psi_g(x); None: all global.
     The methods take ``parts`` (images x groups x filters), the part pools, wherever a source is not -1.
+    ``global_weights`` (T x F), with ``evidence_pooling="both"``: weights on phi(x) added to a part
+    attribute's logit (its ``weights`` row applies to its part pool); None: no such term.
     """
 
     weights: np.ndarray
     bias: np.ndarray
     sources: np.ndarray | None = None
+    global_weights: np.ndarray | None = None
 
     def _parted(self) -> bool:
         return self.sources is not None and bool((self.sources >= 0).any())
@@ -104,6 +107,8 @@ class AttributeEvidence:
                 js = np.flatnonzero(self.sources == g)
                 xg = parts[:, g] if scale is None else parts[:, g] * scale
                 out[:, js] = xg @ self.weights[js].T + self.bias[js]
+                if self.global_weights is not None:
+                    out[:, js] += x @ self.global_weights[js].T
         return out
 
     def probability(self, pooled: np.ndarray, filter_weights: np.ndarray | None = None,
@@ -118,10 +123,13 @@ class AttributeEvidence:
         pooled, parts = self._inputs(pooled, parts)
         rows, columns = np.asarray(rows, dtype=np.intp), np.asarray(columns, dtype=np.intp)
         x = pooled[rows]
+        logits = self.bias[columns].astype(np.float64)
         if parts is not None:
             source = self.sources[columns]
+            if self.global_weights is not None:
+                logits = logits + np.where(source >= 0, np.einsum("nf,nf->n", x, self.global_weights[columns]), 0.0)
             x = np.where((source >= 0)[:, None], parts[rows, np.maximum(source, 0)], x)
-        logits = np.einsum("nf,nf->n", x, self.weights[columns]) + self.bias[columns]
+        logits = np.einsum("nf,nf->n", x, self.weights[columns]) + logits
         return _sigmoid(logits)
 
     def filter_evidence(self, pooled: np.ndarray, attributes: np.ndarray) -> np.ndarray:

@@ -11,8 +11,8 @@ under a softmax over cells of its log-odds,
     psi_g,k(x)   = sum_cells w_g(x, cell) f_k(x, cell)
 
 so psi_g(x) is what the filters show where the part is. An attribute naming a part of
-group g then gets its logistic evidence from psi_g(x) instead of phi(x); the others keep
-phi(x). Explaining stays one forward pass plus (G x h w) x F products per image.
+group g then gets its logistic evidence from psi_g(x) instead of phi(x) ("part"), or from
+both side by side ("both"); the others keep phi(x). Explaining stays one forward pass plus (G x h w) x F products per image.
 
 Pure numpy: arrays in, arrays out.
 """
@@ -24,7 +24,7 @@ import numpy as np
 
 from saywhy.errors import SaywhyError
 
-POOLINGS = ("global", "part")  # ExplainerConfig.evidence_pooling
+POOLINGS = ("global", "part", "both")  # ExplainerConfig.evidence_pooling
 TEMPERATURE = 1.0  # the softmax's temperature over cells, in the part maps' log-odds units
 
 

@@ -266,9 +266,10 @@ class EvidenceModel(AttributeModel):
         return self
 
     def fit_parts(self, features: np.ndarray, term_counts: sp.spmatrix, sources: np.ndarray) -> EvidenceModel:
-        """Refit the attributes whose ``sources`` entry is a part group g >= 0 on that group's pool, from
-        ``features`` (images x F (1 + G): phi(x), then each group's psi_g(x)) of the fitting images and
-        their ``term_counts``; the others keep their fit on phi(x). The same L2 as the global fit."""
+        """Refit the attributes whose ``sources`` entry is a part group g >= 0 on that group's pool (with
+        ``evidence_pooling="both"``: on the pool and phi(x) side by side), from ``features`` (images x
+        F (1 + G): phi(x), then each group's psi_g(x)) of the fitting images and their ``term_counts``;
+        the others keep their fit on phi(x). The same L2 as the global fit."""
         from saywhy.core.attribute_evidence import fit_attribute_evidence
 
         f = self.evidence_.weights.shape[1]
@@ -276,12 +277,17 @@ class EvidenceModel(AttributeModel):
         sources = np.asarray(sources, np.int64)
         counts = sp.csr_matrix(term_counts)
         weights, bias = self.evidence_.weights.copy(), self.evidence_.bias.copy()
+        both = self.config.evidence_pooling == "both"
+        global_weights = np.zeros_like(weights) if both else None
         for g in np.unique(sources[sources >= 0]):
             js = np.flatnonzero(sources == g)
-            fitted = fit_attribute_evidence(features[:, f * (1 + g):f * (2 + g)], counts[:, js],
+            x = features[:, f * (1 + g):f * (2 + g)]
+            fitted = fit_attribute_evidence(np.concatenate([x, features[:, :f]], axis=1) if both else x, counts[:, js],
                                             self.config.evidence_l2 * counts.shape[1])
-            weights[js], bias[js] = fitted.weights, fitted.bias
-        self.evidence_ = AttributeEvidence(weights, bias, sources.copy())
+            weights[js], bias[js] = fitted.weights[:, :f], fitted.bias
+            if both:
+                global_weights[js] = fitted.weights[:, f:]
+        self.evidence_ = AttributeEvidence(weights, bias, sources.copy(), global_weights)
         return self
 
     def _split(self, pooled):
@@ -330,12 +336,15 @@ class EvidenceModel(AttributeModel):
         out = {"evidence_weights": self.evidence_.weights, "evidence_bias": self.evidence_.bias}
         if self.evidence_.sources is not None:
             out["evidence_sources"] = self.evidence_.sources.astype(np.float64)
+        if self.evidence_.global_weights is not None:
+            out["evidence_global_weights"] = self.evidence_.global_weights
         return out
 
     def load_arrays(self, arrays, n_images):
         sources = arrays.get("evidence_sources")
         self.evidence_ = AttributeEvidence(arrays["evidence_weights"], arrays["evidence_bias"],
-                                           None if sources is None else np.asarray(sources).astype(np.int64))
+                                           None if sources is None else np.asarray(sources).astype(np.int64),
+                                           arrays.get("evidence_global_weights"))
         return self
 
 

@@ -117,8 +117,8 @@ class ExplainerConfig:
     - ``evidence_pooling``: where the evidence model reads a part-attribute ("red crown"): "global"
       (phi(x), the maps' spatial mean, as the head does) or "part" (the maps pooled under the
       softmax over cells of its part's learned location log-odds, :mod:`saywhy.core.part_pooling`;
-      attributes naming no part keep phi(x)). "part" needs part maps (without them it is
-      "global") and a forward pass with the maps for every explained image: the feature cache,
+      attributes naming no part keep phi(x)), or "both" (the part's pool and phi(x) side by side).
+      "part" and "both" need part maps (without them they are "global") and a forward pass with the maps for every explained image: the feature cache,
       which holds phi(x) only, is not used for such an explainer.
     - ``visibility_threshold``: with part maps, a part-attribute whose part shows with a
       probability below this is not cited (0: off); unlike ``part_visibility`` the shown score
@@ -541,7 +541,7 @@ class Explainer:
     def has_part_maps(self) -> bool:
         return getattr(self, "part_maps_", None) is not None
 
-    # ----- part-pooled evidence (config.evidence_pooling == "part") ------------------------
+    # ----- part-pooled evidence (config.evidence_pooling "part" or "both") -------------------
     @property
     def pools_parts(self) -> bool:
         """Whether the evidence of part-attributes is read from part-pooled maps (:meth:`fit_part_evidence`
@@ -564,7 +564,7 @@ class Explainer:
     @property
     def needs_part_pools(self) -> bool:
         """Whether :meth:`part_pools` adds part pools (part pooling asked for, part maps attached)."""
-        return self.config.evidence_pooling == "part" and self.has_part_maps and bool(self._pooling_groups())
+        return self.config.evidence_pooling != "global" and self.has_part_maps and bool(self._pooling_groups())
 
     def part_pools(self, maps: np.ndarray, pooled: np.ndarray) -> np.ndarray:
         """(N, F (1 + G)): ``pooled`` phi(x) (N, F), then per part group its part-pooled maps psi_g(x)
@@ -885,7 +885,7 @@ class Explainer:
                     "filter_attribute_pdf": (n_filters, n_terms), "prior": (n_terms,), "filter_max": (n_filters,),
                     "filter_threshold": (n_filters,), "likelihood_sum": (n_terms, n_filters),
                     "attribute_images": (n_terms,), "evidence_weights": (n_terms, n_filters), "evidence_bias": (n_terms,),
-                    "evidence_sources": (n_terms,)}
+                    "evidence_sources": (n_terms,), "evidence_global_weights": (n_terms, n_filters)}
         for key, shape in expected.items():
             if key in arrays and tuple(arrays[key].shape) != shape:
                 raise SaywhyError(f"array {key!r} has shape {tuple(arrays[key].shape)}, expected {shape}: refit it")
