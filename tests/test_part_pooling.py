@@ -185,3 +185,31 @@ def test_both_adds_the_global_pool_beside_the_part_pool():
     model = both.attribute_model_
     np.testing.assert_allclose(model.readable_at(features, None, rows, columns), p[rows, columns])
     assert np.abs(model.evidence_.global_weights[:2]).sum() > 0 and not model.evidence_.global_weights[2].any()
+
+
+def test_the_command_lines_names_are_the_modules():
+    from saywhy.core.part_pooling import POOLINGS
+    from saywhy.explain.options import EVIDENCE_POOLINGS
+
+    assert EVIDENCE_POOLINGS == POOLINGS
+
+
+def test_fit_takes_the_flags_and_refuses_part_pooling_without_part_maps(tmp_path):
+    import argparse
+
+    from saywhy.cli import fit
+
+    parser = argparse.ArgumentParser()
+    fit.register(parser.add_subparsers())
+    args = parser.parse_args(["fit", "--model", "m", "--root", "r", "--out", str(tmp_path / "x"),
+                              "--evidence-pooling", "both", "--visibility-threshold", "0.8"])
+    config = fit.config_from(args)
+    assert config.evidence_pooling == "both" and config.visibility_threshold == 0.8
+    for bad in (["--visibility-threshold", "1"], ["--evidence-pooling", "parts"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["fit", "--model", "m", "--root", "r", "--out", "x", *bad])
+    args = parser.parse_args(["fit", "--model", "m", "--root", "r", "--out", str(tmp_path / "x"),
+                              "--evidence-pooling", "part", "--no-part-maps"])
+    with pytest.raises(SaywhyError, match="needs part maps"):
+        fit.run(args)
+    assert ExplainerConfig.paper().evidence_pooling == "global"

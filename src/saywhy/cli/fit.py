@@ -185,12 +185,11 @@ def run(args: argparse.Namespace) -> None:
         raise SaywhyError("--from-shards reads features already extracted: run it as one process, without torchrun")
     distributed = args.distributed or _launched()
     check_replaceable(args.out, "explainer")  # before minutes of work, not after
-    ws = workspace(args)
     config = config_from(args)
     if config.evidence_pooling != "global" and (args.from_shards or distributed or not getattr(args, "part_maps", True)):
         raise SaywhyError(f"--evidence-pooling {config.evidence_pooling} needs part maps learned in one process: "
-                          "drop --no-part-maps, "
-                          "--from-shards and torchrun, or choose --evidence-pooling global")
+                          "drop --no-part-maps, --from-shards and torchrun, or choose --evidence-pooling global")
+    ws = workspace(args)
     model, meta = load_checkpoint(args.model, map_location=network_device(args))
     metadata = {"checkpoint": str(args.model.resolve()), "arch": meta["arch"]}
     synonyms = None
