@@ -213,3 +213,35 @@ def test_fit_takes_the_flags_and_refuses_part_pooling_without_part_maps(tmp_path
     with pytest.raises(SaywhyError, match="needs part maps"):
         fit.run(args)
     assert ExplainerConfig.paper().evidence_pooling == "global"
+
+
+@pytest.mark.parametrize("contrast", ["margin", "difference"])
+def test_contrasts_and_descriptions_take_the_part_pools(contrast):
+    maps, counts, cells, visible, _ = synthetic()
+    pooled = maps.mean(axis=(2, 3))
+    config = ExplainerConfig(min_df=1, evidence_pooling="part", contrast=contrast)
+    explainer = Explainer(config).fit(pooled, counts, TERMS, weights=np.array([[0.0, 0.0, 1.0, 1.0], [1.0, 1.0, 0, 0]]),
+                                      class_names=["Bird", "Other"])
+    explainer.set_part_maps(PartMaps(l2=1e-3).fit(maps, cells, visible, ["crown", "belly"]), PARTS)
+    features = explainer.part_pools(maps, pooled)
+    explainer.fit_part_evidence(features, counts)
+    assert explainer.contrast(features[:1], "Bird", "Other").sentence
+    assert explainer.contrast_scores(features[:1], 0, 1).shape == (len(TERMS),)
+    assert explainer.describe("Other").sentence and explainer.class_ranking().shape == (2, len(TERMS))
+    assert explainer.filter_shares(features, None, np.zeros((len(features), 1), int)).shape == pooled.shape
+
+
+def test_fit_and_evaluate_end_to_end_with_part_pooling(tiny_noisy_synthbirds, tmp_path):
+    import json
+
+    from saywhy.cli import main
+
+    tiny = tiny_noisy_synthbirds
+    root, home = str(tiny["root"] / "CUB_200_2011"), str(tiny["home"])
+    assert main(["--quiet", "--home", home, "fit", "--model", str(tiny["ckpt"]), "--root", root, "--min-df", "1",
+                 "--out", str(tmp_path / "exp"), "--evidence-pooling", "part"]) == 0
+    assert Explainer.load(tmp_path / "exp").pools_parts
+    assert main(["--quiet", "--home", home, "evaluate", "--root", root, "--explainer", str(tmp_path / "exp"),
+                 "--name", "tiny", "--out", str(tmp_path / "out")]) == 0
+    result = json.loads((tmp_path / "out" / "tiny_eval.json").read_text())
+    assert result["image_specificity"]["occlusion"]["method"]["cases"] > 0

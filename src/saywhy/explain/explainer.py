@@ -733,8 +733,9 @@ class Explainer:
             for_a, for_b = self.filter_given_image_class(pooled, [a]), self.filter_given_image_class(pooled, [b])
         else:
             margin = (self._weights[a] - self._weights[b])[None, :]
-            for_a = filter_given_image_class(pooled, margin, sigma)
-            for_b = filter_given_image_class(pooled, -margin, sigma)
+            phi = pooled[:, :self._weights.shape[1]]  # without the part pools, if any
+            for_a = filter_given_image_class(phi, margin, sigma)
+            for_b = filter_given_image_class(phi, -margin, sigma)
         return (model.contrast_units(pooled, for_a) - model.contrast_units(pooled, for_b))[0]
 
     def contrast(self, pooled: np.ndarray, class_a: str | int, class_b: str | int, k: int = 3) -> Contrast:
