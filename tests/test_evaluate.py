@@ -133,3 +133,19 @@ def test_grounding_ablation_runs_finer_maps_beside_the_constant_pdf(tiny_noisy_s
     for key in ("pck", "constant_pck", "contrast_pck"):
         values = [row[key][a] for a in ("0.1", "0.2", "0.3")]
         assert values == sorted(values) and all(0 <= v <= 1 for v in values)
+
+
+def test_the_ablation_rows_that_read_part_maps_run_end_to_end(tiny_noisy_synthbirds):
+    """The gated row fits the part maps and the part-pooled row (which fits its own) gets the shared ones:
+    both give finite figures on the same images."""
+    from saywhy.evaluate import ablation
+
+    tiny = tiny_noisy_synthbirds
+    configs = {name: config for name, config in ablation_configs().items()
+               if config.part_visibility or config.evidence_pooling != "global"}
+    assert len(configs) == 2
+    rows = ablation(tiny["session"], tiny["dataset"], tiny["extractor"], configs)
+    assert set(rows) == set(configs)
+    for row in rows.values():
+        assert np.isfinite(row["retrieval_map"]) and all(np.isfinite(v) for v in row["pck"].values())
+        assert row["distinct_attributes"] > 0

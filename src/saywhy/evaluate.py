@@ -230,7 +230,7 @@ def evaluate(session: ExplainerSession, dataset: Dataset, extractor: PhraseExtra
     at_tnr = retrieval_operating_point(session, dataset, extractor, documents, acts.pooled, predicted, seed=seed)
     bleu = bleu_by_correctness(sentences, [r.captions for r in kept], correct)
     debug = debug_network(session, dataset, kept, canonical=False)
-    strongest = np.argsort(-acts.pooled.mean(axis=0))[:n_figure_filters]
+    strongest = np.argsort(-acts.pooled[:, :explainer.n_filters_].mean(axis=0))[:n_figure_filters]
     result: dict[str, Any] = {
         "dataset": str(dataset.root),
         "explainer_config": explainer.config.__dict__,
@@ -440,7 +440,8 @@ def ablation(session: ExplainerSession, dataset: Dataset, extractor: PhraseExtra
     for name, config in configs.items():
         explainer, _ = fit_explainer(dataset, session.model, session.preprocess, config, extractor=extractor,
                                      progress=False, activations=train_activations)
-        if config.part_visibility or config.part_grounding != "none":  # a config that reads the part maps gets them
+        # a config that reads the part maps gets them (part-pooled evidence has fitted its own already)
+        if (config.part_visibility or config.part_grounding != "none") and not explainer.has_part_maps:
             if part_maps is None:  # fitted once: they depend on the network and the keypoints, not on the config
                 part_maps = fit_part_maps(explainer, session.model, session.preprocess, dataset.split(train=True))
             elif part_maps:
@@ -497,6 +498,7 @@ def ablation_configs() -> dict[str, Any]:
         "evidence model, positive grounding": ExplainerConfig(grounding="positive"),
         "evidence model, eq. 9 grounding (no part maps)": ExplainerConfig(part_grounding="none"),
         "evidence model, part maps + visibility gating": ExplainerConfig(part_visibility=True),
+        "evidence model, part-pooled evidence (--evidence-pooling part)": ExplainerConfig(evidence_pooling="part"),
         "saywhy default (evidence model, eq. 6 weighting, signed grounding)": ExplainerConfig(),
     }
 

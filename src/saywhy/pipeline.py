@@ -177,6 +177,7 @@ def fit_explainer(
     feature_cache: FeatureCache | None = None,
     model_classes: Sequence[str] | None = None,
     synonyms: SynonymGroups | None = None,
+    attribute_parts_file: str | Path | None = None,
 ) -> tuple[Explainer, FitReport]:
     """Fit eq. 1-4 on the training images that have captions (or attributes).
 
@@ -186,6 +187,10 @@ def fit_explainer(
     chance on the fitting images is fitted, with a warning in the report and the metadata.
     ``synonyms``: the word groups to merge before the vocabulary is built; None learns them
     from the captions (:func:`saywhy.text.synonyms.learn_synonyms`).
+    With ``config.evidence_pooling`` "part" or "both", part maps are learned from the training keypoints
+    (:func:`fit_part_maps`, with ``attribute_parts_file``) and the part-attributes' evidence is refitted
+    on the fitting images' part-pooled maps (one more forward pass, with the maps, in chunks); without
+    keypoints the explainer keeps global pooling, with a warning in the report.
     """
     layers = resolve_layers(model, preprocess, layer, head)
     class_names = check_fit_classes(dataset, layers, model_classes)
@@ -226,8 +231,32 @@ def fit_explainer(
     forms = learn_surface_forms(captions, vocabulary.terms_, merged)
     explainer = Explainer(config).fit(activations.pooled, counts, vocabulary.terms_, weights, class_names, bias, meta,
                                       surface_forms=forms, synonyms=synonyms)
+    if config.evidence_pooling != "global" and config.attribute_model == "evidence":
+        fit_part_maps(explainer, model, preprocess, dataset.split(train=True), attribute_parts_file, layers=layers,
+                      progress=progress)
+        if explainer.needs_part_pools:
+            explainer.fit_part_evidence(part_pool_features(explainer, model, kept, preprocess, layers, progress), counts)
+        else:
+            report.warnings.append("evidence pooling 'part' needs training keypoints: the evidence is pooled globally")
     report.images_used, report.vocabulary_size = len(kept), len(vocabulary.terms_)
     return explainer, report
+
+
+PART_POOL_CHUNK = 128  # images whose maps are held at once while they are part-pooled
+
+
+def part_pool_features(explainer: Explainer, model: nn.Module, items: Sequence[Any], preprocess: Any,
+                       layers: LayerChoice, progress: bool = False, strict: bool = False) -> np.ndarray:
+    """:meth:`Explainer.part_pools` of ``items`` (phi(x), then the part pools), from forward passes that
+    keep the maps of :data:`PART_POOL_CHUNK` images at a time; every item must be readable."""
+    out = []
+    for start in range(0, len(items), PART_POOL_CHUNK):
+        chunk = items[start:start + PART_POOL_CHUNK]
+        acts = extract_activations(module_of(model), chunk, preprocess, layers, keep_maps=True, progress=False)
+        if acts.n_unreadable:
+            raise SaywhyError(f"{acts.n_unreadable} of the images to part-pool could not be read")
+        out.append(explainer.part_pools(acts.maps, acts.pooled))
+    return np.concatenate(out) if out else np.zeros((0, explainer.feature_width_))
 
 
 def fitted_network_record(model: nn.Module, preprocess: Preprocess, layers: LayerChoice) -> NetworkRecord | None:
@@ -529,7 +558,9 @@ class ExplainerSession:
         otherwise it is dropped (``Activations.index`` says which rows remain)."""
         preprocess = preprocess or self.preprocess
         cacheable = all(isinstance(i, (ImageRecord, str, Path)) for i in items) and isinstance(preprocess, Preprocess)
-        if keep_maps:
+        if self.explainer.pools_parts and not keep_maps:
+            acts = self._part_pooled_activations(items, preprocess, progress)
+        elif keep_maps:
             memo = self.map_memo is not None and cacheable
             key = (tuple(str(i.path if isinstance(i, ImageRecord) else i) for i in items), repr(preprocess)) \
                 if memo else None
@@ -538,6 +569,8 @@ class ExplainerSession:
                 acts = extract_activations(self.model, items, preprocess, self.layers, keep_maps=True, progress=progress)
                 if memo:
                     self.map_memo[key] = acts
+            if self.explainer.pools_parts:  # phi(x) and its part pools, what the explainer scores
+                acts = dataclasses.replace(acts, pooled=self.explainer.part_pools(acts.maps, acts.pooled))
         else:
             lazy = isinstance(self._network, LazyNetwork)  # the explainer's copy of the head: the network's, exactly
             head = (self.explainer.head_weights_, self.explainer.head_bias_) if lazy else None
@@ -549,6 +582,21 @@ class ExplainerSession:
                 if position not in readable:
                     open_image(item.path if isinstance(item, ImageRecord) else item)  # raises the clear error
         return acts
+
+    def _part_pooled_activations(self, items: Sequence[Any], preprocess: Any, progress: bool) -> Activations:
+        """For an explainer that pools evidence under part maps: a forward pass keeping the maps, chunk by
+        chunk, never the feature cache (it holds phi(x) only); pooled is phi(x) and its part pools."""
+        pooled, logits, index = [], [], []
+        for start in range(0, len(items), PART_POOL_CHUNK):
+            acts = extract_activations(self.model, items[start:start + PART_POOL_CHUNK], preprocess, self.layers,
+                                       keep_maps=True, progress=progress)
+            pooled.append(self.explainer.part_pools(acts.maps, acts.pooled))
+            logits.append(acts.logits)
+            index.append(acts.index + start)
+        width, n_classes = self.explainer.feature_width_, len(self.explainer.class_names_)
+        return Activations(pooled=np.concatenate(pooled) if pooled else np.zeros((0, width)),
+                           logits=np.concatenate(logits) if logits else np.zeros((0, n_classes)),
+                           index=np.concatenate(index) if index else np.zeros(0, np.int64), n_items=len(items))
 
     def grad_cam(self, items: Sequence[Any], classes: Sequence[int] | None = None) -> np.ndarray:
         """Grad-CAM maps (N, h, w) of ``classes`` (default: the predicted ones), one backward pass."""
@@ -605,7 +653,7 @@ class ExplainerSession:
 
     def _served_from_cache(self, items: Sequence[Any], preprocess: Any) -> bool:
         """Whether the pooled features of ``items`` can come from the feature cache (no forward pass needed)."""
-        return self.feature_cache is not None and isinstance(preprocess, Preprocess) \
+        return self.feature_cache is not None and isinstance(preprocess, Preprocess) and not self.explainer.pools_parts \
             and all(isinstance(i, (ImageRecord, str, Path)) for i in items)
 
     def _remember(self, items: Sequence[Any], preprocess: Any, acts: Activations,

@@ -47,7 +47,7 @@ def removal_effect(explainer: Explainer, pooled: np.ndarray, classes: np.ndarray
     """Zero the ``removed`` filters of each image (row of indices) and compare the class's score."""
     rows = np.arange(len(pooled))
     before = explainer.decision_function(pooled)
-    cut = np.array(pooled, np.float64, copy=True)
+    cut = np.array(pooled[:, :explainer.n_filters_], np.float64, copy=True)  # the head's input (no part pools)
     np.put_along_axis(cut, removed, 0.0, axis=1)
     after = explainer.decision_function(cut)
     return RemovalResult(
@@ -66,7 +66,7 @@ def faithfulness(explainer: Explainer, pooled: np.ndarray, classes: np.ndarray |
     pooled = np.atleast_2d(np.asarray(pooled, np.float64))
     classes = explainer.predict(pooled) if classes is None else np.asarray(classes)
     rng = np.random.default_rng(seed)
-    n_images, n_total = pooled.shape
+    n_images, n_total = len(pooled), explainer.n_filters_
     results: dict[str, dict] = {}
     for size in sizes:
         size = min(size, n_total)

@@ -27,6 +27,7 @@ from saywhy.errors import SaywhyError
 from saywhy.explain.options import (  # noqa: E402  (no imports: a typo fails at once)
     ATTRIBUTE_MODELS,
     CONTRASTS,
+    EVIDENCE_POOLINGS,
     FILTER_SCALES,
     GROUNDINGS,
     LIKELIHOODS,
@@ -39,7 +40,7 @@ from saywhy.explain.options import (  # noqa: E402  (no imports: a typo fails at
 
 CONFIG_OPTIONS = ("top_k", "sigma_activation", "top_fraction", "contrast", "filter_scale", "sigma_decision", "prior",
                   "likelihood", "min_df", "attribute_model", "evidence_l2", "class_weighting", "grounding", "sentence",
-                  "part_visibility", "part_grounding")
+                  "part_visibility", "part_grounding", "evidence_pooling", "visibility_threshold")
 
 
 class ConfigDefaultsHelp(argparse.HelpFormatter):
@@ -149,6 +150,14 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--part-grounding", default=None, **choice(*PART_GROUNDINGS),
                    help="with part maps: heatmaps of part-attributes from eq. 9 (none), the part's learned map (maps), "
                         "or both (maps_alpha) (default {default})")
+    p.add_argument("--evidence-pooling", default=None, **choice(*EVIDENCE_POOLINGS),
+                   help="evidence model: read a part-attribute from the maps' global mean (global) or pooled under its "
+                        "part's learned location map (part), or both side by side (both); part and both need part "
+                        "maps, and a forward pass with the maps for every explained image instead of the feature cache "
+                        "(default {default})")
+    p.add_argument("--visibility-threshold", type=float_in(0, 1, high_open=True), default=None,
+                   help="with part maps: do not cite a part-attribute whose part shows with a probability below this, "
+                        "in [0, 1); 0 is off (default {default})")
 
 
 def config_from(args: argparse.Namespace):
@@ -176,8 +185,11 @@ def run(args: argparse.Namespace) -> None:
         raise SaywhyError("--from-shards reads features already extracted: run it as one process, without torchrun")
     distributed = args.distributed or _launched()
     check_replaceable(args.out, "explainer")  # before minutes of work, not after
-    ws = workspace(args)
     config = config_from(args)
+    if config.evidence_pooling != "global" and (args.from_shards or distributed or not getattr(args, "part_maps", True)):
+        raise SaywhyError(f"--evidence-pooling {config.evidence_pooling} needs part maps learned in one process: "
+                          "drop --no-part-maps, --from-shards and torchrun, or choose --evidence-pooling global")
+    ws = workspace(args)
     model, meta = load_checkpoint(args.model, map_location=network_device(args))
     metadata = {"checkpoint": str(args.model.resolve()), "arch": meta["arch"]}
     synonyms = None
@@ -210,13 +222,15 @@ def run(args: argparse.Namespace) -> None:
             from saywhy.pipeline import fit_explainer, fit_part_maps, part_map_activations, resolve_layers
 
             train, part_maps = dataset.split(train=True), None
-            if getattr(args, "part_maps", False) and any(r.keypoints for r in train):
+            pools = config.evidence_pooling != "global" and config.attribute_model == "evidence"  # fits them itself
+            if getattr(args, "part_maps", False) and not pools and any(r.keypoints for r in train):
                 # the part-map sample's maps first, its pooled rows into the feature cache: the explainer's
                 # pass below reads them, so a cold fit runs each image through the network once
                 layers = resolve_layers(model, preprocess, args.layer, args.head)
                 part_maps = part_map_activations(model, train, preprocess, layers, common["feature_cache"],
                                                  progress=progress(args))
-            explainer, report = fit_explainer(dataset, model, preprocess, config, synonyms=synonyms, **common)
+            explainer, report = fit_explainer(dataset, model, preprocess, config, synonyms=synonyms,
+                                              attribute_parts_file=args.attribute_parts, **common)
             if part_maps is not None:
                 fit_part_maps(explainer, model, preprocess, train, args.attribute_parts, layers=layers,
                               progress=progress(args), activations=part_maps)

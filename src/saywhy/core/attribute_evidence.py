@@ -61,36 +61,77 @@ EVIDENCE_L2_PER_TERM = 1e-3
 
 @dataclass
 class AttributeEvidence:
-    """Fitted logistic models, one per attribute: ``weights`` (T x F) on raw pooled activations, ``bias`` (T)."""
+    """Fitted logistic models, one per attribute: ``weights`` (T x F) on raw pooled activations, ``bias`` (T).
+
+    ``sources`` (T,), with part pooling (:mod:`saywhy.core.part_pooling`): -1 where attribute t
+    reads the global pool phi(x), g where it reads part group g's pool psi_g(x); None: all global.
+    The methods take ``parts`` (images x groups x filters), the part pools, wherever a source is not -1.
+    ``global_weights`` (T x F), with ``evidence_pooling="both"``: weights on phi(x) added to a part
+    attribute's logit (its ``weights`` row applies to its part pool); None: no such term.
+    """
 
     weights: np.ndarray
     bias: np.ndarray
+    sources: np.ndarray | None = None
+    global_weights: np.ndarray | None = None
 
-    def logits(self, pooled: np.ndarray, filter_weights: np.ndarray | None = None) -> np.ndarray:
-        """(images x attributes) log-odds; with ``filter_weights`` (images x filters), p(f|x,c) of eq. 6,
-        each filter's evidence is weighted by F * p(f_k|x,c) (eq. 5 in log-odds)."""
+    def _parted(self) -> bool:
+        return self.sources is not None and bool((self.sources >= 0).any())
+
+    def _inputs(self, pooled: np.ndarray, parts: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
         pooled = np.atleast_2d(np.asarray(pooled, np.float64))
         if pooled.shape[1] != self.weights.shape[1]:
             raise SaywhyError(f"activations have {pooled.shape[1]} filters but the attribute model {self.weights.shape[1]}")
-        if filter_weights is not None:
-            pooled = pooled * (pooled.shape[1] * np.asarray(filter_weights, np.float64))
-        return pooled @ self.weights.T + self.bias
+        if not self._parted():
+            return pooled, None
+        if parts is None:
+            raise SaywhyError("this attribute model reads part-pooled activations: give the maps' part pools too")
+        parts = np.asarray(parts, np.float64).reshape(len(pooled), -1, pooled.shape[1])
+        if parts.shape[1] <= int(self.sources.max()):
+            raise SaywhyError(f"the attribute model reads {int(self.sources.max()) + 1} part pools, got {parts.shape[1]}")
+        return pooled, parts
 
-    def probability(self, pooled: np.ndarray, filter_weights: np.ndarray | None = None) -> np.ndarray:
+    def logits(self, pooled: np.ndarray, filter_weights: np.ndarray | None = None,
+               parts: np.ndarray | None = None) -> np.ndarray:
+        """(images x attributes) log-odds; with ``filter_weights`` (images x filters), p(f|x,c) of eq. 6,
+        each filter's evidence is weighted by F * p(f_k|x,c) (eq. 5 in log-odds)."""
+        pooled, parts = self._inputs(pooled, parts)
+        scale = None if filter_weights is None else pooled.shape[1] * np.asarray(filter_weights, np.float64)
+        x = pooled if scale is None else pooled * scale
+        out = x @ self.weights.T + self.bias
+        if parts is not None:
+            for g in np.unique(self.sources[self.sources >= 0]):
+                js = np.flatnonzero(self.sources == g)
+                xg = parts[:, g] if scale is None else parts[:, g] * scale
+                out[:, js] = xg @ self.weights[js].T + self.bias[js]
+                if self.global_weights is not None:
+                    out[:, js] += x @ self.global_weights[js].T
+        return out
+
+    def probability(self, pooled: np.ndarray, filter_weights: np.ndarray | None = None,
+                    parts: np.ndarray | None = None) -> np.ndarray:
         """p(t|x), or p(t|x,c) with ``filter_weights`` = p(f|x,c)."""
-        return sigmoid(self.logits(pooled, filter_weights))
+        return sigmoid(self.logits(pooled, filter_weights, parts))
 
-    def probability_at(self, pooled: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    def probability_at(self, pooled: np.ndarray, rows: np.ndarray, columns: np.ndarray,
+                       parts: np.ndarray | None = None) -> np.ndarray:
         """p(t|x) of image ``rows[i]`` and attribute ``columns[i]`` for each i: the same numbers as
         ``probability(pooled)[rows, columns]`` without scoring every attribute."""
-        pooled = np.atleast_2d(np.asarray(pooled, np.float64))
+        pooled, parts = self._inputs(pooled, parts)
         rows, columns = np.asarray(rows, dtype=np.intp), np.asarray(columns, dtype=np.intp)
-        logits = np.einsum("nf,nf->n", pooled[rows], self.weights[columns]) + self.bias[columns]
+        x = pooled[rows]
+        logits = self.bias[columns].astype(np.float64)
+        if parts is not None:
+            source = self.sources[columns]
+            if self.global_weights is not None:
+                logits = logits + np.where(source >= 0, np.einsum("nf,nf->n", x, self.global_weights[columns]), 0.0)
+            x = np.where((source >= 0)[:, None], parts[rows, np.maximum(source, 0)], x)
+        logits = np.einsum("nf,nf->n", x, self.weights[columns]) + logits
         return sigmoid(logits)
 
     def filter_evidence(self, pooled: np.ndarray, attributes: np.ndarray) -> np.ndarray:
         """(images x filters): each filter's positive evidence a_tk phi_k(x), summed over the given
-        attribute indices (one row of indices per image)."""
+        attribute indices (one row of indices per image); read on the global pool phi(x)."""
         pooled = np.atleast_2d(np.asarray(pooled, np.float64))
         summed = self.weights[np.asarray(attributes)].clip(min=0.0).sum(axis=1)  # (images, filters)
         return pooled * summed

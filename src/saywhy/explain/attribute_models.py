@@ -39,6 +39,7 @@ from saywhy.core.filter_attribute import (
     filter_attribute_pdf,
     filter_given_image,
 )
+from saywhy.core.logistic import softplus
 from saywhy.core.prior import PriorStatistics
 from saywhy.errors import SaywhyError
 
@@ -237,10 +238,14 @@ class EvidenceModel(AttributeModel):
     With ``class_weighting`` eq. 5 reads each filter's evidence through F p(f_k|x,c);
     without, every class gets p(t|x), the image alone. ``grounding`` picks eq. 9's alpha.
     Fitted state: ``evidence_`` (:class:`~saywhy.core.attribute_evidence.AttributeEvidence`).
+
+    With part pooling (:meth:`fit_parts`), the activations it is given are the global pool phi(x)
+    followed by the part pools psi_g(x) of :mod:`saywhy.core.part_pooling` (images x F (1 + G)),
+    and each part-attribute reads its own group's pool.
     """
 
     name = "evidence"
-    settings = ("evidence_l2", "class_weighting", "grounding")
+    settings = ("evidence_l2", "class_weighting", "grounding", "evidence_pooling")
     score_name = ("p(t|x): the calibrated probability that the image's captions name the attribute, "
                   "from the image alone (the ranking weighs the evidence by the class's filters)")
 
@@ -261,25 +266,61 @@ class EvidenceModel(AttributeModel):
             self.evidence_ = combine.fit_evidence(loss, moments, self.config.evidence_l2 * n_attributes)
         return self
 
+    def fit_parts(self, features: np.ndarray, term_counts: sp.spmatrix, sources: np.ndarray) -> EvidenceModel:
+        """Refit the attributes whose ``sources`` entry is a part group g >= 0 on that group's pool (with
+        ``evidence_pooling="both"``: on the pool and phi(x) side by side), from ``features`` (images x
+        F (1 + G): phi(x), then each group's psi_g(x)) of the fitting images and their ``term_counts``;
+        the others keep their fit on phi(x). The same L2 as the global fit."""
+        from saywhy.core.attribute_evidence import fit_attribute_evidence
+
+        f = self.evidence_.weights.shape[1]
+        features = np.asarray(features, np.float64)
+        sources = np.asarray(sources, np.int64)
+        counts = sp.csr_matrix(term_counts)
+        weights, bias = self.evidence_.weights.copy(), self.evidence_.bias.copy()
+        both = self.config.evidence_pooling == "both"
+        global_weights = np.zeros_like(weights) if both else None
+        for g in np.unique(sources[sources >= 0]):
+            js = np.flatnonzero(sources == g)
+            x = features[:, f * (1 + g):f * (2 + g)]
+            fitted = fit_attribute_evidence(np.concatenate([x, features[:, :f]], axis=1) if both else x, counts[:, js],
+                                            self.config.evidence_l2 * counts.shape[1])
+            weights[js], bias[js] = fitted.weights[:, :f], fitted.bias
+            if both:
+                global_weights[js] = fitted.weights[:, f:]
+        self.evidence_ = AttributeEvidence(weights, bias, sources.copy(), global_weights)
+        return self
+
+    def _split(self, pooled):
+        """(phi(x), the part pools or None) from the activations the explainer hands over."""
+        pooled = np.atleast_2d(np.asarray(pooled, np.float64))
+        f = self.evidence_.weights.shape[1]
+        return pooled[:, :f], (pooled[:, f:].reshape(len(pooled), -1, f) if pooled.shape[1] > f else None)
+
     def _weighting(self, p_filter):
         return p_filter if self.config.class_weighting else None
 
     def scores(self, pooled, p_filter):
-        logits = self.evidence_.logits(pooled, self._weighting(p_filter))
-        log_p = -np.logaddexp(0.0, -logits)  # log sigmoid, exact where p rounds to 1
+        phi, parts = self._split(pooled)
+        logits = self.evidence_.logits(phi, self._weighting(p_filter), parts)
+        log_p = -softplus(-logits)  # log sigmoid, exact where p rounds to 1
         return Scores(np.exp(log_p), log_p, logits - self.evidence_.bias, logits)
 
     def contrast_units(self, pooled, p_filter):
-        return self.evidence_.logits(pooled, p_filter)
+        phi, parts = self._split(pooled)
+        return self.evidence_.logits(phi, p_filter, parts)
 
     def readable(self, pooled, scores):
-        return self.evidence_.probability(pooled)
+        phi, parts = self._split(pooled)
+        return self.evidence_.probability(phi, parts=parts)
 
     def readable_at(self, pooled, scores, rows, columns):
-        return self.evidence_.probability_at(pooled, rows, columns)  # p(t|x) of the cited pairs, not the whole vocabulary
+        phi, parts = self._split(pooled)
+        return self.evidence_.probability_at(phi, rows, columns, parts)  # p(t|x) of the cited pairs only
 
     def class_ranking(self, class_pooled, p_filter, p_filter_class):
-        return self.evidence_.logits(class_pooled, self._weighting(p_filter))
+        phi, parts = self._split(class_pooled)
+        return self.evidence_.logits(phi, self._weighting(p_filter), parts)
 
     def grounding_alphas(self, vocabulary, attribute_images):
         weights = self.evidence_.weights.T
@@ -290,13 +331,21 @@ class EvidenceModel(AttributeModel):
         return part_weights(weights, vocabulary, attribute_images)
 
     def filter_shares(self, pooled, p_filter, attributes):
-        return p_filter * self.evidence_.filter_evidence(pooled, attributes)
+        return p_filter * self.evidence_.filter_evidence(self._split(pooled)[0], attributes)
 
     def arrays(self):
-        return {"evidence_weights": self.evidence_.weights, "evidence_bias": self.evidence_.bias}
+        out = {"evidence_weights": self.evidence_.weights, "evidence_bias": self.evidence_.bias}
+        if self.evidence_.sources is not None:
+            out["evidence_sources"] = self.evidence_.sources.astype(np.float64)
+        if self.evidence_.global_weights is not None:
+            out["evidence_global_weights"] = self.evidence_.global_weights
+        return out
 
     def load_arrays(self, arrays, n_images):
-        self.evidence_ = AttributeEvidence(arrays["evidence_weights"], arrays["evidence_bias"])
+        sources = arrays.get("evidence_sources")
+        self.evidence_ = AttributeEvidence(arrays["evidence_weights"], arrays["evidence_bias"],
+                                           None if sources is None else np.asarray(sources).astype(np.int64),
+                                           arrays.get("evidence_global_weights"))
         return self
 
 

@@ -25,6 +25,7 @@ from saywhy.core.image_class import filter_given_class, filter_given_image_class
 from saywhy.core.normalization import softmax
 from saywhy.core.grounding import attribute_scores
 from saywhy.core.part_maps import PartMaps, part_grounding_scores
+from saywhy.core.part_pooling import part_pooled, part_pooling_weights
 from saywhy.errors import SaywhyError
 from saywhy.explain.attribute_models import (  # noqa: F401
     Combine,
@@ -41,6 +42,7 @@ from saywhy.explain.options import (
     FILTER_SCALES,
     GROUNDINGS,
     LIKELIHOODS,
+    EVIDENCE_POOLINGS,
     PART_GROUNDINGS,
     PRIORS,
     SENTENCES,
@@ -112,6 +114,15 @@ class ExplainerConfig:
       standardized, summed); attributes naming no part keep eq. 9. "maps" and ``part_visibility``
       off were chosen on a validation split of cub50's training images
       (``benchmarks/choose_defaults.py --part-maps``, BENCHMARKS.md).
+    - ``evidence_pooling``: where the evidence model reads a part-attribute ("red crown"): "global"
+      (phi(x), the maps' spatial mean, as the head does) or "part" (the maps pooled under the
+      softmax over cells of its part's learned location log-odds, :mod:`saywhy.core.part_pooling`;
+      attributes naming no part keep phi(x)), or "both" (the part's pool and phi(x) side by side).
+      "part" and "both" need part maps (without them they are "global") and a forward pass with the maps for every explained image: the feature cache,
+      which holds phi(x) only, is not used for such an explainer.
+    - ``visibility_threshold``: with part maps, a part-attribute whose part shows with a
+      probability below this is not cited (0: off); unlike ``part_visibility`` the shown score
+      is unchanged.
 
     The defaults are saywhy's measured best (BENCHMARKS.md); :meth:`paper` gives the
     paper's method with sigma = l1.
@@ -133,12 +144,14 @@ class ExplainerConfig:
     sentence: str = "natural"
     part_visibility: bool = False
     part_grounding: str = "maps"
+    evidence_pooling: str = "global"
+    visibility_threshold: float = 0.0
 
     def __post_init__(self) -> None:
         choices = {"attribute_model": ATTRIBUTE_MODELS, "grounding": GROUNDINGS, "sentence": SENTENCES,
                    "contrast": CONTRASTS, "sigma_activation": SIGMA_ACTIVATIONS, "sigma_decision": SIGMAS,
                    "filter_scale": FILTER_SCALES, "prior": PRIORS, "likelihood": LIKELIHOODS,
-                   "part_grounding": PART_GROUNDINGS}
+                   "part_grounding": PART_GROUNDINGS, "evidence_pooling": EVIDENCE_POOLINGS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise SaywhyError(f"unknown {name.replace('_', ' ')} {getattr(self, name)!r}: choose one of {', '.join(allowed)}")
@@ -155,13 +168,17 @@ class ExplainerConfig:
             raise SaywhyError(f"class weighting must be True or False, got {self.class_weighting!r}")
         if not isinstance(self.part_visibility, (bool, np.bool_)):
             raise SaywhyError(f"part visibility must be True or False, got {self.part_visibility!r}")
+        if isinstance(self.visibility_threshold, bool) or not isinstance(self.visibility_threshold, (int, float)) \
+                or not 0.0 <= self.visibility_threshold < 1.0:
+            raise SaywhyError(f"visibility threshold must be a number in [0, 1), got {self.visibility_threshold!r}")
 
     @classmethod
     def paper(cls, **changes: Any) -> ExplainerConfig:
         """The paper's method: p(t|f) of eq. 1-4 with sigma = l1 in eq. 3, 6 and 8, p(t|x,X) against
         p(t|x,Y) for contrasts, and the paper's sentence template."""
         return cls(**{"sigma_activation": "l1", "contrast": "difference", "attribute_model": "cooccurrence",
-                      "sentence": "paper", "part_grounding": "none", **changes})
+                      "sentence": "paper", "part_grounding": "none", "evidence_pooling": "global",
+                      "visibility_threshold": 0.0, **changes})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ExplainerConfig:
@@ -395,7 +412,7 @@ class Explainer:
         """The head's logits W phi + b (images x classes), recomputed exactly from pooled activations."""
         self._check_fitted()
         with np.errstate(over="ignore", invalid="ignore"):
-            logits = self._pooled(pooled) @ self._weights.T + self._bias
+            logits = self._pooled(pooled, evidence=False)[:, :self._weights.shape[1]] @ self._weights.T + self._bias
         return _finite(logits, "the class scores computed from these activations (they overflow)")
 
     logits = decision_function
@@ -408,11 +425,16 @@ class Explainer:
         """Softmax of the logits: the network's class probabilities (images x classes)."""
         return softmax(self.decision_function(pooled), axis=1)
 
-    def _pooled(self, pooled: np.ndarray) -> np.ndarray:
+    def _pooled(self, pooled: np.ndarray, evidence: bool = True) -> np.ndarray:
+        """The activations checked: (images, F) pooled filters, or with part pooling (images, F (1 + G)),
+        phi(x) then the part pools (:meth:`part_pools`), which ``evidence`` (the attribute scores) needs."""
         pooled = np.atleast_2d(np.asarray(pooled, np.float64))
-        if pooled.ndim != 2 or pooled.shape[1] != self._weights.shape[1]:
-            raise SaywhyError(f"activations have shape {pooled.shape} but the explainer expects "
-                              f"(images, {self._weights.shape[1]}) pooled filters: is this the network it was fitted on?")
+        f = self._weights.shape[1]
+        width = self.feature_width_
+        if pooled.ndim != 2 or pooled.shape[1] not in {f, width} or (evidence and pooled.shape[1] != width):
+            more = " (phi(x) and its part pools: explain through ExplainerSession, which pools the maps)" \
+                if width != f else " pooled filters: is this the network it was fitted on?"
+            raise SaywhyError(f"activations have shape {pooled.shape} but the explainer expects (images, {width})" + more)
         return _finite(pooled, "the image's activations")
 
     def _classes(self, pooled: np.ndarray, classes: Any) -> np.ndarray:
@@ -449,7 +471,8 @@ class Explainer:
 
     def filter_given_image_class(self, pooled: np.ndarray, classes: np.ndarray) -> np.ndarray:
         """Eq. 6: p(f|x_i, c_i) (images x filters)."""
-        return filter_given_image_class(pooled, self._weights[classes], self.config.sigma_decision)
+        phi = np.atleast_2d(np.asarray(pooled, np.float64))[:, :self._weights.shape[1]]
+        return filter_given_image_class(phi, self._weights[classes], self.config.sigma_decision)
 
     def scores(self, pooled: np.ndarray, classes: Any = None) -> Scores:
         """Eq. 5 for each image and its class (the prediction by default): p, log p, own evidence."""
@@ -502,6 +525,8 @@ class Explainer:
         terms to the part names they name (terms left out name no part). Returns ``self``."""
         self._check_fitted()
         part_maps._check()
+        if getattr(self, "pooling_groups_", None) is not None and part_maps is not self.part_maps_:
+            raise SaywhyError("this explainer's evidence is pooled under its part maps: refit it to use others")
         index = {p: i for i, p in enumerate(part_maps.parts_)}
         if part_maps.location_weights_.shape[1] != self.n_filters_:
             raise SaywhyError(f"part maps have {part_maps.location_weights_.shape[1]} filters but the explainer "
@@ -516,6 +541,73 @@ class Explainer:
     def has_part_maps(self) -> bool:
         return getattr(self, "part_maps_", None) is not None
 
+    # ----- part-pooled evidence (config.evidence_pooling "part" or "both") -------------------
+    @property
+    def pools_parts(self) -> bool:
+        """Whether the evidence of part-attributes is read from part-pooled maps (:meth:`fit_part_evidence`
+        done): the activations this explainer scores are then phi(x) and the part pools, :meth:`part_pools`."""
+        return getattr(self, "pooling_groups_", None) is not None and self.has_part_maps
+
+    @property
+    def feature_width_(self) -> int:
+        """Columns of the activations the attribute scores take: F, or F (1 + G) with G part pools."""
+        self._check_fitted()
+        f = int(self._weights.shape[1])
+        return f * (1 + len(self.pooling_groups_)) if self.pools_parts else f
+
+    def _pooling_groups(self) -> list[tuple[str, ...]]:
+        fitted = getattr(self, "pooling_groups_", None)
+        if fitted is not None:
+            return fitted
+        return sorted({tuple(sorted(parts)) for parts in self.attribute_parts_.values()})
+
+    @property
+    def needs_part_pools(self) -> bool:
+        """Whether :meth:`part_pools` adds part pools (part pooling asked for, part maps attached)."""
+        return self.config.evidence_pooling != "global" and self.has_part_maps and bool(self._pooling_groups())
+
+    def part_pools(self, maps: np.ndarray, pooled: np.ndarray) -> np.ndarray:
+        """(N, F (1 + G)): ``pooled`` phi(x) (N, F), then per part group its part-pooled maps psi_g(x)
+        from the (N, F, h, w) ``maps`` (:mod:`saywhy.core.part_pooling`); ``pooled`` itself where part
+        pooling is off or there are no part maps."""
+        self._check_fitted()
+        pooled = np.atleast_2d(np.asarray(pooled, np.float64))
+        if not self.needs_part_pools:
+            return pooled
+        maps = np.asarray(maps)
+        if maps.ndim != 4 or maps.shape[0] != len(pooled) or maps.shape[1] != self._weights.shape[1]:
+            raise SaywhyError(f"part pooling needs (images, {self._weights.shape[1]}, h, w) maps for {len(pooled)} "
+                              f"images, got shape {maps.shape}")
+        index = {p: i for i, p in enumerate(self.part_maps_.parts_)}
+        groups = [[index[p] for p in group] for group in self._pooling_groups()]
+        weights = part_pooling_weights(self.part_maps_.part_scores(maps), groups)
+        return np.concatenate([pooled, part_pooled(maps, weights).reshape(len(pooled), -1)], axis=1)
+
+    def fit_part_evidence(self, features: np.ndarray, term_counts: sp.spmatrix) -> Explainer:
+        """Refit the evidence of every attribute naming a part on its part group's pool, from the fitting
+        images' :meth:`part_pools` ``features`` and ``term_counts`` (the images and vocabulary of
+        :meth:`fit`, in the same order); eq. 7-8's class means become those of the features."""
+        self._check_fitted()
+        if not self.needs_part_pools or self.config.attribute_model != "evidence":
+            raise SaywhyError("part-pooled evidence needs the evidence model, evidence_pooling='part' and part maps")
+        groups = self._pooling_groups()
+        features = _finite(np.atleast_2d(np.asarray(features, np.float64)), "the part-pooled activations")
+        f = int(self._weights.shape[1])
+        if features.shape[1] != f * (1 + len(groups)) or sp.csr_matrix(term_counts).shape != (len(features),
+                                                                                              len(self.vocabulary_)):
+            raise SaywhyError(f"part-pooled evidence needs (images, {f * (1 + len(groups))}) features and "
+                              f"(images, {len(self.vocabulary_)}) term counts, got {features.shape} and "
+                              f"{sp.csr_matrix(term_counts).shape}")
+        position = {group: g for g, group in enumerate(groups)}
+        sources = np.array([position.get(tuple(sorted(self.attribute_parts_.get(t, ()))), -1) for t in self.vocabulary_])
+        self.attribute_model_.fit_parts(features, term_counts, sources)
+        self.pooling_groups_ = groups
+        predicted = self.predict(features)
+        overall = features.mean(axis=0)
+        self.class_mean_pooled_ = np.stack([features[predicted == c].mean(axis=0) if np.any(predicted == c) else overall
+                                            for c in range(len(self.class_names_))])
+        return self
+
     @property
     def gates_visibility(self) -> bool:
         """Whether explanations multiply part-attributes' scores by their part's visibility."""
@@ -529,11 +621,11 @@ class Explainer:
         parts its noun names, as a part is visible when any of its keypoints is); 1 for attributes that
         name no part, and for every attribute without part maps."""
         self._check_fitted()
-        pooled = self._pooled(pooled)
+        pooled = self._pooled(pooled, evidence=False)
         out = np.ones((len(pooled), len(self.vocabulary_)))
         if not self.has_part_maps:
             return out
-        parts = self.part_maps_.visibility(pooled)
+        parts = self.part_maps_.visibility(pooled[:, :self._weights.shape[1]])
         index = {p: i for i, p in enumerate(self.part_maps_.parts_)}
         for j, term in enumerate(self.vocabulary_):
             if term in self.attribute_parts_:
@@ -590,10 +682,13 @@ class Explainer:
         if np.isnan(scores.log_p).any() or (scores.evidence is not None and not np.isfinite(scores.evidence).all()):
             raise SaywhyError("the attribute evidence computed from these activations overflows: they are far outside "
                               "what the explainer was fitted on; check the network and the preprocessing")
-        rank_by, visibility = scores.log_p, None
+        rank_by, visibility, hidden = scores.log_p, None, None
         if self._gated():  # a part the image likely hides is neither shown as likely nor ranked high
             visibility = self.attribute_visibility(pooled)
             rank_by = scores.log_p + np.log(np.maximum(visibility, 1e-12))
+        if self.config.visibility_threshold > 0 and self.has_part_maps:  # nor cited at all below the threshold
+            hidden = (self.attribute_visibility(pooled) if visibility is None else visibility) \
+                < self.config.visibility_threshold
         forms = self._forms()
         unsaid = self._unsaid(forms)
         orders = []
@@ -601,6 +696,8 @@ class Explainer:
             ranked = np.argsort(-rank_by[i], kind="stable")
             if unsaid is not None:  # vague words ("particular bird") never take a place in a natural sentence
                 ranked = ranked[~unsaid[ranked]]
+            if hidden is not None:
+                ranked = ranked[~hidden[i, ranked]]
             orders.append([int(j) for j in ranked[: self.config.top_k] if scores.own[i, j] > 0])
         # the readable score only where it is printed: the cited attributes, not the whole vocabulary
         rows = np.array([i for i, order in enumerate(orders) for _ in order], dtype=np.intp)
@@ -640,8 +737,9 @@ class Explainer:
             for_a, for_b = self.filter_given_image_class(pooled, [a]), self.filter_given_image_class(pooled, [b])
         else:
             margin = (self._weights[a] - self._weights[b])[None, :]
-            for_a = filter_given_image_class(pooled, margin, sigma)
-            for_b = filter_given_image_class(pooled, -margin, sigma)
+            phi = pooled[:, :self._weights.shape[1]]  # without the part pools, if any
+            for_a = filter_given_image_class(phi, margin, sigma)
+            for_b = filter_given_image_class(phi, -margin, sigma)
         return (model.contrast_units(pooled, for_a) - model.contrast_units(pooled, for_b))[0]
 
     def contrast(self, pooled: np.ndarray, class_a: str | int, class_b: str | int, k: int = 3) -> Contrast:
@@ -728,6 +826,8 @@ class Explainer:
             if self.has_part_maps:  # only then: explainers without part maps keep their JSON as before
                 meta["part_maps"] = {"parts": self.part_maps_.parts_, "attribute_parts": self.attribute_parts_,
                                      "settings": self.part_maps_settings_}
+                if self.pools_parts:  # only then: other explainers keep their JSON as before
+                    meta["part_maps"]["pooling_groups"] = [list(g) for g in self.pooling_groups_]
             meta["content_sha256"] = _content_sha256(meta)  # an edited vocabulary or class list is caught too
             (tmp / "explainer.json").write_text(json.dumps(meta, indent=1))
         return folder
@@ -778,14 +878,19 @@ class Explainer:
             self.part_maps_ = PartMaps().load_arrays(arrays, list(info["parts"]))
             self.attribute_parts_ = {str(t): list(p) for t, p in info["attribute_parts"].items()}
             self.part_maps_settings_ = dict(info.get("settings", {}))
+            if info.get("pooling_groups") is not None:
+                self.pooling_groups_ = [tuple(str(p) for p in g) for g in info["pooling_groups"]]
+                if "evidence_sources" not in arrays:
+                    raise SaywhyError("the explainer's part pooling has no evidence sources: refit it")
             if self.part_maps_.location_weights_.shape[1] != self._weights.shape[1]:
                 raise SaywhyError("the part maps' filters differ from the head's: refit it")
         n_classes, n_filters = self._weights.shape
         n_terms = len(self.vocabulary_)
-        expected = {"bias": (n_classes,), "class_mean_pooled": (n_classes, n_filters),
+        expected = {"bias": (n_classes,), "class_mean_pooled": (n_classes, self.feature_width_),
                     "filter_attribute_pdf": (n_filters, n_terms), "prior": (n_terms,), "filter_max": (n_filters,),
                     "filter_threshold": (n_filters,), "likelihood_sum": (n_terms, n_filters),
-                    "attribute_images": (n_terms,), "evidence_weights": (n_terms, n_filters), "evidence_bias": (n_terms,)}
+                    "attribute_images": (n_terms,), "evidence_weights": (n_terms, n_filters), "evidence_bias": (n_terms,),
+                    "evidence_sources": (n_terms,), "evidence_global_weights": (n_terms, n_filters)}
         for key, shape in expected.items():
             if key in arrays and tuple(arrays[key].shape) != shape:
                 raise SaywhyError(f"array {key!r} has shape {tuple(arrays[key].shape)}, expected {shape}: refit it")

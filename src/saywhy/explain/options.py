@@ -15,3 +15,4 @@ ATTRIBUTE_MODELS = ("evidence", "cooccurrence")  # saywhy.explain.attribute_mode
 GROUNDINGS = ("signed", "positive", "part")
 SENTENCES = ("natural", "paper")
 PART_GROUNDINGS = ("none", "maps", "maps_alpha")  # saywhy.core.part_maps.PART_GROUNDINGS
+EVIDENCE_POOLINGS = ("global", "part", "both")  # saywhy.core.part_pooling.POOLINGS

@@ -1,0 +1,247 @@
+"""Part-pooled evidence (ExplainerConfig.evidence_pooling="part") and the visibility threshold.
+
+Synthetic maps with a known answer: filter 0 marks where the crown is, filter 1 where the belly
+is, and filter 2 ("red") fires at exactly one of the two. The captions say "red crown" when it
+fires at the crown and "red belly" when at the belly. The global mean of filter 2 is the same
+either way, so global pooling cannot tell the two attributes apart; pooling under each part's
+location map can.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from saywhy.core.part_maps import PartMaps
+from saywhy.core.part_pooling import part_pooled, part_pooling_weights
+from saywhy.errors import SaywhyError
+from saywhy.explain.explainer import Explainer, ExplainerConfig
+
+TERMS = ["red crown", "red belly", "small bird"]
+PARTS = {"red crown": ["crown"], "red belly": ["belly"]}
+
+
+def synthetic(n: int = 120, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    maps = rng.normal(0.0, 0.05, size=(n, 4, 3, 3)).clip(min=0)
+    crown = rng.integers(0, 3, size=(n, 2))  # each image puts the crown and the belly in its own cell
+    belly = (crown + 1 + rng.integers(0, 2, size=(n, 2))) % 3
+    at_crown = rng.random(n) < 0.5
+    for i in range(n):
+        maps[i, 0, crown[i, 0], crown[i, 1]] += 3.0
+        maps[i, 1, belly[i, 0], belly[i, 1]] += 3.0
+        r, c = crown[i] if at_crown[i] else belly[i]
+        maps[i, 2, r, c] += 2.0
+        maps[i, 3] += 1.0  # always on: the bird
+    counts = np.zeros((n, 3))
+    counts[at_crown, 0] = 1
+    counts[~at_crown, 1] = 1
+    counts[:, 2] = 1
+    cells = np.stack([crown, belly], axis=1)
+    visible = np.ones((n, 2), int)
+    return maps, sp.csr_matrix(counts), cells, visible, at_crown
+
+
+def fitted(pooling: str = "part", **changes):
+    maps, counts, cells, visible, at_crown = synthetic()
+    pooled = maps.mean(axis=(2, 3))
+    config = ExplainerConfig(min_df=1, top_k=2, evidence_pooling=pooling, evidence_l2=1e-4, sentence="paper", **changes)
+    explainer = Explainer(config).fit(pooled, counts, TERMS, weights=np.array([[0.0, 0.0, 1.0, 1.0]]),
+                                      class_names=["Bird"])
+    part_maps = PartMaps(l2=1e-3).fit(maps, cells, visible, ["crown", "belly"])
+    explainer.set_part_maps(part_maps, PARTS)
+    if pooling != "global":
+        explainer.fit_part_evidence(explainer.part_pools(maps, pooled), counts)
+    return explainer, maps, pooled, at_crown
+
+
+def test_weights_are_a_softmax_over_cells_of_the_groups_largest_log_odds():
+    scores = np.zeros((1, 2, 1, 2))
+    scores[0, 0, 0, 1], scores[0, 1, 0, 0] = np.log(3.0), np.log(3.0)
+    weights = part_pooling_weights(scores, [[0, 1]])  # the group's largest log-odds: log 3 in both cells
+    np.testing.assert_allclose(weights, [[[0.5, 0.5]]])
+    np.testing.assert_allclose(part_pooled(np.ones((1, 2, 1, 2)), weights), [[[1.0, 1.0]]])
+
+
+@pytest.mark.parametrize("pooling", ["part", "both"])
+def test_part_pooling_finds_the_attribute_that_lives_at_one_part(pooling):
+    explainer, maps, pooled, at_crown = fitted(pooling)
+    features = explainer.part_pools(maps, pooled)
+    assert features.shape == (len(maps), 4 * 3)  # phi(x), then the crown's and the belly's pools
+    p = explainer.readable_scores(features)
+    crown, belly = TERMS.index("red crown"), TERMS.index("red belly")
+    assert np.mean((p[:, crown] > p[:, belly]) == at_crown) > 0.95
+    if pooling == "both":  # eq. 6's weighting reads the global weights too: the shown score is the test here
+        return
+    cited = [next(t for t, _ in e.attributes if t != "small bird") for e in explainer.explain(features)]
+    assert np.mean([t == ("red crown" if c else "red belly") for t, c in zip(cited, at_crown)]) > 0.95
+
+
+def test_global_pooling_cannot_tell_them_apart():
+    explainer, maps, pooled, at_crown = fitted("global")
+    p = explainer.readable_scores(pooled)
+    crown, belly = TERMS.index("red crown"), TERMS.index("red belly")
+    assert 0.3 < np.mean((p[:, crown] > p[:, belly]) == at_crown) < 0.7
+
+
+def test_an_attribute_naming_no_part_keeps_the_global_pool():
+    part, maps, pooled, _ = fitted("part")
+    whole, _, _, _ = fitted("global")
+    j = TERMS.index("small bird")
+    np.testing.assert_allclose(part.readable_scores(part.part_pools(maps, pooled))[:, j],
+                               whole.readable_scores(pooled)[:, j])
+
+
+def test_scores_need_the_part_pools_but_the_decision_does_not():
+    explainer, maps, pooled, _ = fitted("part")
+    with pytest.raises(SaywhyError, match="part pools"):
+        explainer.explain(pooled)
+    np.testing.assert_allclose(explainer.decision_function(pooled),
+                               explainer.decision_function(explainer.part_pools(maps, pooled)))
+
+
+@pytest.mark.parametrize("pooling", ["part", "both"])
+def test_saved_and_loaded_it_scores_the_same(tmp_path, pooling):
+    explainer, maps, pooled, _ = fitted(pooling)
+    features = explainer.part_pools(maps, pooled)
+    loaded = Explainer.load(explainer.save(tmp_path / "exp"))
+    assert loaded.pools_parts and loaded.config.evidence_pooling == pooling
+    np.testing.assert_allclose(loaded.part_pools(maps, pooled), features)
+    np.testing.assert_allclose(loaded.readable_scores(features), explainer.readable_scores(features))
+    assert loaded.describe("Bird").attributes == explainer.describe("Bird").attributes
+
+
+def test_global_config_attaches_no_part_pools():
+    explainer, maps, pooled, _ = fitted("global")
+    assert not explainer.pools_parts
+    np.testing.assert_array_equal(explainer.part_pools(maps, pooled), pooled)
+    with pytest.raises(SaywhyError, match="part-pooled evidence needs"):
+        explainer.fit_part_evidence(pooled, sp.csr_matrix(np.ones((len(pooled), 3))))
+
+
+@pytest.mark.parametrize("changes", [{"evidence_pooling": "parts"}, {"visibility_threshold": 1.0},
+                                     {"visibility_threshold": -0.1}, {"visibility_threshold": True}])
+def test_config_refuses_bad_values(changes):
+    with pytest.raises(SaywhyError):
+        ExplainerConfig(**changes)
+
+
+def test_the_threshold_drops_a_part_the_image_likely_hides():
+    explainer, maps, pooled, at_crown = fitted("global")
+    hidden = explainer.attribute_visibility(pooled)
+    assert np.allclose(hidden, 1.0, atol=1e-2)  # every part shows in every training image
+    # a part map whose visibility says "crown hidden" everywhere
+    parts = explainer.part_maps_
+    parts.visibility_weights_[0] = 0.0
+    parts.visibility_bias_[0] = -5.0
+    gated, _, _, _ = fitted("global", visibility_threshold=0.5)
+    gated.part_maps_.visibility_weights_[0] = 0.0
+    gated.part_maps_.visibility_bias_[0] = -5.0
+    assert any("red crown" in [t for t, _ in e.attributes] for e in explainer.explain(pooled))
+    explanations = gated.explain(pooled)
+    assert all("red crown" not in [t for t, _ in e.attributes] for e in explanations)
+    # the shown score of what is still cited is unchanged
+    plain = {t: s for t, s in explainer.explain(pooled[:1])[0].attributes}
+    assert all(np.isclose(plain.get(t, s), s) for t, s in explanations[0].attributes)
+
+
+def test_a_session_explains_with_part_pools_from_one_forward_pass_and_not_from_the_cache(tiny_noisy_synthbirds, tmp_path):
+    from saywhy.apps.occlusion import occlusion_test
+    from saywhy.model.feature_cache import FeatureCache
+    from saywhy.pipeline import ExplainerSession, fit_explainer
+
+    fixture = tiny_noisy_synthbirds
+    session, dataset = fixture["session"], fixture["dataset"]
+    explainer, report = fit_explainer(dataset, session.model, session.preprocess,
+                                      ExplainerConfig(min_df=1, evidence_pooling="part"), extractor=fixture["extractor"],
+                                      progress=False)
+    assert explainer.pools_parts and explainer.feature_width_ > explainer.n_filters_
+    assert not any("pooled globally" in w for w in report.warnings)
+    test = dataset.split(train=False)[:6]
+    cache = FeatureCache(tmp_path / "cache")
+    cached = ExplainerSession(explainer, session.model, session.preprocess, cache)
+    cached.activations(test)  # a second call could be served from the cache: it must not be
+    acts = cached.activations(test)
+    assert acts.pooled.shape == (len(test), explainer.feature_width_)
+    plain = ExplainerSession(explainer, session.model, session.preprocess)
+    first = [e.to_dict() for e in cached.explain(test)]
+    assert first == [e.to_dict() for e in plain.explain(test)]
+    # the explainer round-trips, and the shown score is the one occlusion reads
+    loaded = Explainer.load(explainer.save(tmp_path / "exp"))
+    again = ExplainerSession(loaded, session.model, session.preprocess, cache).explain(test)
+    assert [e.to_dict() for e in again] == first
+    one = cached.explain(test[0], heatmaps=True)[0]
+    assert one.heatmaps is not None and one.sentence == first[0]["sentence"]  # batch of one: rounding may differ
+    cited = [[t for t, _ in e.attributes] for e in cached.explain(test)]
+    result = occlusion_test(cached, test, {"method": cited}, [e["class_index"] for e in first])
+    assert "cases" in result["method"]
+
+
+def test_both_adds_the_global_pool_beside_the_part_pool():
+    both, maps, pooled, _ = fitted("both")
+    features = both.part_pools(maps, pooled)
+    p = both.readable_scores(features)
+    rows, columns = np.repeat(np.arange(len(p)), 3), np.tile(np.arange(3), len(p))
+    model = both.attribute_model_
+    np.testing.assert_allclose(model.readable_at(features, None, rows, columns), p[rows, columns])
+    assert np.abs(model.evidence_.global_weights[:2]).sum() > 0 and not model.evidence_.global_weights[2].any()
+
+
+def test_the_command_lines_names_are_the_modules():
+    from saywhy.core.part_pooling import POOLINGS
+    from saywhy.explain.options import EVIDENCE_POOLINGS
+
+    assert EVIDENCE_POOLINGS == POOLINGS
+
+
+def test_fit_takes_the_flags_and_refuses_part_pooling_without_part_maps(tmp_path):
+    import argparse
+
+    from saywhy.cli import fit
+
+    parser = argparse.ArgumentParser()
+    fit.register(parser.add_subparsers())
+    args = parser.parse_args(["fit", "--model", "m", "--root", "r", "--out", str(tmp_path / "x"),
+                              "--evidence-pooling", "both", "--visibility-threshold", "0.8"])
+    config = fit.config_from(args)
+    assert config.evidence_pooling == "both" and config.visibility_threshold == 0.8
+    for bad in (["--visibility-threshold", "1"], ["--evidence-pooling", "parts"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["fit", "--model", "m", "--root", "r", "--out", "x", *bad])
+    args = parser.parse_args(["fit", "--model", "m", "--root", "r", "--out", str(tmp_path / "x"),
+                              "--evidence-pooling", "part", "--no-part-maps"])
+    with pytest.raises(SaywhyError, match="needs part maps"):
+        fit.run(args)
+    assert ExplainerConfig.paper().evidence_pooling == "global"
+
+
+@pytest.mark.parametrize("contrast", ["margin", "difference"])
+def test_contrasts_and_descriptions_take_the_part_pools(contrast):
+    maps, counts, cells, visible, _ = synthetic()
+    pooled = maps.mean(axis=(2, 3))
+    config = ExplainerConfig(min_df=1, evidence_pooling="part", contrast=contrast)
+    explainer = Explainer(config).fit(pooled, counts, TERMS, weights=np.array([[0.0, 0.0, 1.0, 1.0], [1.0, 1.0, 0, 0]]),
+                                      class_names=["Bird", "Other"])
+    explainer.set_part_maps(PartMaps(l2=1e-3).fit(maps, cells, visible, ["crown", "belly"]), PARTS)
+    features = explainer.part_pools(maps, pooled)
+    explainer.fit_part_evidence(features, counts)
+    assert explainer.contrast(features[:1], "Bird", "Other").sentence
+    assert explainer.contrast_scores(features[:1], 0, 1).shape == (len(TERMS),)
+    assert explainer.describe("Other").sentence and explainer.class_ranking().shape == (2, len(TERMS))
+    assert explainer.filter_shares(features, None, np.zeros((len(features), 1), int)).shape == pooled.shape
+
+
+def test_fit_and_evaluate_end_to_end_with_part_pooling(tiny_noisy_synthbirds, tmp_path):
+    import json
+
+    from saywhy.cli import main
+
+    tiny = tiny_noisy_synthbirds
+    root, home = str(tiny["root"] / "CUB_200_2011"), str(tiny["home"])
+    assert main(["--quiet", "--home", home, "fit", "--model", str(tiny["ckpt"]), "--root", root, "--min-df", "1",
+                 "--out", str(tmp_path / "exp"), "--evidence-pooling", "part"]) == 0
+    assert Explainer.load(tmp_path / "exp").pools_parts
+    assert main(["--quiet", "--home", home, "evaluate", "--root", root, "--explainer", str(tmp_path / "exp"),
+                 "--name", "tiny", "--out", str(tmp_path / "out")]) == 0
+    result = json.loads((tmp_path / "out" / "tiny_eval.json").read_text())
+    assert result["image_specificity"]["occlusion"]["method"]["cases"] > 0
