@@ -61,3 +61,21 @@ def test_fit_reads_documents_from_the_per_caption_phrases(tiny_noisy_synthbirds)
     flattened = [[phrase for caption in image for phrase in caption] for image in per_caption]
     assert flattened == image_documents(records, "captions", extractor)
     assert sum(map(len, flattened)) > 20
+
+
+def test_grad_cam_in_batches_equals_one_backward_pass(tiny_noisy_synthbirds, monkeypatch):
+    """Grad-CAM runs GRAD_CAM_BATCH inputs per backward pass (its graph grows with the batch), with the same maps."""
+    import torch
+
+    import saywhy.pipeline as pipeline
+    from saywhy.data.images import ImageDataset
+    from saywhy.model.gradcam import grad_cam_maps
+
+    session, dataset = tiny_noisy_synthbirds["session"], tiny_noisy_synthbirds["dataset"]
+    records = dataset.split(train=False)[:5]
+    inputs = ImageDataset(records, session.preprocess)
+    whole = grad_cam_maps(session.model, session.layers, torch.stack([inputs[i][0] for i in range(5)]), [0, 1, 0, 1, 0])
+    monkeypatch.setattr(pipeline, "GRAD_CAM_BATCH", 2)
+    batched = session.grad_cam(records, [0, 1, 0, 1, 0])
+    assert batched.shape == whole.shape
+    np.testing.assert_allclose(batched, whole, rtol=1e-4, atol=1e-6)
