@@ -263,3 +263,21 @@ def test_part_map_activations_fill_the_feature_cache_so_a_cold_fit_runs_each_ima
     np.testing.assert_allclose(given.part_maps_.location_weights_, own.part_maps_.location_weights_, rtol=1e-6, atol=1e-9)
     with pytest.raises(SaywhyError, match="part maps need the maps"):
         fit_part_maps(copy.copy(session.explainer), session.model, session.preprocess, train, max_images=2, activations=acts)
+
+
+def test_the_joint_location_fit_finds_each_parts_own_optimum():
+    """fit_logistics solves the regressions together with exactly fit_logistic's objective for each one."""
+    from saywhy.core.part_maps import fit_logistic, fit_logistics
+
+    rng = np.random.default_rng(0)
+    x = rng.gamma(2.0, 1.0, (400, 6)).astype(np.float32)
+    x[:, 5] = 3.0  # a constant column is held at weight 0 by both
+    y = np.stack([(x[:, 0] + rng.normal(0, 0.5, 400) > 2.5), (x[:, 1] - x[:, 2] > 0)], axis=1).astype(float)
+    weight = np.where(y > 0, 3.0, 1.0)
+    weight[:100, 1] = 0.0  # regression 1 ignores the first 100 rows (images that do not annotate its part)
+    joint_w, joint_b = fit_logistics(x, y, 1e-2, weight, max_iter=500)
+    for p in range(2):
+        rows = weight[:, p] > 0
+        w, b = fit_logistic(x[rows], y[rows, p], 1e-2, weight[rows, p], max_iter=500)
+        np.testing.assert_allclose(joint_w[p], w, rtol=1e-3, atol=1e-4)
+        assert abs(joint_b[p] - b) < 1e-3 and joint_w[p, 5] == 0.0
