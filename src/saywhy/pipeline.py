@@ -236,7 +236,10 @@ def fit_explainer(
         fit_part_maps(explainer, model, preprocess, dataset.split(train=True), attribute_parts_file, layers=layers,
                       progress=progress)
         if explainer.needs_part_pools:
-            explainer.fit_part_evidence(part_pool_features(explainer, model, kept, preprocess, layers, progress), counts)
+            pools = part_pooled_activations(explainer, model, kept, preprocess, layers)
+            if pools.n_unreadable:
+                raise SaywhyError(f"{pools.n_unreadable} of the images to part-pool could not be read")
+            explainer.fit_part_evidence(pools.pooled, counts)
         else:
             report.warnings.append("evidence pooling 'part' needs training keypoints: the evidence is pooled globally")
     report.images_used, report.vocabulary_size = len(kept), len(vocabulary.terms_)
@@ -246,18 +249,24 @@ def fit_explainer(
 PART_POOL_CHUNK = 128  # images whose maps are held at once while they are part-pooled
 
 
-def part_pool_features(explainer: Explainer, model: nn.Module, items: Sequence[Any], preprocess: Any,
-                       layers: LayerChoice, progress: bool = False, strict: bool = False) -> np.ndarray:
-    """:meth:`Explainer.part_pools` of ``items`` (phi(x), then the part pools), from forward passes that
-    keep the maps of :data:`PART_POOL_CHUNK` images at a time; every item must be readable."""
-    out = []
+def part_pooled_activations(explainer: Explainer, model: nn.Module | LazyNetwork, items: Sequence[Any],
+                            preprocess: Any, layers: LayerChoice, progress: bool = False) -> Activations:
+    """Activations whose ``pooled`` is what a part-pooling explainer scores: phi(x), then its part pools
+    (:meth:`Explainer.part_pools`), from forward passes that keep the maps of :data:`PART_POOL_CHUNK`
+    images at a time (the feature cache holds phi(x) only); unreadable images are left out (``index``)."""
+    pooled, logits, index = [], [], []
     for start in range(0, len(items), PART_POOL_CHUNK):
-        chunk = items[start:start + PART_POOL_CHUNK]
-        acts = extract_activations(module_of(model), chunk, preprocess, layers, keep_maps=True, progress=False)
-        if acts.n_unreadable:
-            raise SaywhyError(f"{acts.n_unreadable} of the images to part-pool could not be read")
-        out.append(explainer.part_pools(acts.maps, acts.pooled))
-    return np.concatenate(out) if out else np.zeros((0, explainer.feature_width_))
+        acts = extract_activations(module_of(model), items[start:start + PART_POOL_CHUNK], preprocess, layers,
+                                   keep_maps=True, progress=progress)
+        if not len(acts.index):  # nothing readable in this chunk: no maps to pool
+            continue
+        pooled.append(explainer.part_pools(acts.maps, acts.pooled))
+        logits.append(acts.logits)
+        index.append(acts.index + start)
+    width, n_classes = explainer.feature_width_, len(explainer.class_names_)
+    return Activations(pooled=np.concatenate(pooled) if pooled else np.zeros((0, width)),
+                       logits=np.concatenate(logits) if logits else np.zeros((0, n_classes)),
+                       index=np.concatenate(index) if index else np.zeros(0, np.int64), n_items=len(items))
 
 
 def fitted_network_record(model: nn.Module, preprocess: Preprocess, layers: LayerChoice) -> NetworkRecord | None:
@@ -560,7 +569,7 @@ class ExplainerSession:
         preprocess = preprocess or self.preprocess
         cacheable = all(isinstance(i, (ImageRecord, str, Path)) for i in items) and isinstance(preprocess, Preprocess)
         if self.explainer.pools_parts and not keep_maps:
-            acts = self._part_pooled_activations(items, preprocess, progress)
+            acts = part_pooled_activations(self.explainer, self.model, items, preprocess, self.layers, progress)
         elif keep_maps:
             memo = self.map_memo is not None and cacheable
             key = (tuple(str(i.path if isinstance(i, ImageRecord) else i) for i in items), repr(preprocess)) \
@@ -583,21 +592,6 @@ class ExplainerSession:
                 if position not in readable:
                     open_image(item.path if isinstance(item, ImageRecord) else item)  # raises the clear error
         return acts
-
-    def _part_pooled_activations(self, items: Sequence[Any], preprocess: Any, progress: bool) -> Activations:
-        """For an explainer that pools evidence under part maps: a forward pass keeping the maps, chunk by
-        chunk, never the feature cache (it holds phi(x) only); pooled is phi(x) and its part pools."""
-        pooled, logits, index = [], [], []
-        for start in range(0, len(items), PART_POOL_CHUNK):
-            acts = extract_activations(self.model, items[start:start + PART_POOL_CHUNK], preprocess, self.layers,
-                                       keep_maps=True, progress=progress)
-            pooled.append(self.explainer.part_pools(acts.maps, acts.pooled))
-            logits.append(acts.logits)
-            index.append(acts.index + start)
-        width, n_classes = self.explainer.feature_width_, len(self.explainer.class_names_)
-        return Activations(pooled=np.concatenate(pooled) if pooled else np.zeros((0, width)),
-                           logits=np.concatenate(logits) if logits else np.zeros((0, n_classes)),
-                           index=np.concatenate(index) if index else np.zeros(0, np.int64), n_items=len(items))
 
     def grad_cam(self, items: Sequence[Any], classes: Sequence[int] | None = None) -> np.ndarray:
         """Grad-CAM maps (N, h, w) of ``classes`` (default: the predicted ones), one backward pass per

@@ -165,11 +165,7 @@ class FeatureCache:
                                        batch_size=batch_size, progress=progress)
             rows = {missing[j]: acts.pooled[n] for n, j in enumerate(acts.index)}
             computed = rows
-            new = [(keys[i], row) for i, row in rows.items() if keys[i] is not None]
-            if new:
-                _write_shard(folder, np.stack([np.frombuffer(k, np.uint8) for k, _ in new]),
-                             np.stack([r for _, r in new]).astype(np.float32))
-                self._read.pop(folder, None)  # read again (and compacted) on the next call
+            self._store(folder, {keys[i]: row for i, row in rows.items() if keys[i] is not None})
         index, pooled = [], []
         for i, key in enumerate(keys):
             row = computed.get(i)
@@ -187,7 +183,6 @@ class FeatureCache:
             seconds=round(time.perf_counter() - started, 2),
         )
 
-
     def add(self, model: nn.Module | LazyNetwork, items: Sequence[ImageRecord | str | Path], preprocess: Preprocess,
             layers: LayerChoice, pooled: np.ndarray) -> int:
         """Store rows computed elsewhere, ``pooled[i]`` for ``items[i]`` (a pass that kept the maps too), so
@@ -203,10 +198,16 @@ class FeatureCache:
             key = image_key(item, preprocess)
             if key is not None and key not in known and np.isfinite(row).all():
                 new[key] = row
-        if new:
-            _write_shard(folder, np.stack([np.frombuffer(k, np.uint8) for k in new]), np.stack(list(new.values())))
-            self._read.pop(folder, None)
+        self._store(folder, new)
         return len(new)
+
+    def _store(self, folder: Path, rows: dict[bytes, np.ndarray]) -> None:
+        """Write ``rows`` (key -> pooled row) as one shard of ``folder``; the shards are read again (and
+        compacted) on the next lookup."""
+        if rows:
+            _write_shard(folder, np.stack([np.frombuffer(k, np.uint8) for k in rows]),
+                         np.stack(list(rows.values())).astype(np.float32))
+            self._read.pop(folder, None)
 
     def _known(self, folder: Path, n_filters: int) -> dict[bytes, np.ndarray]:
         """Every finite cached row of ``folder``; the shards are read again only when their files changed."""
