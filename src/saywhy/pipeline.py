@@ -232,7 +232,7 @@ def fit_explainer(
     forms = learn_surface_forms(captions, vocabulary.terms_, merged)
     explainer = Explainer(config).fit(activations.pooled, counts, vocabulary.terms_, weights, class_names, bias, meta,
                                       surface_forms=forms, synonyms=synonyms)
-    if config.evidence_pooling != "global" and config.attribute_model == "evidence":
+    if config.pools_evidence:
         fit_part_maps(explainer, model, preprocess, dataset.split(train=True), attribute_parts_file, layers=layers,
                       progress=progress)
         if explainer.needs_part_pools:

@@ -222,8 +222,8 @@ def run(args: argparse.Namespace) -> None:
             from saywhy.pipeline import fit_explainer, fit_part_maps, part_map_activations, resolve_layers
 
             train, part_maps = dataset.split(train=True), None
-            pools = config.evidence_pooling != "global" and config.attribute_model == "evidence"  # fits them itself
-            if getattr(args, "part_maps", False) and not pools and any(r.keypoints for r in train):
+            # a part-pooling fit learns its part maps itself
+            if getattr(args, "part_maps", False) and not config.pools_evidence and any(r.keypoints for r in train):
                 # the part-map sample's maps first, its pooled rows into the feature cache: the explainer's
                 # pass below reads them, so a cold fit runs each image through the network once
                 layers = resolve_layers(model, preprocess, args.layer, args.head)

@@ -172,6 +172,12 @@ class ExplainerConfig:
                 or not 0.0 <= self.visibility_threshold < 1.0:
             raise SaywhyError(f"visibility threshold must be a number in [0, 1), got {self.visibility_threshold!r}")
 
+    @property
+    def pools_evidence(self) -> bool:
+        """Whether a fit reads part-attributes' evidence under part maps (``evidence_pooling`` part or both,
+        with the evidence model): such a fit learns the part maps itself."""
+        return self.evidence_pooling != "global" and self.attribute_model == "evidence"
+
     @classmethod
     def paper(cls, **changes: Any) -> ExplainerConfig:
         """The paper's method: p(t|f) of eq. 1-4 with sigma = l1 in eq. 3, 6 and 8, p(t|x,X) against
