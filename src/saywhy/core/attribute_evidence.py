@@ -40,7 +40,7 @@ fitted in blocks of ``BLOCK``, each its own L-BFGS problem with a bounded histor
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
@@ -74,6 +74,7 @@ class AttributeEvidence:
     bias: np.ndarray
     sources: np.ndarray | None = None
     global_weights: np.ndarray | None = None
+    _single: tuple | None = field(default=None, init=False, repr=False, compare=False)  # float32 copies, made once
 
     def _parted(self) -> bool:
         return self.sources is not None and bool((self.sources >= 0).any())
@@ -92,42 +93,65 @@ class AttributeEvidence:
         return pooled, parts
 
     def logits(self, pooled: np.ndarray, filter_weights: np.ndarray | None = None,
-               parts: np.ndarray | None = None) -> np.ndarray:
+               parts: np.ndarray | None = None, single: bool = False) -> np.ndarray:
         """(images x attributes) log-odds; with ``filter_weights`` (images x filters), p(f|x,c) of eq. 6,
-        each filter's evidence is weighted by F * p(f_k|x,c) (eq. 5 in log-odds)."""
+        each filter's evidence is weighted by F * p(f_k|x,c) (eq. 5 in log-odds).
+
+        ``single``: the products in float32 (the result is float64), for ranking only: reading
+        half the bytes of the (attributes x filters) weights is what one image's scores cost
+        (cub50's 1,094 x 1,280 weights: 0.53 ms cold in float64, 0.21 ms in float32). The
+        order differs only where two attributes' log-odds agree to about 1e-6 of their size.
+        """
         pooled, parts = self._inputs(pooled, parts)
         scale = None if filter_weights is None else pooled.shape[1] * np.asarray(filter_weights, np.float64)
         x = pooled if scale is None else pooled * scale
-        out = x @ self.weights.T + self.bias
+        weights, global_weights = self._weights_in(single)
+        out = _product(x, weights, single) + self.bias
         if parts is not None:
             for g in np.unique(self.sources[self.sources >= 0]):
                 js = np.flatnonzero(self.sources == g)
                 xg = parts[:, g] if scale is None else parts[:, g] * scale
-                out[:, js] = xg @ self.weights[js].T + self.bias[js]
-                if self.global_weights is not None:
-                    out[:, js] += x @ self.global_weights[js].T
+                out[:, js] = _product(xg, weights[js], single) + self.bias[js]
+                if global_weights is not None:
+                    out[:, js] += _product(x, global_weights[js], single)
         return out
+
+    def _weights_in(self, single: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """The weights (and global weights), as float32 copies made once for ``single``."""
+        if not single:
+            return self.weights, self.global_weights
+        if self._single is None:
+            self._single = (self.weights.astype(np.float32),
+                            None if self.global_weights is None else self.global_weights.astype(np.float32))
+        return self._single
 
     def probability(self, pooled: np.ndarray, filter_weights: np.ndarray | None = None,
                     parts: np.ndarray | None = None) -> np.ndarray:
         """p(t|x), or p(t|x,c) with ``filter_weights`` = p(f|x,c)."""
         return sigmoid(self.logits(pooled, filter_weights, parts))
 
-    def probability_at(self, pooled: np.ndarray, rows: np.ndarray, columns: np.ndarray,
-                       parts: np.ndarray | None = None) -> np.ndarray:
-        """p(t|x) of image ``rows[i]`` and attribute ``columns[i]`` for each i: the same numbers as
-        ``probability(pooled)[rows, columns]`` without scoring every attribute."""
+    def logits_at(self, pooled: np.ndarray, rows: np.ndarray, columns: np.ndarray,
+                  filter_weights: np.ndarray | None = None, parts: np.ndarray | None = None) -> np.ndarray:
+        """:meth:`logits` of image ``rows[i]`` and attribute ``columns[i]`` for each i, in float64: the
+        same numbers as ``logits(...)[rows, columns]`` without scoring every attribute."""
         pooled, parts = self._inputs(pooled, parts)
         rows, columns = np.asarray(rows, dtype=np.intp), np.asarray(columns, dtype=np.intp)
-        x = pooled[rows]
+        scale = None if filter_weights is None else pooled.shape[1] * np.asarray(filter_weights, np.float64)[rows]
+        x = pooled[rows] if scale is None else pooled[rows] * scale
         logits = self.bias[columns].astype(np.float64)
         if parts is not None:
             source = self.sources[columns]
             if self.global_weights is not None:
                 logits = logits + np.where(source >= 0, np.einsum("nf,nf->n", x, self.global_weights[columns]), 0.0)
-            x = np.where((source >= 0)[:, None], parts[rows, np.maximum(source, 0)], x)
-        logits = np.einsum("nf,nf->n", x, self.weights[columns]) + logits
-        return sigmoid(logits)
+            part = parts[rows, np.maximum(source, 0)]
+            x = np.where((source >= 0)[:, None], part if scale is None else part * scale, x)
+        return np.einsum("nf,nf->n", x, self.weights[columns]) + logits
+
+    def probability_at(self, pooled: np.ndarray, rows: np.ndarray, columns: np.ndarray,
+                       parts: np.ndarray | None = None) -> np.ndarray:
+        """p(t|x) of image ``rows[i]`` and attribute ``columns[i]`` for each i: the same numbers as
+        ``probability(pooled)[rows, columns]`` without scoring every attribute."""
+        return sigmoid(self.logits_at(pooled, rows, columns, parts=parts))
 
     def filter_evidence(self, pooled: np.ndarray, attributes: np.ndarray) -> np.ndarray:
         """(images x filters): each filter's positive evidence a_tk phi_k(x), summed over the given
@@ -135,6 +159,13 @@ class AttributeEvidence:
         pooled = np.atleast_2d(np.asarray(pooled, np.float64))
         summed = self.weights[np.asarray(attributes)].clip(min=0.0).sum(axis=1)  # (images, filters)
         return pooled * summed
+
+
+def _product(x: np.ndarray, weights: np.ndarray, single: bool) -> np.ndarray:
+    """x @ weights.T in float64, computed in float32 when ``single`` (``weights`` is float32 then)."""
+    if not single:
+        return x @ weights.T
+    return (x.astype(np.float32) @ weights.T).astype(np.float64)
 
 
 Chunks = Callable[[], Iterable[tuple[np.ndarray, sp.csr_matrix]]]

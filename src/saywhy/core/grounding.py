@@ -30,25 +30,35 @@ Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in original image pixe
 
 
 def attribute_scores(maps: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """The sum inside eq. 9, sum_k alpha_k f_k(x), for T attributes of one image.
+    """The sum inside eq. 9, sum_k alpha_k f_k(x), for T attributes of one image or of N.
 
-    ``maps`` is (F, h, w), ``alpha`` (T, F) or (F,); returns (T, h, w) (or (h, w)).
+    ``maps`` is (F, h, w), or (N, F, h, w) for N images; ``alpha`` (T, F) or (F,); returns
+    (T, h, w) (or (h, w)), with the leading N axis for N images: one matrix product for all.
+    In float32 when both are float32 (a network's maps are: no float64 copy of them is made),
+    else in float64.
 
     >>> maps = np.zeros((2, 3, 3)); maps[0, 1, 2] = 5.0; maps[1, 0, 0] = 1.0
     >>> float(attribute_scores(maps, np.array([[1.0, 0.0]]))[0, 1, 2])
     5.0
+    >>> attribute_scores(np.stack([maps, 2 * maps]), np.array([1.0, 0.0]))[:, 1, 2].tolist()
+    [5.0, 10.0]
     """
-    maps = np.asarray(maps, dtype=np.float64)
-    alpha = np.asarray(alpha, dtype=np.float64)
-    if maps.ndim != 3:
+    dtype = _precision(maps, alpha)
+    maps, alpha = np.asarray(maps, dtype=dtype), np.asarray(alpha, dtype=dtype)
+    if maps.ndim not in (3, 4):
         raise SaywhyError(f"feature maps must be (filters, height, width), got shape {maps.shape}")
     single = alpha.ndim == 1
     alpha = np.atleast_2d(alpha)
-    n_filters, h, w = maps.shape
+    *lead, n_filters, h, w = maps.shape
     if alpha.shape[1] != n_filters:
         raise SaywhyError(f"p(t|f) has {alpha.shape[1]} filters but the feature maps have {n_filters}")
-    scores = (alpha @ maps.reshape(n_filters, h * w)).reshape(-1, h, w)  # eq. 9, inside sigma
-    return scores[0] if single else scores
+    scores = (alpha @ maps.reshape(*lead, n_filters, h * w)).reshape(*lead, -1, h, w)  # eq. 9, inside sigma
+    return scores[..., 0, :, :] if single else scores
+
+
+def _precision(*arrays: np.ndarray) -> type:
+    """float32 when every array is float32, else float64."""
+    return np.float32 if all(np.asarray(a).dtype == np.float32 for a in arrays) else np.float64
 
 
 def normalize_heatmaps(scores: np.ndarray, sigma: str = "minmax") -> np.ndarray:

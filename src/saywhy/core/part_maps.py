@@ -33,15 +33,16 @@ PART_GROUNDINGS = ("none", "maps", "maps_alpha")  # how :func:`part_grounding_sc
 
 
 def standardized_maps(scores: np.ndarray) -> np.ndarray:
-    """Each (h, w) map of a (T, h, w) stack minus its mean, over its standard deviation (a flat map stays 0)."""
+    """Each (h, w) map of a (..., h, w) stack minus its mean, over its standard deviation (a flat map stays 0)."""
     scores = np.asarray(scores, np.float64)
-    flat = scores.reshape(len(scores), -1)
-    std = flat.std(axis=1, keepdims=True)
-    return ((flat - flat.mean(axis=1, keepdims=True)) / np.where(std > 0, std, 1.0)).reshape(scores.shape)
+    flat = scores.reshape(*scores.shape[:-2], -1)
+    std = flat.std(axis=-1, keepdims=True)
+    return ((flat - flat.mean(axis=-1, keepdims=True)) / np.where(std > 0, std, 1.0)).reshape(scores.shape)
 
 
 def part_grounding_scores(alpha_scores: np.ndarray, part_scores: np.ndarray, known: np.ndarray, mode: str) -> np.ndarray:
-    """(T, h, w) grounding scores: eq. 9's ``alpha_scores`` where ``known`` is False or ``mode`` is "none";
+    """(T, h, w) grounding scores (or (N, T, h, w) for N images): eq. 9's ``alpha_scores`` where ``known``
+    (T,) is False or ``mode`` is "none";
     else the part's log-odds map ("maps") or the sum of both maps, each standardized over its cells
     ("maps_alpha": the attribute's own evidence picks among the places its part may be).
 
@@ -239,13 +240,15 @@ class PartMaps:
 
     def part_scores(self, maps: np.ndarray, parts: Sequence[int] | None = None) -> np.ndarray:
         """Log-odds that each cell holds each part: (P, h, w) for one image's (F, h, w) maps, or
-        (N, P, h, w) for (N, F, h, w); ``parts``: only these part indices, in this order."""
+        (N, P, h, w) for (N, F, h, w); ``parts``: only these part indices, in this order. float32 maps
+        are multiplied in float32 (no float64 copy of them), others in float64."""
         self._check()
-        maps = np.asarray(maps, np.float64)
+        maps = np.asarray(maps)
+        maps = maps if maps.dtype == np.float32 else np.asarray(maps, np.float64)
         if maps.shape[-3] != self.location_weights_.shape[1]:
             raise SaywhyError(f"maps have {maps.shape[-3]} filters but the part maps {self.location_weights_.shape[1]}")
         rows = slice(None) if parts is None else list(parts)
-        weights, bias = self.location_weights_[rows], self.location_bias_[rows]
+        weights, bias = self.location_weights_[rows].astype(maps.dtype), self.location_bias_[rows]
         *lead, f, h, w = maps.shape
         scores = weights @ maps.reshape(*lead, f, h * w)  # one matrix product (einsum's loop was 2x slower)
         return scores.reshape(*lead, len(bias), h, w) + bias[:, None, None]

@@ -113,6 +113,18 @@ class AttributeModel(ABC):
     def scores(self, pooled: np.ndarray, p_filter: np.ndarray) -> Scores:
         """Eq. 5 with p(f|x,c) = ``p_filter`` (images x filters)."""
 
+    def ranked(self, pooled: np.ndarray, p_filter: np.ndarray) -> Scores:
+        """:meth:`scores` as explanations rank by them: a model may compute these faster and less exactly
+        (their order, not their digits, is used); what is printed comes from :meth:`readable_at` and
+        :meth:`evidence_at`."""
+        return self.scores(pooled, p_filter)
+
+    def evidence_at(self, pooled: np.ndarray, p_filter: np.ndarray, rows: np.ndarray,
+                    columns: np.ndarray) -> np.ndarray | None:
+        """``scores(...).evidence`` at the (row, column) pairs only, exactly; None where the model has none."""
+        evidence = self.scores(pooled, p_filter).evidence
+        return None if evidence is None else evidence[rows, columns]
+
     @abstractmethod
     def contrast_units(self, pooled: np.ndarray, p_filter: np.ndarray) -> np.ndarray:
         """Eq. 5 with the filters weighted by ``p_filter`` (one side of a contrast), in the units a
@@ -300,11 +312,18 @@ class EvidenceModel(AttributeModel):
     def _weighting(self, p_filter):
         return p_filter if self.config.class_weighting else None
 
-    def scores(self, pooled, p_filter):
+    def scores(self, pooled, p_filter, single=False):
         phi, parts = self._split(pooled)
-        logits = self.evidence_.logits(phi, self._weighting(p_filter), parts)
+        logits = self.evidence_.logits(phi, self._weighting(p_filter), parts, single=single)
         log_p = -softplus(-logits)  # log sigmoid, exact where p rounds to 1
         return Scores(np.exp(log_p), log_p, logits - self.evidence_.bias, logits)
+
+    def ranked(self, pooled, p_filter):
+        return self.scores(pooled, p_filter, single=True)  # the weights read in float32: half the bytes
+
+    def evidence_at(self, pooled, p_filter, rows, columns):
+        phi, parts = self._split(pooled)
+        return self.evidence_.logits_at(phi, rows, columns, self._weighting(p_filter), parts)  # scores().evidence
 
     def contrast_units(self, pooled, p_filter):
         phi, parts = self._split(pooled)

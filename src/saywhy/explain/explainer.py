@@ -473,7 +473,15 @@ class Explainer:
         raise SaywhyError(f"unknown class {name_or_index!r}; similar: {', '.join(close) or 'none'} ('saywhy describe --list' lists all)")
 
     def readable_name(self, index: int) -> str:
-        return readable_class_name(self.class_names_[index])
+        return self.readable_names()[index]
+
+    def readable_names(self) -> tuple[str, ...]:
+        """Every class's readable name, made once per list of class names."""
+        memo = getattr(self, "_names_memo", None)  # (class names, readable names): the list they were made from
+        if memo is None or memo[0] is not self.class_names_:
+            memo = (self.class_names_, tuple(readable_class_name(n) for n in self.class_names_))
+            self._names_memo = memo
+        return memo[1]
 
     def filter_given_image_class(self, pooled: np.ndarray, classes: np.ndarray) -> np.ndarray:
         """Eq. 6: p(f|x_i, c_i) (images x filters)."""
@@ -641,10 +649,10 @@ class Explainer:
     def part_heatmaps(self, maps: np.ndarray, attributes: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """For one image's (F, h, w) maps: (T, h, w) log-odds that each attribute's part is at each cell
         (the largest over its parts), and a (T,) mask of the attributes that have one (rows of the
-        others are 0)."""
+        others are 0); for N images' (N, F, h, w) maps, (N, T, h, w) and the same mask."""
         self._check_fitted()
-        maps = np.asarray(maps, np.float64)
-        out, known = np.zeros((len(attributes), *maps.shape[-2:])), np.zeros(len(attributes), bool)
+        maps = np.asarray(maps)
+        out, known = np.zeros((*maps.shape[:-3], len(attributes), *maps.shape[-2:])), np.zeros(len(attributes), bool)
         if not self.has_part_maps:
             return out, known
         index = {p: i for i, p in enumerate(self.part_maps_.parts_)}
@@ -656,12 +664,13 @@ class Explainer:
         for i, term in enumerate(attributes):
             parts = self.attribute_parts_.get(term)
             if parts:
-                out[i], known[i] = scores[[row[index[p]] for p in parts]].max(axis=0), True
+                out[..., i, :, :], known[i] = scores[..., [row[index[p]] for p in parts], :, :].max(axis=-3), True
         return out, known
 
     def grounding_scores(self, maps: np.ndarray, alpha: np.ndarray, attributes: list[str]) -> np.ndarray:
-        """(T, h, w) heatmap scores of ``attributes`` on one image's (F, h, w) maps: eq. 9 with ``alpha``
-        (T, F), or the part maps as ``config.part_grounding`` says (:func:`part_grounding_scores`)."""
+        """(T, h, w) heatmap scores of ``attributes`` on one image's (F, h, w) maps (or (N, T, h, w) on N
+        images' (N, F, h, w)): eq. 9 with ``alpha`` (T, F), or the part maps as ``config.part_grounding``
+        says (:func:`part_grounding_scores`)."""
         scores = attribute_scores(maps, alpha)
         if self.config.part_grounding == "none" or not self.has_part_maps:
             return scores
@@ -683,8 +692,9 @@ class Explainer:
         logits = self.decision_function(pooled)  # once: the decision, the probabilities and the printed logit
         proba, predicted = softmax(logits, axis=1), logits.argmax(axis=1)
         classes = predicted if classes is None else self._classes(pooled, classes)
+        p_filter = self.filter_given_image_class(pooled, classes)
         with np.errstate(over="ignore", invalid="ignore"):
-            scores = self.attribute_model_.scores(pooled, self.filter_given_image_class(pooled, classes))
+            scores = self.attribute_model_.ranked(pooled, p_filter)  # the order; printed numbers come exactly below
         if np.isnan(scores.log_p).any() or (scores.evidence is not None and not np.isfinite(scores.evidence).all()):
             raise SaywhyError("the attribute evidence computed from these activations overflows: they are far outside "
                               "what the explainer was fitted on; check the network and the preprocessing")
@@ -697,14 +707,16 @@ class Explainer:
                 < self.config.visibility_threshold
         forms = self._forms()
         unsaid = self._unsaid(forms)
-        orders = []
-        for i in range(len(classes)):
-            ranked = np.argsort(-rank_by[i], kind="stable")
-            if unsaid is not None:  # vague words ("particular bird") never take a place in a natural sentence
-                ranked = ranked[~unsaid[ranked]]
-            if hidden is not None:
-                ranked = ranked[~hidden[i, ranked]]
-            orders.append([int(j) for j in ranked[: self.config.top_k] if scores.own[i, j] > 0])
+        # vague words ("particular bird") never take a place in a natural sentence, nor parts hidden below the
+        # threshold: they sort last, so the first top_k are the best top_k of the others
+        excluded = None if unsaid is None and hidden is None else \
+            (np.zeros(rank_by.shape, bool) if hidden is None else hidden) | (False if unsaid is None else unsaid[None])
+        keys = -rank_by if excluded is None else np.where(excluded, np.inf, -rank_by)
+        top = np.argsort(keys, axis=1, kind="stable")[:, :self.config.top_k]
+        cited = np.take_along_axis(scores.own, top, axis=1) > 0  # only attributes the image gives evidence for
+        if excluded is not None:
+            cited &= ~np.take_along_axis(excluded, top, axis=1)
+        orders = [row[keep].tolist() for row, keep in zip(top, cited)]
         # the readable score only where it is printed: the cited attributes, not the whole vocabulary
         rows = np.array([i for i, order in enumerate(orders) for _ in order], dtype=np.intp)
         columns = np.array([j for order in orders for j in order], dtype=np.intp)
@@ -712,19 +724,23 @@ class Explainer:
             readable = self.attribute_model_.readable_at(pooled, scores, rows, columns)
             if visibility is not None:
                 readable = readable * visibility[rows, columns]
+            evidence = self.attribute_model_.evidence_at(pooled, p_filter, rows, columns)
         _finite(readable, "the attribute scores computed from these activations (they overflow)")
         printed = iter(readable.tolist())
+        printed_evidence = None if evidence is None else iter(_finite(evidence, "the attribute evidence").tolist())
+        names = self.readable_names()
+        runners_up = np.argsort(-proba, axis=1, kind="stable")[:, :4].tolist()  # the class and three others
+        proba_rows, logit_rows = proba.tolist(), logits.tolist()
         out = []
-        for i, c in enumerate(classes):
+        for i, c in enumerate(classes.tolist()):
             order = orders[i]
             top = [(self.vocabulary_[j], next(printed)) for j in order]
-            name = self.readable_name(int(c))
-            others = [k for k in np.argsort(-proba[i], kind="stable") if k != c][:3]
+            others = [k for k in runners_up[i] if k != c][:3]
             out.append(Explanation(
-                int(c), name, self._because(name, [t for t, _ in top]), top, float(logits[i, c]), float(proba[i, c]),
+                c, names[c], self._because(names[c], [t for t, _ in top]), top, logit_rows[i][c], proba_rows[i][c],
                 self.attribute_model_.score_name,
-                None if scores.evidence is None else [float(scores.evidence[i, j]) for j in order],
-                [(self.readable_name(int(k)), float(proba[i, k])) for k in others], bool(c == predicted[i])))
+                None if printed_evidence is None else [next(printed_evidence) for _ in order],
+                [(names[k], proba_rows[i][k]) for k in others], c == int(predicted[i])))
         return out
 
     def contrast_scores(self, pooled: np.ndarray, a: int, b: int) -> np.ndarray:

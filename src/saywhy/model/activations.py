@@ -30,6 +30,7 @@ from saywhy.data.records import ImageRecord
 from saywhy.errors import SaywhyError
 from saywhy.model.hooks import capture, get_module
 from saywhy.model.layers import LayerChoice, token_grid
+from saywhy.model.modes import in_training
 
 if TYPE_CHECKING:
     import torch
@@ -238,7 +239,7 @@ def activations_from_batches(model: nn.Module, batches, layers: LayerChoice, kee
     device, dtype = model_device(model), model_dtype(model)
     amp = amp_for(device)
     precision = torch.autocast(device.type, dtype=getattr(torch, AMP_DTYPES[amp])) if amp else contextlib.nullcontext()
-    if any(m.training for m in model.modules()):  # cheaper than eval()'s walk when it is in eval mode already
+    if in_training(model):  # cheaper than eval()'s walk when it is in eval mode already
         model.eval()
     pooled, logits, maps, kept = [], [], [], []
     outputs = [layers.feature_layer] if keep_maps else []
@@ -255,13 +256,20 @@ def activations_from_batches(model: nn.Module, batches, layers: LayerChoice, kee
             kept.append(np.asarray(index)[np.asarray(ok)])
     n_filters, n_classes = layers.n_filters, layers.n_classes
     result = Activations(
-        pooled=np.concatenate(pooled) if pooled else np.zeros((0, n_filters), np.float32),
-        logits=np.concatenate(logits) if logits else np.zeros((0, n_classes), np.float32),
-        index=np.concatenate(kept) if kept else np.zeros(0, int),
-        maps=np.concatenate(maps) if maps else None,
+        pooled=_joined(pooled, (0, n_filters), np.float32),
+        logits=_joined(logits, (0, n_classes), np.float32),
+        index=_joined(kept, (0,), int),
+        maps=_joined(maps, None, np.float32),
     )
     result.n_items = n_items if n_items is not None else len(result.index)
     return result
+
+
+def _joined(blocks: list[np.ndarray], empty: tuple[int, ...] | None, dtype: type) -> np.ndarray | None:
+    """The batches' arrays end to end; one batch's array as it is (no copy of a batch's maps)."""
+    if not blocks:
+        return None if empty is None else np.zeros(empty, dtype)
+    return np.concatenate(blocks)
 
 
 def feature_maps(model: nn.Module, output: torch.Tensor, layers: LayerChoice) -> torch.Tensor:
