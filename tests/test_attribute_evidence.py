@@ -63,3 +63,20 @@ def test_probability_at_pairs_equals_the_full_matrix_there():
     np.testing.assert_allclose(model.probability_at(pooled, rows, columns), model.probability(pooled)[rows, columns],
                                rtol=1e-12)
     assert model.probability_at(pooled, rows[:0], columns[:0]).shape == (0,)
+
+
+def test_float32_ranking_keeps_the_order_and_the_cited_numbers_are_exact():
+    """logits(single=True) reads float32 weights: the same order as float64 except at near-ties;
+    logits_at gives the float64 numbers of chosen pairs, with and without filter weights."""
+    rng = np.random.default_rng(3)
+    model = AttributeEvidence(rng.normal(size=(40, 64)), rng.normal(size=40))
+    pooled = rng.gamma(2.0, 1.0, (6, 64))
+    weights = rng.dirichlet(np.ones(64), 6)
+    exact, fast = model.logits(pooled, weights), model.logits(pooled, weights, single=True)
+    assert fast.dtype == np.float64 and np.abs(fast - exact).max() < 1e-4 * np.abs(exact).max()
+    gaps = np.diff(np.sort(exact, axis=1), axis=1).min(axis=1)
+    assert (gaps > 10 * np.abs(fast - exact).max()).all()  # no near-ties here: the orders must agree exactly
+    assert np.array_equal(np.argsort(-exact, axis=1, kind="stable"), np.argsort(-fast, axis=1, kind="stable"))
+    rows, columns = np.array([0, 0, 3, 5]), np.array([7, 39, 0, 22])
+    np.testing.assert_allclose(model.logits_at(pooled, rows, columns, weights), exact[rows, columns], rtol=1e-12)
+    np.testing.assert_allclose(model.logits_at(pooled, rows, columns), model.logits(pooled)[rows, columns], rtol=1e-12)

@@ -247,3 +247,49 @@ def test_heatmaps_compute_image_maps_on_first_read():
     assert "image" not in maps.__dict__
     assert maps.image.shape == (2, 4, 4) and maps.image[1].max() == 1.0
     assert maps.select(["b"]).layer.tolist() == [layer[1].tolist()]
+
+
+def test_batched_heatmaps_equal_each_image_alone_and_their_own_cam(fresh):
+    """Rows that map the same attributes share one product: each equals that image mapped alone."""
+    session, images, _ = fresh
+    wanted = session.explainer.vocabulary_[:3]
+    together = session.explain(images, heatmaps=wanted)
+    for i, e in enumerate(together):
+        alone = session.explain(images[i:i + 1], heatmaps=wanted)[0]
+        scale = np.abs(alone.heatmaps.layer).max()  # float32 products: agreement to float32's precision of the scale
+        np.testing.assert_allclose(e.heatmaps.layer, alone.heatmaps.layer, rtol=0, atol=1e-5 * scale)
+        maps = session.activations([images[i]], keep_maps=True).maps[0].astype(np.float64)
+        cam = np.tensordot(session.explainer.head_weights_[e.class_index], maps, axes=1)  # sum_k w_ck f_k
+        np.testing.assert_allclose(e.heatmaps.class_map, cam, rtol=0, atol=1e-5 * np.abs(cam).max())
+        assert e.heatmaps.class_index == e.class_index and e.heatmaps.layer.dtype == np.float64
+
+
+def test_the_training_check_sees_a_submodule_added_or_switched_after_the_first_call():
+    from saywhy.model.modes import in_training, submodules
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()).eval()
+    assert not in_training(net) and len(submodules(net)) == 2
+    net[1].train()  # one submodule switched: its flag is read on every call
+    assert in_training(net)
+    net.eval()
+    net.add_module("norm", nn.BatchNorm2d(4))  # registered after the listing, in train mode
+    assert in_training(net) and len(submodules(net)) == 3
+    net.norm.eval()
+    assert not in_training(net)
+
+
+def test_one_blas_thread_limits_numpy_blas_inside_and_restores_it():
+    from threadpoolctl import threadpool_info
+
+    from saywhy.blas import one_blas_thread
+
+    def counts():
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+    before = counts()
+    with one_blas_thread():
+        assert all(n == 1 for n in counts())
+    assert counts() == before
+    with pytest.raises(ZeroDivisionError), one_blas_thread():
+        1 / 0
+    assert counts() == before
