@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from fuzz import attached_or_one_line, examples
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
@@ -106,3 +106,16 @@ def test_the_attribute_file_reader_takes_any_jsonl(tmp_path_factory, rows):
         return
     for record in attached.records:
         assert record.attributes is None or all(isinstance(a, str) and a for a in record.attributes)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 40), st.integers(0, 45), st.integers(0, 2**32 - 1))
+def test_first_k_stable_is_the_head_of_a_stable_argsort(n, t, k, seed):
+    """Ties (few distinct values) and infinities included: exactly argsort(kind="stable")[:, :k]."""
+    from saywhy.core.ranking import first_k_stable
+
+    rng = np.random.default_rng(seed)
+    keys = rng.integers(-3, 4, (n, t)).astype(float)
+    keys[rng.random((n, t)) < 0.1] = np.inf
+    expected = np.argsort(keys, axis=1, kind="stable")[:, :k]
+    assert [r.tolist() for r in first_k_stable(keys, k)] == expected.tolist()

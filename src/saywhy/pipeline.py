@@ -63,6 +63,7 @@ log = logging.getLogger(__name__)
 MEMO_ITEMS = 64  # an explain call over at most this many inputs keeps its maps for ground()
 MEMO_BYTES = 256 * 2**20  # ... when they take at most this much memory
 GRAD_CAM_BATCH = 16  # inputs per Grad-CAM backward pass: its memory grows with the batch
+ALPHA_MEMO = 256  # attribute lists whose eq. 9 rows a session keeps (a lookup each, not a vocabulary scan)
 
 
 @dataclass
@@ -511,6 +512,7 @@ class ExplainerSession:
             self.layers = resolve_layers(self.model, self._probe_size(), meta.get("layer"), meta.get("head"))
         self._known_boxes: dict[str, ImageRecord] | None = None
         self._alphas: np.ndarray | None = None
+        self._alpha_rows: dict[tuple[str, ...], np.ndarray] = {}  # the rows of attribute lists asked for before
         self._last_maps: dict[tuple, tuple[Any, np.ndarray, np.ndarray]] = {}  # the last call's maps, for ground()
         self._last_explained: dict[int, tuple[Any, Any, Any]] = {}
 
@@ -780,10 +782,19 @@ class ExplainerSession:
 
     def attribute_alphas(self, attributes: Sequence[str]) -> np.ndarray:
         """(T, F) eq. 9 weights of the named attributes; an unknown one is refused with the closest known."""
+        key = tuple(attributes)
+        known = self._alpha_rows.get(key)
+        if known is not None:
+            return known
         columns = query_indices(self.explainer, attributes)
         if self._alphas is None:  # the explainer's fitted state is read-only: computed once per session
             self._alphas = np.ascontiguousarray(self.explainer.grounding_alphas().T)  # rows: a few are read at a time
-        return self._alphas[columns]
+        rows = self._alphas[columns]
+        rows.flags.writeable = False  # handed out again for the same attributes
+        if len(self._alpha_rows) >= ALPHA_MEMO:
+            self._alpha_rows.clear()
+        self._alpha_rows[key] = rows
+        return rows
 
     def _heatmaps(self, item: Any, maps: np.ndarray, attributes: list[str], class_index: int,
                   alpha: np.ndarray | None = None, preprocess: Any = None) -> Heatmaps:

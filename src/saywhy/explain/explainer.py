@@ -25,6 +25,7 @@ from saywhy.core.image_class import filter_given_class, filter_given_image_class
 from saywhy.core.normalization import softmax
 from saywhy.core.grounding import attribute_scores
 from saywhy.core.part_maps import PartMaps, part_grounding_scores
+from saywhy.core.ranking import first_k_stable
 from saywhy.core.part_pooling import part_pooled, part_pooling_weights
 from saywhy.errors import SaywhyError
 from saywhy.explain.attribute_models import (  # noqa: F401
@@ -417,8 +418,12 @@ class Explainer:
     def decision_function(self, pooled: np.ndarray) -> np.ndarray:
         """The head's logits W phi + b (images x classes), recomputed exactly from pooled activations."""
         self._check_fitted()
+        return self._head_logits(self._pooled(pooled, evidence=False))
+
+    def _head_logits(self, pooled: np.ndarray) -> np.ndarray:
+        """:meth:`decision_function` of activations :meth:`_pooled` checked already."""
         with np.errstate(over="ignore", invalid="ignore"):
-            logits = self._pooled(pooled, evidence=False)[:, :self._weights.shape[1]] @ self._weights.T + self._bias
+            logits = pooled[:, :self._weights.shape[1]] @ self._weights.T + self._bias
         return _finite(logits, "the class scores computed from these activations (they overflow)")
 
     logits = decision_function
@@ -689,7 +694,7 @@ class Explainer:
             classes = None if classes is None else self._classes(pooled, classes)
             return [e for start in range(0, len(pooled), EXPLAIN_BLOCK) for e in self.explain(
                 pooled[start:start + EXPLAIN_BLOCK], None if classes is None else classes[start:start + EXPLAIN_BLOCK])]
-        logits = self.decision_function(pooled)  # once: the decision, the probabilities and the printed logit
+        logits = self._head_logits(pooled)  # once: the decision, the probabilities and the printed logit
         proba, predicted = softmax(logits, axis=1), logits.argmax(axis=1)
         classes = predicted if classes is None else self._classes(pooled, classes)
         p_filter = self.filter_given_image_class(pooled, classes)
@@ -712,11 +717,12 @@ class Explainer:
         excluded = None if unsaid is None and hidden is None else \
             (np.zeros(rank_by.shape, bool) if hidden is None else hidden) | (False if unsaid is None else unsaid[None])
         keys = -rank_by if excluded is None else np.where(excluded, np.inf, -rank_by)
-        top = np.argsort(keys, axis=1, kind="stable")[:, :self.config.top_k]
-        cited = np.take_along_axis(scores.own, top, axis=1) > 0  # only attributes the image gives evidence for
-        if excluded is not None:
-            cited &= ~np.take_along_axis(excluded, top, axis=1)
-        orders = [row[keep].tolist() for row, keep in zip(top, cited)]
+        orders = []
+        for i, top in enumerate(first_k_stable(keys, self.config.top_k)):
+            cited = scores.own[i, top] > 0  # only attributes the image gives evidence for
+            if excluded is not None:
+                cited &= ~excluded[i, top]
+            orders.append(top[cited].tolist())
         # the readable score only where it is printed: the cited attributes, not the whole vocabulary
         rows = np.array([i for i, order in enumerate(orders) for _ in order], dtype=np.intp)
         columns = np.array([j for order in orders for j in order], dtype=np.intp)
