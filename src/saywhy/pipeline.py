@@ -670,14 +670,13 @@ class ExplainerSession:
         if acts.maps is None or acts.maps.nbytes > MEMO_BYTES:
             return
         where = repr(preprocess)
-        for row, item in enumerate(items):
-            key = _input_key(item)
+        keys = [_input_key(item) for item in items]
+        for row, (item, key) in enumerate(zip(items, keys)):
             if key is not None:
                 # the item itself is kept: a tensor's storage (or an image) cannot be freed and reused meanwhile
                 self._last_maps[(where, key)] = (item, acts.maps[row], acts.pooled[row:row + 1])
         for row, explanation in enumerate(explanations):
-            key = _input_key(items[row])
-            if key is not None:
+            if keys[row] is not None:
                 self._last_explained[id(explanation)] = (weakref.ref(explanation), items[row], preprocess)
 
     def _recall(self, item: Any, preprocess: Any) -> tuple[np.ndarray, np.ndarray] | None:
