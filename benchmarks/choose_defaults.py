@@ -26,7 +26,8 @@ on the fitting part and scored on the validation part, everything else at its de
 - with ``--part-pooling`` (issue 11, the three image-specificity goals; its own output file):
   where the evidence model reads a part-attribute (``evidence_pooling`` global / part) and how
   hidden parts are kept out (none, ``part_visibility`` multiplying, ``visibility_threshold``
-  0.5), each on the validation images: the invisible-part share and retrieval mAP beside the
+  0.5), and where p(visible) comes from (``visibility_source``: the logistic on phi(x), or the peak
+  of the part's location map), each on the validation images: the invisible-part share and retrieval mAP beside the
   class caption frequency baseline's, and the occlusion share on a seeded sample of them. The
   chosen row is the one meeting most of issue 11's three goals (invisible share at most half the
   baseline's, occlusion >= 75%, mAP above the baseline's), ties broken by the occlusion share.
@@ -257,6 +258,12 @@ POOLING_CANDIDATES = {  # name: (fitted config's changes, explain-time changes)
     "both": ({"evidence_pooling": "both"}, {}),
     "both + visibility threshold 0.8": ({"evidence_pooling": "both"}, {"visibility_threshold": 0.8}),
     "both + visibility threshold 0.9": ({"evidence_pooling": "both"}, {"visibility_threshold": 0.9}),
+    # visibility read from the peak of the part's location map instead of a logistic on the maps' mean
+    **{f"{pooling} + peak threshold {t}": ({} if pooling == "global" else {"evidence_pooling": pooling},
+                                           {"visibility_source": "peak", "visibility_threshold": t})
+       for pooling, thresholds in (("global", (0.5, 0.7, 0.8, 0.9)), ("part", (0.7, 0.8, 0.9)), ("both", (0.8, 0.9)))
+       for t in thresholds},
+    "global + peak gating": ({}, {"visibility_source": "peak", "part_visibility": True}),
 }
 
 
