@@ -236,7 +236,7 @@ def fit_explainer(
         fit_part_maps(explainer, model, preprocess, dataset.split(train=True), attribute_parts_file, layers=layers,
                       progress=progress)
         if explainer.needs_part_pools:
-            pools = part_pooled_activations(explainer, model, kept, preprocess, layers)
+            pools = part_pooled_activations(explainer, model, kept, preprocess, layers, peaks=False)
             if pools.n_unreadable:
                 raise SaywhyError(f"{pools.n_unreadable} of the images to part-pool could not be read")
             explainer.fit_part_evidence(pools.pooled, counts)
@@ -250,20 +250,24 @@ PART_POOL_CHUNK = 128  # images whose maps are held at once while they are part-
 
 
 def part_pooled_activations(explainer: Explainer, model: nn.Module | LazyNetwork, items: Sequence[Any],
-                            preprocess: Any, layers: LayerChoice, progress: bool = False) -> Activations:
-    """Activations whose ``pooled`` is what a part-pooling explainer scores: phi(x), then its part pools
-    (:meth:`Explainer.part_pools`), from forward passes that keep the maps of :data:`PART_POOL_CHUNK`
-    images at a time (the feature cache holds phi(x) only); unreadable images are left out (``index``)."""
+                            preprocess: Any, layers: LayerChoice, progress: bool = False,
+                            peaks: bool = True) -> Activations:
+    """Activations whose ``pooled`` is what an explainer that reads the maps takes: phi(x), then its part
+    pools (:meth:`Explainer.part_pools`), then, with ``peaks``, its parts' peak log-odds where it reads
+    visibility from them (:meth:`Explainer.map_activations`), from forward passes that keep the maps of
+    :data:`PART_POOL_CHUNK` images at a time (the feature cache holds phi(x) only); unreadable images
+    are left out (``index``)."""
+    features = explainer.map_activations if peaks else explainer.part_pools
     pooled, logits, index = [], [], []
     for start in range(0, len(items), PART_POOL_CHUNK):
         acts = extract_activations(module_of(model), items[start:start + PART_POOL_CHUNK], preprocess, layers,
                                    keep_maps=True, progress=progress)
         if not len(acts.index):  # nothing readable in this chunk: no maps to pool
             continue
-        pooled.append(explainer.part_pools(acts.maps, acts.pooled))
+        pooled.append(features(acts.maps, acts.pooled))
         logits.append(acts.logits)
         index.append(acts.index + start)
-    width, n_classes = explainer.feature_width_, len(explainer.class_names_)
+    width, n_classes = explainer.activation_width_ if peaks else explainer.feature_width_, len(explainer.class_names_)
     return Activations(pooled=np.concatenate(pooled) if pooled else np.zeros((0, width)),
                        logits=np.concatenate(logits) if logits else np.zeros((0, n_classes)),
                        index=np.concatenate(index) if index else np.zeros(0, np.int64), n_items=len(items))
@@ -569,7 +573,7 @@ class ExplainerSession:
         otherwise it is dropped (``Activations.index`` says which rows remain)."""
         preprocess = preprocess or self.preprocess
         cacheable = all(isinstance(i, (ImageRecord, str, Path)) for i in items) and isinstance(preprocess, Preprocess)
-        if self.explainer.pools_parts and not keep_maps:
+        if self.explainer.reads_maps and not keep_maps:
             acts = part_pooled_activations(self.explainer, self.model, items, preprocess, self.layers, progress)
         elif keep_maps:
             memo = self.map_memo is not None and cacheable
@@ -580,8 +584,8 @@ class ExplainerSession:
                 acts = extract_activations(self.model, items, preprocess, self.layers, keep_maps=True, progress=progress)
                 if memo:
                     self.map_memo[key] = acts
-            if self.explainer.pools_parts:  # phi(x) and its part pools, what the explainer scores
-                acts = dataclasses.replace(acts, pooled=self.explainer.part_pools(acts.maps, acts.pooled))
+            if self.explainer.reads_maps:  # phi(x), its part pools and peaks: what the explainer takes
+                acts = dataclasses.replace(acts, pooled=self.explainer.map_activations(acts.maps, acts.pooled))
         else:
             lazy = isinstance(self._network, LazyNetwork)  # the explainer's copy of the head: the network's, exactly
             head = (self.explainer.head_weights_, self.explainer.head_bias_) if lazy else None
@@ -660,7 +664,7 @@ class ExplainerSession:
 
     def _served_from_cache(self, items: Sequence[Any], preprocess: Any) -> bool:
         """Whether the pooled features of ``items`` can come from the feature cache (no forward pass needed)."""
-        return self.feature_cache is not None and isinstance(preprocess, Preprocess) and not self.explainer.pools_parts \
+        return self.feature_cache is not None and isinstance(preprocess, Preprocess) and not self.explainer.reads_maps \
             and all(isinstance(i, (ImageRecord, str, Path)) for i in items)
 
     def _remember(self, items: Sequence[Any], preprocess: Any, acts: Activations,

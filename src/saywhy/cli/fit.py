@@ -36,11 +36,13 @@ from saywhy.explain.options import (  # noqa: E402  (no imports: a typo fails at
     SENTENCES,
     SIGMA_ACTIVATIONS,
     SIGMAS,
+    VISIBILITY_SOURCES,
 )
 
 CONFIG_OPTIONS = ("top_k", "sigma_activation", "top_fraction", "contrast", "filter_scale", "sigma_decision", "prior",
                   "likelihood", "min_df", "attribute_model", "evidence_l2", "class_weighting", "grounding", "sentence",
-                  "part_visibility", "part_grounding", "evidence_pooling", "visibility_threshold")
+                  "part_visibility", "part_grounding", "evidence_pooling", "visibility_threshold",
+                  "visibility_source")
 
 
 class ConfigDefaultsHelp(argparse.HelpFormatter):
@@ -158,6 +160,10 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--visibility-threshold", type=float_in(0, 1, high_open=True), default=None,
                    help="with part maps: do not cite a part-attribute whose part shows with a probability below this, "
                         "in [0, 1); 0 is off (default {default})")
+    p.add_argument("--visibility-source", default=None, **choice(*VISIBILITY_SOURCES),
+                   help="with part maps: read whether a part shows from a logistic model on the maps' mean (pooled) "
+                        "or from the peak of the part's learned location map (peak); peak needs a forward pass with "
+                        "the maps for every explained image instead of the feature cache (default {default})")
 
 
 def config_from(args: argparse.Namespace):
@@ -189,6 +195,9 @@ def run(args: argparse.Namespace) -> None:
     if config.evidence_pooling != "global" and (args.from_shards or distributed or not getattr(args, "part_maps", True)):
         raise SaywhyError(f"--evidence-pooling {config.evidence_pooling} needs part maps learned in one process: "
                           "drop --no-part-maps, --from-shards and torchrun, or choose --evidence-pooling global")
+    if config.visibility_source != "pooled" and not getattr(args, "part_maps", True):
+        raise SaywhyError(f"--visibility-source {config.visibility_source} reads the part maps: drop --no-part-maps, "
+                          "or choose --visibility-source pooled")
     ws = workspace(args)
     model, meta = load_checkpoint(args.model, map_location=network_device(args))
     metadata = {"checkpoint": str(args.model.resolve()), "arch": meta["arch"]}

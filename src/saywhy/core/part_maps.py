@@ -11,7 +11,9 @@ same maps eq. 9 uses:
   holding a visible keypoint of p is a positive, every other cell of an image that annotates p
   a negative (:meth:`PartMaps.part_scores` gives the (P, h, w) log-odds maps);
 - *whether*: per part p, a logistic model over the pooled activations phi(x) (the spatial mean
-  of the same maps) with the image's visibility label of p (:meth:`PartMaps.visibility`).
+  of the same maps) with the image's visibility label of p (:meth:`PartMaps.visibility`); or,
+  with no further fit, the location map's peak (:meth:`PartMaps.peak_visibility`): a part shows
+  when some cell looks like it, a max-type question that the mean dilutes for a small part.
 
 Both are L2-penalized logistic regressions on standardized inputs, solved by L-BFGS, with
 the standardization folded back so that the weights apply to raw maps. A part with no
@@ -252,6 +254,35 @@ class PartMaps:
         *lead, f, h, w = maps.shape
         scores = weights @ maps.reshape(*lead, f, h * w)  # one matrix product (einsum's loop was 2x slower)
         return scores.reshape(*lead, len(bias), h, w) + bias[:, None, None]
+
+    def peak_log_odds(self, maps: np.ndarray) -> np.ndarray:
+        """(N, P): each part's largest cell log-odds over the (N, F, h, w) ``maps`` (:meth:`part_scores`)."""
+        maps = np.asarray(maps, np.float64)
+        if maps.ndim != 4:
+            raise SaywhyError(f"a part's peak needs (images, filters, h, w) maps, got shape {maps.shape}")
+        return self.part_scores(maps).reshape(len(maps), len(self.location_bias_), -1).max(axis=2)
+
+    def peak_visibility(self, peaks: np.ndarray) -> np.ndarray:
+        """(N, P): the probability that each part shows, read from its location map's peak
+        (:meth:`peak_log_odds`): the sigmoid of the most part-like cell's log-odds. The location fit
+        weighs a part's cells as much as all other cells together, so this is the chance that cell
+        holds the part at even prior odds. A part without a location fit (no visible keypoint, or a
+        single-cell map) has no peak to read: it reads as visible.
+
+        >>> maps = np.zeros((4, 2, 3, 3)); maps[:, 0, 1, 2] = 1.0; cells = np.full((4, 1, 2), 1); cells[..., 1] = 2
+        >>> pm = PartMaps().fit(maps, cells, np.ones((4, 1), int), ["crown"])
+        >>> empty = np.zeros((1, 2, 3, 3))                               # filter 0 fires nowhere: no crown
+        >>> bool(pm.peak_visibility(pm.peak_log_odds(maps[:1]))[0, 0] > 0.5 > pm.peak_visibility(pm.peak_log_odds(empty))[0, 0])
+        True
+        """
+        self._check()
+        peaks = np.atleast_2d(np.asarray(peaks, np.float64))
+        if peaks.shape[1] != len(self.location_bias_):
+            raise SaywhyError(f"peaks of {peaks.shape[1]} parts for part maps of {len(self.location_bias_)}")
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = sigmoid(peaks)
+        located = np.abs(self.location_weights_).sum(axis=1) > 0
+        return np.where(located, out, 1.0)
 
     def visibility(self, pooled: np.ndarray) -> np.ndarray:
         """(N, P): the probability that each part shows in each image, from its pooled activations."""

@@ -49,6 +49,7 @@ from saywhy.explain.options import (
     SENTENCES,
     SIGMA_ACTIVATIONS,
     SIGMAS,
+    VISIBILITY_SOURCES,
 )
 from saywhy.explain.sentence import because_sentence, class_sentence, contrast_sentence, natural_sentence
 from saywhy.files import atomic_folder
@@ -124,6 +125,12 @@ class ExplainerConfig:
     - ``visibility_threshold``: with part maps, a part-attribute whose part shows with a
       probability below this is not cited (0: off); unlike ``part_visibility`` the shown score
       is unchanged.
+    - ``visibility_source``: with part maps, where that probability comes from (for
+      ``visibility_threshold`` and ``part_visibility``): "pooled" (a logistic model on phi(x), the
+      maps' mean, :meth:`PartMaps.visibility`) or "peak" (the sigmoid of the part's largest cell
+      log-odds on its learned location map, :meth:`PartMaps.peak_visibility`: presence is a max-type
+      question that the mean dilutes). "peak" needs the maps of every explained image, so such an
+      explainer, like part pooling, runs a forward pass with them and never reads the feature cache.
 
     The defaults are saywhy's measured best (BENCHMARKS.md); :meth:`paper` gives the
     paper's method with sigma = l1.
@@ -147,12 +154,14 @@ class ExplainerConfig:
     part_grounding: str = "maps"
     evidence_pooling: str = "global"
     visibility_threshold: float = 0.0
+    visibility_source: str = "pooled"
 
     def __post_init__(self) -> None:
         choices = {"attribute_model": ATTRIBUTE_MODELS, "grounding": GROUNDINGS, "sentence": SENTENCES,
                    "contrast": CONTRASTS, "sigma_activation": SIGMA_ACTIVATIONS, "sigma_decision": SIGMAS,
                    "filter_scale": FILTER_SCALES, "prior": PRIORS, "likelihood": LIKELIHOODS,
-                   "part_grounding": PART_GROUNDINGS, "evidence_pooling": EVIDENCE_POOLINGS}
+                   "part_grounding": PART_GROUNDINGS, "evidence_pooling": EVIDENCE_POOLINGS,
+                   "visibility_source": VISIBILITY_SOURCES}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise SaywhyError(f"unknown {name.replace('_', ' ')} {getattr(self, name)!r}: choose one of {', '.join(allowed)}")
@@ -185,7 +194,7 @@ class ExplainerConfig:
         p(t|x,Y) for contrasts, and the paper's sentence template."""
         return cls(**{"sigma_activation": "l1", "contrast": "difference", "attribute_model": "cooccurrence",
                       "sentence": "paper", "part_grounding": "none", "evidence_pooling": "global",
-                      "visibility_threshold": 0.0, **changes})
+                      "visibility_threshold": 0.0, "visibility_source": "pooled", **changes})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ExplainerConfig:
@@ -438,15 +447,23 @@ class Explainer:
 
     def _pooled(self, pooled: np.ndarray, evidence: bool = True) -> np.ndarray:
         """The activations checked: (images, F) pooled filters, or with part pooling (images, F (1 + G)),
-        phi(x) then the part pools (:meth:`part_pools`), which ``evidence`` (the attribute scores) needs."""
+        phi(x) then the part pools (:meth:`part_pools`), which ``evidence`` (the attribute scores) needs;
+        with ``visibility_source="peak"`` each part's peak log-odds may follow (:meth:`map_activations`)."""
         pooled = np.atleast_2d(np.asarray(pooled, np.float64))
         f = self._weights.shape[1]
-        width = self.feature_width_
-        if pooled.ndim != 2 or pooled.shape[1] not in {f, width} or (evidence and pooled.shape[1] != width):
-            more = " (phi(x) and its part pools: explain through ExplainerSession, which pools the maps)" \
-                if width != f else " pooled filters: is this the network it was fitted on?"
-            raise SaywhyError(f"activations have shape {pooled.shape} but the explainer expects (images, {width})" + more)
+        width, full = self.feature_width_, self.activation_width_
+        allowed = {width, full} if evidence else {f, width, full}
+        if pooled.ndim != 2 or pooled.shape[1] not in allowed:
+            read = [what for what, used in (("its part pools", self.pools_parts), ("its parts' peaks", self.reads_peaks))
+                    if used]
+            more = f" (phi(x) and {' and '.join(read)}: explain through ExplainerSession, which computes them from the " \
+                   "maps)" if read else " pooled filters: is this the network it was fitted on?"
+            raise SaywhyError(f"activations have shape {pooled.shape} but the explainer expects (images, {full})" + more)
         return _finite(pooled, "the image's activations")
+
+    def _features(self, pooled: np.ndarray) -> np.ndarray:
+        """What the attribute model scores: the checked activations without the parts' peaks, if any."""
+        return pooled[:, :self.feature_width_]
 
     def _classes(self, pooled: np.ndarray, classes: Any) -> np.ndarray:
         if classes is None:
@@ -498,7 +515,7 @@ class Explainer:
         self._check_fitted()
         pooled = self._pooled(pooled)
         classes = self._classes(pooled, classes)
-        return self.attribute_model_.scores(pooled, self.filter_given_image_class(pooled, classes))
+        return self.attribute_model_.scores(self._features(pooled), self.filter_given_image_class(pooled, classes))
 
     def attribute_pdf(self, pooled: np.ndarray, classes: Any = None) -> np.ndarray:
         """Eq. 5-6: p(t|x_i, c_i) for each image (images x attributes); classes default to predictions."""
@@ -513,7 +530,7 @@ class Explainer:
         """(images x attributes) the scores explanations show, in [0, 1] (see ``score_name``)."""
         self._check_fitted()
         pooled = self._pooled(pooled)
-        readable = self.attribute_model_.readable(pooled, self.scores(pooled, classes))
+        readable = self.attribute_model_.readable(self._features(pooled), self.scores(pooled, classes))
         return readable * self.attribute_visibility(pooled) if self._gated() else readable
 
     def class_ranking(self) -> np.ndarray:
@@ -535,7 +552,8 @@ class Explainer:
         self._check_fitted()
         pooled = self._pooled(pooled)
         classes = self._classes(pooled, classes)
-        return self.attribute_model_.filter_shares(pooled, self.filter_given_image_class(pooled, classes), attributes)
+        return self.attribute_model_.filter_shares(self._features(pooled), self.filter_given_image_class(pooled, classes),
+                                                   attributes)
 
     # ----- part maps learned from training keypoints ------------------------------------
     def set_part_maps(self, part_maps: PartMaps, attribute_parts: dict[str, list[str]],
@@ -627,6 +645,39 @@ class Explainer:
                                             for c in range(len(self.class_names_))])
         return self
 
+    # ----- part visibility read from the maps (config.visibility_source "peak") ---------------
+    @property
+    def reads_peaks(self) -> bool:
+        """Whether part visibility comes from the location maps' peaks (``visibility_source="peak"``, part
+        maps attached): the activations this explainer takes then end with one peak log-odds per part."""
+        return self.config.visibility_source == "peak" and self.has_part_maps
+
+    @property
+    def reads_maps(self) -> bool:
+        """Whether the activations this explainer takes are computed from the maps (part pools, peaks): a
+        session then runs a forward pass with the maps for every image and never reads the feature cache,
+        which holds phi(x) only (:meth:`map_activations`)."""
+        return self.pools_parts or self.reads_peaks
+
+    @property
+    def activation_width_(self) -> int:
+        """Columns of the activations :meth:`explain` takes: :attr:`feature_width_`, then one peak log-odds
+        per part when visibility is read from the peaks."""
+        return self.feature_width_ + (len(self.part_maps_.parts_) if self.reads_peaks else 0)
+
+    def map_activations(self, maps: np.ndarray, pooled: np.ndarray) -> np.ndarray:
+        """(N, :attr:`activation_width_`): :meth:`part_pools` of the (N, F, h, w) ``maps``, then each part's
+        peak log-odds (:meth:`PartMaps.peak_log_odds`) when visibility is read from them."""
+        features = self.part_pools(maps, pooled)
+        if not self.reads_peaks:
+            return features
+        maps = np.asarray(maps)
+        if maps.ndim != 4 or maps.shape[0] != len(features) or maps.shape[1] != self._weights.shape[1]:
+            raise SaywhyError(f"part peaks need (images, {self._weights.shape[1]}, h, w) maps for {len(features)} "
+                              f"images, got shape {maps.shape}")
+        peaks = _finite(self.part_maps_.peak_log_odds(maps), "the part maps' peaks computed from these maps")
+        return np.concatenate([features, peaks], axis=1)
+
     @property
     def gates_visibility(self) -> bool:
         """Whether explanations multiply part-attributes' scores by their part's visibility."""
@@ -644,7 +695,13 @@ class Explainer:
         out = np.ones((len(pooled), len(self.vocabulary_)))
         if not self.has_part_maps:
             return out
-        parts = self.part_maps_.visibility(pooled[:, :self._weights.shape[1]])
+        if self.reads_peaks:
+            if pooled.shape[1] != self.activation_width_:
+                raise SaywhyError("this explainer reads part visibility from the part maps' peaks, which these "
+                                  "activations lack: explain through ExplainerSession, which computes them from the maps")
+            parts = self.part_maps_.peak_visibility(pooled[:, self.feature_width_:])
+        else:
+            parts = self.part_maps_.visibility(pooled[:, :self._weights.shape[1]])
         index = {p: i for i, p in enumerate(self.part_maps_.parts_)}
         for j, term in enumerate(self.vocabulary_):
             if term in self.attribute_parts_:
@@ -698,8 +755,9 @@ class Explainer:
         proba, predicted = softmax(logits, axis=1), logits.argmax(axis=1)
         classes = predicted if classes is None else self._classes(pooled, classes)
         p_filter = self.filter_given_image_class(pooled, classes)
+        features = self._features(pooled)  # what the attribute model scores (no part peaks)
         with np.errstate(over="ignore", invalid="ignore"):
-            scores = self.attribute_model_.ranked(pooled, p_filter)  # the order; printed numbers come exactly below
+            scores = self.attribute_model_.ranked(features, p_filter)  # the order; printed numbers come exactly below
         if np.isnan(scores.log_p).any() or (scores.evidence is not None and not np.isfinite(scores.evidence).all()):
             raise SaywhyError("the attribute evidence computed from these activations overflows: they are far outside "
                               "what the explainer was fitted on; check the network and the preprocessing")
@@ -727,10 +785,10 @@ class Explainer:
         rows = np.array([i for i, order in enumerate(orders) for _ in order], dtype=np.intp)
         columns = np.array([j for order in orders for j in order], dtype=np.intp)
         with np.errstate(over="ignore", invalid="ignore"):
-            readable = self.attribute_model_.readable_at(pooled, scores, rows, columns)
+            readable = self.attribute_model_.readable_at(features, scores, rows, columns)
             if visibility is not None:
                 readable = readable * visibility[rows, columns]
-            evidence = self.attribute_model_.evidence_at(pooled, p_filter, rows, columns)
+            evidence = self.attribute_model_.evidence_at(features, p_filter, rows, columns)
         _finite(readable, "the attribute scores computed from these activations (they overflow)")
         printed = iter(readable.tolist())
         printed_evidence = None if evidence is None else iter(_finite(evidence, "the attribute evidence").tolist())
@@ -768,7 +826,8 @@ class Explainer:
             phi = pooled[:, :self._weights.shape[1]]  # without the part pools, if any
             for_a = filter_given_image_class(phi, margin, sigma)
             for_b = filter_given_image_class(phi, -margin, sigma)
-        return (model.contrast_units(pooled, for_a) - model.contrast_units(pooled, for_b))[0]
+        features = self._features(pooled)
+        return (model.contrast_units(features, for_a) - model.contrast_units(features, for_b))[0]
 
     def contrast(self, pooled: np.ndarray, class_a: str | int, class_b: str | int, k: int = 3) -> Contrast:
         """Why class A and not class B for one image: the attributes with most evidence for each side."""

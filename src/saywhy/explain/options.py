@@ -16,3 +16,4 @@ GROUNDINGS = ("signed", "positive", "part")
 SENTENCES = ("natural", "paper")
 PART_GROUNDINGS = ("none", "maps", "maps_alpha")  # saywhy.core.part_maps.PART_GROUNDINGS
 EVIDENCE_POOLINGS = ("global", "part", "both")  # saywhy.core.part_pooling.POOLINGS
+VISIBILITY_SOURCES = ("pooled", "peak")  # ExplainerConfig.visibility_source: saywhy.core.part_maps.PartMaps
