@@ -266,10 +266,11 @@ def activations_from_batches(model: nn.Module, batches, layers: LayerChoice, kee
 
 
 def _joined(blocks: list[np.ndarray], empty: tuple[int, ...] | None, dtype: type) -> np.ndarray | None:
-    """The batches' arrays end to end; one batch's array as it is (no copy of a batch's maps)."""
+    """The batches' arrays end to end; one batch's array as it is: no copy of its maps (8 MB for 32 demo
+    images), which view the forward pass's own output, read after the pass is over, as a copy would be."""
     if not blocks:
         return None if empty is None else np.zeros(empty, dtype)
-    return np.concatenate(blocks)
+    return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
 
 
 def feature_maps(model: nn.Module, output: torch.Tensor, layers: LayerChoice) -> torch.Tensor:
