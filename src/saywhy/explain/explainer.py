@@ -611,14 +611,19 @@ class Explainer:
         pooled = np.atleast_2d(np.asarray(pooled, np.float64))
         if not self.needs_part_pools:
             return pooled
-        maps = np.asarray(maps)
-        if maps.ndim != 4 or maps.shape[0] != len(pooled) or maps.shape[1] != self._weights.shape[1]:
-            raise SaywhyError(f"part pooling needs (images, {self._weights.shape[1]}, h, w) maps for {len(pooled)} "
-                              f"images, got shape {maps.shape}")
+        maps = self._maps_for(maps, len(pooled), "part pooling needs")
         index = {p: i for i, p in enumerate(self.part_maps_.parts_)}
         groups = [[index[p] for p in group] for group in self._pooling_groups()]
         weights = part_pooling_weights(self.part_maps_.part_scores(maps), groups)
         return np.concatenate([pooled, part_pooled(maps, weights).reshape(len(pooled), -1)], axis=1)
+
+    def _maps_for(self, maps: np.ndarray, n_images: int, what: str) -> np.ndarray:
+        """``maps`` as an array, refused unless (n_images, F, h, w): ``what`` starts the error line."""
+        maps = np.asarray(maps)
+        if maps.ndim != 4 or maps.shape[0] != n_images or maps.shape[1] != self._weights.shape[1]:
+            raise SaywhyError(f"{what} (images, {self._weights.shape[1]}, h, w) maps for {n_images} "
+                              f"images, got shape {maps.shape}")
+        return maps
 
     def fit_part_evidence(self, features: np.ndarray, term_counts: sp.spmatrix) -> Explainer:
         """Refit the evidence of every attribute naming a part on its part group's pool, from the fitting
@@ -671,10 +676,7 @@ class Explainer:
         features = self.part_pools(maps, pooled)
         if not self.reads_peaks:
             return features
-        maps = np.asarray(maps)
-        if maps.ndim != 4 or maps.shape[0] != len(features) or maps.shape[1] != self._weights.shape[1]:
-            raise SaywhyError(f"part peaks need (images, {self._weights.shape[1]}, h, w) maps for {len(features)} "
-                              f"images, got shape {maps.shape}")
+        maps = self._maps_for(maps, len(features), "part peaks need")
         peaks = _finite(self.part_maps_.peak_log_odds(maps), "the part maps' peaks computed from these maps")
         return np.concatenate([features, peaks], axis=1)
 
