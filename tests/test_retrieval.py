@@ -44,7 +44,7 @@ class PdfExplainer:
     """
 
     def __init__(self, pdf: np.ndarray, top_k: int):
-        self.pdf, self.vocabulary_, self.config = pdf, VOCABULARY, SimpleNamespace(top_k=top_k)
+        self.pdf, self.vocabulary_, self.config = pdf, VOCABULARY, SimpleNamespace(top_k=top_k, retrieval_score="class")
 
     def attribute_pdf(self, pooled, classes=None):
         return self.pdf[np.asarray(pooled)[:, 0].astype(int)]
@@ -52,6 +52,8 @@ class PdfExplainer:
     def attribute_log_pdf(self, pooled, classes=None):
         with np.errstate(divide="ignore"):
             return np.log(self.attribute_pdf(pooled, classes))
+
+    retrieval_log_scores = attribute_log_pdf  # retrieval_score "class": retrieval ranks by eq. 5
 
 
 def rows(n: int) -> np.ndarray:

@@ -140,8 +140,8 @@ def retrieval_operating_point(session: ExplainerSession, dataset: Dataset, extra
     if not rows or not train:
         return {}
     train_docs, frequency = training_captions(explainer, dataset, extractor, train)
-    out = retrieval_at_tnr(explainer.attribute_log_pdf(train_acts.pooled), train_docs,
-                           explainer.attribute_log_pdf(pooled[rows]), documents, vocabulary, tnr=tnr, seed=seed)
+    out = retrieval_at_tnr(explainer.retrieval_log_scores(train_acts.pooled), train_docs,
+                           explainer.retrieval_log_scores(pooled[rows]), documents, vocabulary, tnr=tnr, seed=seed)
     train_predicted = explainer.predict(train_acts.pooled)
     baseline = retrieval_at_tnr(frequency[train_predicted], train_docs, frequency[predicted[rows]], documents,
                                 vocabulary, tnr=tnr, seed=seed)

@@ -103,12 +103,15 @@ def rank_images(explainer: Any, pooled: np.ndarray, query: Sequence[str]) -> tup
     """Rank images (rows of pooled activations) for a query: ``(order, log_scores, in_explanation)``.
 
     ``order`` lists row indices best first (ties in row order); ``log_scores`` is the sum
-    of log p(t|x, predicted class) over the query; ``in_explanation`` the set decision.
+    of the log scores retrieval ranks by (``Explainer.retrieval_log_scores``: log p(t|x, predicted
+    class) or log p(t|x)) over the query; ``in_explanation`` the set decision (every query
+    attribute among the explanation's top-k).
     """
     columns = query_indices(explainer, query)
     pooled = np.atleast_2d(np.asarray(pooled, np.float64))
     log_pdf = explainer.attribute_log_pdf(pooled)
-    log_scores = log_pdf[:, columns].sum(axis=1)  # the log of the product of probabilities
+    ranked = log_pdf if explainer.config.retrieval_score == "class" else explainer.retrieval_log_scores(pooled)
+    log_scores = ranked[:, columns].sum(axis=1)  # the log of the product of probabilities
     in_explanation = top_k_mask(log_pdf, explainer.config.top_k)[:, columns].all(axis=1)
     order = np.argsort(-log_scores, kind="stable")
     return order, log_scores, in_explanation

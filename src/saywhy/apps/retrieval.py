@@ -2,7 +2,8 @@
 
 Ranking: an image's score for a query is the probability that it contains the query
 attributes, from the image-class attribute p.d.f. p(t|x, c) of eq. 5-6 with c the
-predicted class. Several attributes combine as a product, i.e. the sum of their
+predicted class, or (``ExplainerConfig.retrieval_score="image"``) the score the
+explanations show, the evidence model's calibrated p(t|x). Several attributes combine as a product, i.e. the sum of their
 log-probabilities, treating the attributes as independent given (x, c): an image must
 be likely for every attribute, and one near-zero probability sinks it (a sum would let
 one strong attribute hide a missing one).
@@ -68,7 +69,7 @@ def evaluate_attribute_retrieval(explainer: Explainer, pooled: np.ndarray, docum
     ``pooled`` rows and ``documents`` (each image's caption phrases, None without captions)
     describe the same images. Images without captions are skipped and counted, never
     scored. Ground truth: the attribute is among the image's caption phrases. Per
-    attribute the method ranks by p(t|x, predicted class) and returns the images whose
+    attribute the method ranks by ``Explainer.retrieval_log_scores`` and returns the images whose
     top-k explanation names it (see :mod:`saywhy.metrics.retrieval` for the metrics).
     """
     pooled = np.atleast_2d(np.asarray(pooled, np.float64))
@@ -76,16 +77,23 @@ def evaluate_attribute_retrieval(explainer: Explainer, pooled: np.ndarray, docum
         raise SaywhyError(f"{len(documents)} caption documents for {len(pooled)} images")
     keep = np.array([d is not None for d in documents], dtype=bool)
     # log p(t|x,c): the same order as p, without ties where the evidence model's p rounds to 1
-    scores = explainer.attribute_log_pdf(pooled[keep]) if keep.any() else np.zeros((0, len(explainer.vocabulary_)))
-    evaluation = score_retrieval(scores, explainer.vocabulary_, documents, explainer.config.top_k, n_attributes, k, seed)
-    evaluation.report.notes["ranking"] = "p(t|x, predicted class), eq. 5-6"
+    empty = np.zeros((0, len(explainer.vocabulary_)))
+    scores = explainer.retrieval_log_scores(pooled[keep]) if keep.any() else empty
+    explained = scores if explainer.config.retrieval_score == "class" else (
+        explainer.attribute_log_pdf(pooled[keep]) if keep.any() else empty)  # the explanations' own order
+    evaluation = score_retrieval(scores, explainer.vocabulary_, documents, explainer.config.top_k, n_attributes, k, seed,
+                                 decision_scores=explained)
+    evaluation.report.notes["ranking"] = ("p(t|x, predicted class), eq. 5-6" if explainer.config.retrieval_score == "class"
+                                          else "the score the explanations show (the evidence model's p(t|x))")
     return evaluation
 
 
 def score_retrieval(scores: np.ndarray, vocabulary: Sequence[str], documents: Sequence[Sequence[str] | None],
-                    top_k: int = 5, n_attributes: int = 50, k: int = 10, seed: int = 0) -> RetrievalEvaluation:
+                    top_k: int = 5, n_attributes: int = 50, k: int = 10, seed: int = 0,
+                    decision_scores: np.ndarray | None = None) -> RetrievalEvaluation:
     """Table 2 for any ranking: ``scores`` (captioned images x ``vocabulary``), one row per
-    non-None document; an image is retrieved for an attribute in its ``top_k`` scores.
+    non-None document; an image is retrieved for an attribute in its ``top_k`` scores (of
+    ``decision_scores`` where given: the explanation's order, when the ranking is another).
 
     This is how baselines that never look at the image (a class's caption frequencies)
     are measured exactly like the method.
@@ -104,7 +112,7 @@ def score_retrieval(scores: np.ndarray, vocabulary: Sequence[str], documents: Se
     index = {t: j for j, t in enumerate(vocabulary)}
     columns = [index[t] for t in attributes]
     relevant = np.array([[t in set(d) for t in attributes] for d in keep], dtype=bool)
-    retrieved = top_k_mask(scores, top_k)[:, columns]
+    retrieved = top_k_mask(scores if decision_scores is None else decision_scores, top_k)[:, columns]
     report = evaluate_retrieval(scores[:, columns], retrieved, relevant, attributes, k=k, seed=seed)
     report.notes = {"ranking": "the given scores", "set decision": f"attribute in the top-{top_k} explanation",
                     "ground truth": "attribute among the phrases parsed from the image's captions"}

@@ -35,6 +35,7 @@ from saywhy.explain.options import (  # noqa: E402  (no imports: a typo fails at
     PRIORS,
     SENTENCES,
     SIGMA_ACTIVATIONS,
+    RETRIEVAL_SCORES,
     SIGMAS,
     VISIBILITY_SOURCES,
 )
@@ -42,7 +43,7 @@ from saywhy.explain.options import (  # noqa: E402  (no imports: a typo fails at
 CONFIG_OPTIONS = ("top_k", "sigma_activation", "top_fraction", "contrast", "filter_scale", "sigma_decision", "prior",
                   "likelihood", "min_df", "attribute_model", "evidence_l2", "class_weighting", "grounding", "sentence",
                   "part_visibility", "part_grounding", "evidence_pooling", "visibility_threshold",
-                  "visibility_source")
+                  "visibility_source", "evidence_smoothing", "retrieval_score")
 
 
 class ConfigDefaultsHelp(argparse.HelpFormatter):
@@ -164,6 +165,12 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
                    help="with part maps: read whether a part shows from a logistic model on the maps' mean (pooled) "
                         "or from the peak of the part's learned location map (peak); peak needs a forward pass with "
                         "the maps for every explained image instead of the feature cache (default {default})")
+    p.add_argument("--evidence-smoothing", type=float_in(0, 1, high_open=True), default=None,
+                   help="evidence model: draw each fitting image's caption targets by this share, in [0, 1), toward "
+                        "the caption frequencies of its predicted class (default {default})")
+    p.add_argument("--retrieval-score", default=None, **choice(*RETRIEVAL_SCORES),
+                   help="what retrieval and search rank images by: eq. 5's p(t|x, c) (class) or the score the "
+                        "explanations show (image) (default {default})")
 
 
 def config_from(args: argparse.Namespace):

@@ -224,6 +224,57 @@ def chunk_moments(chunks: Chunks, n_filters: int, n_attributes: int, reduce: Red
     return EvidenceMoments(n, mean, np.sqrt(squares / n) + 1e-6, sums[1 + n_filters:])
 
 
+@dataclass
+class ClassSmoothing:
+    """Targets drawn toward the class (``ExplainerConfig.evidence_smoothing``): an image's target for t
+    is ``(1 - share) y_it + share frequency[c_i, t]``, with y the caption incidence (0/1), c_i the
+    class the head (``weights``, ``bias``, applied to the loss's activations) predicts for the
+    image, or ``classes[i]`` where given (row i of the loss's images, for a fit whose inputs are not
+    the head's), and ``frequency`` (classes x the loss's attribute columns) the share of the
+    fitting images of each predicted class whose captions name t.
+
+    Ten captions per image say little about whether an annotator would name a given attribute;
+    the fifty or so images of a class say it far better. The model still reads only the image:
+    the class enters the targets of the fit, never the inputs of an explanation.
+    """
+
+    share: float
+    frequency: np.ndarray
+    weights: np.ndarray | None = None
+    bias: np.ndarray | None = None
+    classes: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.share < 1.0:
+            raise SaywhyError(f"the evidence smoothing share must be in [0, 1), got {self.share}")
+        if self.classes is None and self.weights is None:
+            raise SaywhyError("class smoothing needs the head's weights or the images' classes")
+
+    def classes_of(self, pooled: np.ndarray, start: int) -> np.ndarray:
+        """The classes of the loss's images ``start`` to ``start + len(pooled)``."""
+        if self.classes is not None:
+            return np.asarray(self.classes[start:start + len(pooled)], np.intp)
+        return (np.asarray(pooled, np.float64) @ self.weights.T + self.bias).argmax(axis=1)
+
+
+def class_frequency(chunks: Chunks, n_classes: int, n_attributes: int,
+                    classes_of: Callable[[np.ndarray, int], np.ndarray], reduce: Reduce = _alone) -> np.ndarray:
+    """(classes x attributes): per class, the share of the chunks' images of that class whose incidence
+    names each attribute (0 for a class with no image). ``classes_of(x, start)`` gives the classes of a
+    chunk's rows ``x``, the chunk starting at image ``start``; the sums are added up by ``reduce``."""
+    sums = np.zeros(n_classes * (n_attributes + 1))
+    start = 0
+    for x, y in chunks():
+        classes = np.asarray(classes_of(x, start), np.intp)
+        start += len(x)
+        onehot = sp.csr_matrix((np.ones(len(classes)), (classes, np.arange(len(classes)))), shape=(n_classes, len(classes)))
+        sums[:n_classes * n_attributes] += np.asarray((onehot @ (sp.csr_matrix(y) > 0).astype(np.float64)).todense()).ravel()
+        sums[n_classes * n_attributes:] += np.bincount(classes, minlength=n_classes)
+    sums = reduce(sums)
+    present, counts = sums[:n_classes * n_attributes].reshape(n_classes, n_attributes), sums[n_classes * n_attributes:]
+    return present / np.maximum(counts, 1.0)[:, None]
+
+
 class EvidenceLoss:
     """The data term of the fit for one block of attributes, summed over images (no 1/n, no penalty).
 
@@ -231,14 +282,19 @@ class EvidenceLoss:
     them up, divides by n and adds the penalty. Rows are standardized per filter with the
     fit's ``mean`` and ``std``; products run in ``dtype`` (float32 by default: the loss and
     gradient agree with float64 to about 1e-6 relative, ``tests/test_evidence_fit.py``),
-    sums in float64. Temporaries are one chunk x block wide.
+    sums in float64. Temporaries are one chunk x block wide. With ``smoothing``
+    (:class:`ClassSmoothing`) the targets are drawn toward the predicted class's caption
+    frequencies; they are then one chunk x block wide too.
     """
 
-    def __init__(self, chunks: Chunks, mean: np.ndarray, std: np.ndarray, dtype: type = np.float32):
+    def __init__(self, chunks: Chunks, mean: np.ndarray, std: np.ndarray, dtype: type = np.float32,
+                 smoothing: ClassSmoothing | None = None):
         self.chunks, self.dtype = chunks, dtype
         self.mean, self.std = np.asarray(mean, dtype), np.asarray(std, dtype)
+        self.smoothing = smoothing if smoothing is not None and smoothing.share > 0 else None
         self._block: tuple[int, int] | None = None
         self._pairs: list[tuple[np.ndarray, np.ndarray]] = []
+        self._classes: list[np.ndarray] = []  # per chunk, the predicted classes (with smoothing)
 
     def __call__(self, lo: int, hi: int, a: np.ndarray, b: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
         """Loss sum, gradient sums for ``a`` (block x filters) and ``b`` (block), attributes ``lo:hi``."""
@@ -247,7 +303,7 @@ class EvidenceLoss:
         # The block's (image, attribute) pairs, per chunk: found on the block's first evaluation
         # and kept (sparse) for the next ones, which L-BFGS makes by the hundred.
         known = self._pairs if self._block == (lo, hi) else None
-        pairs = []
+        pairs, start = [], 0
         for c, (x, y) in enumerate(self.chunks()):
             xs = (np.asarray(x, self.dtype) - self.mean) / self.std
             z = xs @ a_t + b_t
@@ -257,10 +313,20 @@ class EvidenceLoss:
                 keep = present.data > 0
                 pairs.append((present.row[keep].astype(np.int32), present.col[keep].astype(np.int32)))
             rows, cols = known[c] if known is not None else pairs[-1]
-            # BCE with logits: log(1 + e^z) - y z, y sparse and 0/1.
-            loss += float(softplus(z).sum(dtype=np.float64)) - float(z[rows, cols].sum(dtype=np.float64))
+            # BCE with logits: log(1 + e^z) - y z, y sparse and 0/1 (or drawn toward the class).
             residual = sigmoid(z)
-            residual[rows, cols] -= 1.0
+            if self.smoothing is None:
+                loss += float(softplus(z).sum(dtype=np.float64)) - float(z[rows, cols].sum(dtype=np.float64))
+                residual[rows, cols] -= 1.0
+            else:
+                share = self.smoothing.share
+                if c == len(self._classes):
+                    self._classes.append(self.smoothing.classes_of(x, start))
+                start += len(x)
+                target = share * np.asarray(self.smoothing.frequency[self._classes[c], lo:hi], self.dtype)
+                target[rows, cols] += 1.0 - share
+                loss += float(softplus(z).sum(dtype=np.float64)) - float((target * z).sum(dtype=np.float64))
+                residual -= target
             grad_a += (residual.T @ xs).astype(np.float64)
             grad_b += residual.sum(axis=0, dtype=np.float64)
         if known is None:
@@ -312,12 +378,12 @@ def fit_evidence_blocks(evaluate: Evaluate, moments: EvidenceMoments, l2: float 
 
 
 def fit_attribute_evidence_chunks(chunks: Chunks, n_filters: int, n_attributes: int, l2: float = EVIDENCE_L2,
-                                  max_iter: int = 300,
-                                  dtype: type = np.float32, block: int = BLOCK) -> AttributeEvidence:
+                                  max_iter: int = 300, dtype: type = np.float32, block: int = BLOCK,
+                                  smoothing: ClassSmoothing | None = None) -> AttributeEvidence:
     """:func:`fit_attribute_evidence` on data read chunk by chunk (from disk, or generated): nothing
     images x attributes or images x filters wide is ever held."""
     moments = chunk_moments(chunks, n_filters, n_attributes)
-    loss = EvidenceLoss(chunks, moments.mean, moments.std, dtype)
+    loss = EvidenceLoss(chunks, moments.mean, moments.std, dtype, smoothing)
     return fit_evidence_blocks(loss, moments, l2, max_iter, block)
 
 
@@ -328,7 +394,8 @@ def row_chunks(pooled: np.ndarray, incidence: sp.spmatrix, rows: int = CHUNK_ROW
 
 
 def fit_attribute_evidence(pooled: np.ndarray, incidence: sp.spmatrix | np.ndarray, l2: float = EVIDENCE_L2,
-                           max_iter: int = 300, dtype: type = np.float32, block: int = BLOCK) -> AttributeEvidence:
+                           max_iter: int = 300, dtype: type = np.float32, block: int = BLOCK,
+                           smoothing: ClassSmoothing | None = None) -> AttributeEvidence:
     """Fit every attribute's logistic model (L-BFGS on each attribute's mean cross-entropy).
 
     Activations are standardized per filter for the fit (so the L2 penalty ``l2`` / 2 *
@@ -352,4 +419,5 @@ def fit_attribute_evidence(pooled: np.ndarray, incidence: sp.spmatrix | np.ndarr
     if x.shape[0] == 0 or y.shape[1] == 0:
         raise SaywhyError(f"the attribute model needs fitting images and attributes, got {x.shape[0]} images and "
                           f"{y.shape[1]} attributes")
-    return fit_attribute_evidence_chunks(row_chunks(x, y), x.shape[1], y.shape[1], l2, max_iter, dtype, block)
+    return fit_attribute_evidence_chunks(row_chunks(x, y), x.shape[1], y.shape[1], l2, max_iter, dtype, block,
+                                         smoothing)

@@ -27,10 +27,13 @@ import scipy.sparse as sp
 from saywhy.core.attribute_evidence import (
     BLOCK,
     AttributeEvidence,
+    ClassSmoothing,
     EvidenceLoss,
     EvidenceMoments,
     chunk_moments,
+    class_frequency,
     fit_evidence_blocks,
+    row_chunks,
 )
 from saywhy.core.filter_attribute import (
     FilterAttributeStatistics,
@@ -106,8 +109,9 @@ class AttributeModel(ABC):
 
     @abstractmethod
     def fit_chunks(self, chunks: FitChunks, n_filters: int, n_attributes: int, n_images: int,
-                   combine: Combine = Combine()) -> AttributeModel:
-        """Learn from the fitting images read chunk by chunk; ``n_images`` counts every process's."""
+                   combine: Combine = Combine(), head: tuple[np.ndarray, np.ndarray] | None = None) -> AttributeModel:
+        """Learn from the fitting images read chunk by chunk; ``n_images`` counts every process's;
+        ``head`` is the network's linear head (weights, bias), for a model that reads its classes."""
 
     @abstractmethod
     def scores(self, pooled: np.ndarray, p_filter: np.ndarray) -> Scores:
@@ -134,6 +138,10 @@ class AttributeModel(ABC):
     @abstractmethod
     def readable(self, pooled: np.ndarray, scores: Scores) -> np.ndarray:
         """The per-attribute score shown to users (see ``score_name``), in [0, 1]."""
+
+    def readable_log(self, pooled: np.ndarray, scores: Scores) -> np.ndarray:
+        """The log of :meth:`readable`, exact where the score rounds to 1 or 0 (what rankings read)."""
+        return np.log(np.maximum(self.readable(pooled, scores), 1e-300))
 
     def readable_at(self, pooled: np.ndarray, scores: Scores, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
         """:meth:`readable` at the (row, column) pairs only: what an explanation prints for its cited attributes."""
@@ -171,7 +179,7 @@ class CooccurrenceModel(AttributeModel):
     settings = ("sigma_activation", "top_fraction", "filter_scale", "prior", "likelihood")
     score_name = "p(t|x,c), eq. 5: the share of the decision's filters' attribute mass (sums to 1 over attributes)"
 
-    def fit_chunks(self, chunks, n_filters, n_attributes, n_images, combine=Combine()):
+    def fit_chunks(self, chunks, n_filters, n_attributes, n_images, combine=Combine(), head=None):
         # Pass 1: the per-filter maximum and the thresholds of sigma "top" (exact, from the
         # largest values only). Pass 2: eq. 2's sums and the prior's counts, chunk by chunk.
         cfg = self.config
@@ -218,6 +226,9 @@ class CooccurrenceModel(AttributeModel):
     def readable(self, pooled, scores):
         return scores.p
 
+    def readable_log(self, pooled, scores):
+        return scores.log_p
+
     def class_ranking(self, class_pooled, p_filter, p_filter_class):
         with np.errstate(divide="ignore"):
             return np.log(p_filter_class @ self.pdf_)  # eq. 7 with eq. 8
@@ -257,11 +268,12 @@ class EvidenceModel(AttributeModel):
     """
 
     name = "evidence"
-    settings = ("evidence_l2", "class_weighting", "grounding", "evidence_pooling")
+    settings = ("evidence_l2", "class_weighting", "grounding", "evidence_pooling", "evidence_smoothing",
+                "retrieval_score")
     score_name = ("p(t|x): the calibrated probability that the image's captions name the attribute, "
                   "from the image alone (the ranking weighs the evidence by the class's filters)")
 
-    def fit_chunks(self, chunks, n_filters, n_attributes, n_images, combine=Combine()):
+    def fit_chunks(self, chunks, n_filters, n_attributes, n_images, combine=Combine(), head=None):
         from threadpoolctl import threadpool_limits
 
         # Each of the fit's hundreds of evaluations is two (images x filters x attributes)
@@ -272,17 +284,32 @@ class EvidenceModel(AttributeModel):
         with threadpool_limits(limits=1 if small else None, user_api="blas"):
             # Term counts serve as incidence: the loss reads only which counts are above 0 (eq. 4).
             moments = chunk_moments(chunks, n_filters, n_attributes, combine.sum)
-            loss = EvidenceLoss(chunks, moments.mean, moments.std)
+            loss = EvidenceLoss(chunks, moments.mean, moments.std, smoothing=self._smoothing(chunks, n_attributes,
+                                                                                             combine, head))
             # evidence_l2 is per vocabulary term (ExplainerConfig): the penalty each attribute's own
             # problem gets grows with the vocabulary, as chosen on held-out training images.
             self.evidence_ = combine.fit_evidence(loss, moments, self.config.evidence_l2 * n_attributes)
         return self
 
-    def fit_parts(self, features: np.ndarray, term_counts: sp.spmatrix, sources: np.ndarray) -> EvidenceModel:
+    def _smoothing(self, chunks, n_attributes, combine, head) -> ClassSmoothing | None:
+        """The targets' pull toward the predicted class (``evidence_smoothing``), or None for 0/1 targets."""
+        share = float(getattr(self.config, "evidence_smoothing", 0.0))
+        if share == 0.0:
+            return None
+        if head is None:
+            raise SaywhyError("evidence smoothing reads the classes the network predicts: give the head to the fit")
+        weights, bias = (np.asarray(a, np.float64) for a in head)
+        smoothing = ClassSmoothing(share, np.zeros((len(weights), n_attributes)), weights, bias)
+        smoothing.frequency = class_frequency(chunks, len(weights), n_attributes, smoothing.classes_of, combine.sum)
+        return smoothing
+
+    def fit_parts(self, features: np.ndarray, term_counts: sp.spmatrix, sources: np.ndarray,
+                  classes: np.ndarray | None = None) -> EvidenceModel:
         """Refit the attributes whose ``sources`` entry is a part group g >= 0 on that group's pool (with
         ``evidence_pooling="both"``: on the pool and phi(x) side by side), from ``features`` (images x
         F (1 + G): phi(x), then each group's psi_g(x)) of the fitting images and their ``term_counts``;
-        the others keep their fit on phi(x). The same L2 as the global fit."""
+        the others keep their fit on phi(x). The same L2 as the global fit, and with
+        ``evidence_smoothing`` the same pull toward ``classes`` (the images' predicted classes)."""
         from saywhy.core.attribute_evidence import fit_attribute_evidence
 
         f = self.evidence_.weights.shape[1]
@@ -292,11 +319,19 @@ class EvidenceModel(AttributeModel):
         weights, bias = self.evidence_.weights.copy(), self.evidence_.bias.copy()
         both = self.config.evidence_pooling == "both"
         global_weights = np.zeros_like(weights) if both else None
+        share = float(getattr(self.config, "evidence_smoothing", 0.0))
+        if share > 0.0 and classes is None:
+            raise SaywhyError("evidence smoothing reads the classes the network predicts: give them to the part fit")
+        classes = None if classes is None else np.asarray(classes, np.intp)
+        frequency = None if share == 0.0 else class_frequency(
+            row_chunks(features[:, :f], counts), int(classes.max()) + 1, counts.shape[1],
+            lambda x, start: classes[start:start + len(x)])
         for g in np.unique(sources[sources >= 0]):
             js = np.flatnonzero(sources == g)
             x = features[:, f * (1 + g):f * (2 + g)]
+            smoothing = None if frequency is None else ClassSmoothing(share, frequency[:, js], classes=classes)
             fitted = fit_attribute_evidence(np.concatenate([x, features[:, :f]], axis=1) if both else x, counts[:, js],
-                                            self.config.evidence_l2 * counts.shape[1])
+                                            self.config.evidence_l2 * counts.shape[1], smoothing=smoothing)
             weights[js], bias[js] = fitted.weights[:, :f], fitted.bias
             if both:
                 global_weights[js] = fitted.weights[:, f:]
@@ -332,6 +367,10 @@ class EvidenceModel(AttributeModel):
     def readable(self, pooled, scores):
         phi, parts = self._split(pooled)
         return self.evidence_.probability(phi, parts=parts)
+
+    def readable_log(self, pooled, scores):
+        phi, parts = self._split(pooled)
+        return -softplus(-self.evidence_.logits(phi, parts=parts))  # log p(t|x)
 
     def readable_at(self, pooled, scores, rows, columns):
         phi, parts = self._split(pooled)

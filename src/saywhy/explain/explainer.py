@@ -49,6 +49,7 @@ from saywhy.explain.options import (
     SENTENCES,
     SIGMA_ACTIVATIONS,
     SIGMAS,
+    RETRIEVAL_SCORES,
     VISIBILITY_SOURCES,
 )
 from saywhy.explain.sentence import because_sentence, class_sentence, contrast_sentence, natural_sentence
@@ -131,6 +132,13 @@ class ExplainerConfig:
       log-odds on its learned location map, :meth:`PartMaps.peak_visibility`: presence is a max-type
       question that the mean dilutes). "peak" needs the maps of every explained image, so such an
       explainer, like part pooling, runs a forward pass with them and never reads the feature cache.
+    - ``evidence_smoothing``: the share, in [0, 1), by which each fitting image's targets are drawn
+      from its captions (0/1: does one of its ten captions name t?) toward the caption frequencies of
+      the class the network predicts for it (:class:`~saywhy.core.attribute_evidence.ClassSmoothing`).
+      The model still reads only the image; 0 fits the captions as they are.
+    - ``retrieval_score``: what image retrieval (Table 2, ``saywhy search``) ranks images by for an
+      attribute: "class" (eq. 5, p(t|x, c) with c the predicted class) or "image" (the score the
+      explanations show: the evidence model's calibrated p(t|x); eq. 5 itself for the paper's model).
 
     The defaults are saywhy's measured best (BENCHMARKS.md); :meth:`paper` gives the
     paper's method with sigma = l1.
@@ -155,13 +163,15 @@ class ExplainerConfig:
     evidence_pooling: str = "global"
     visibility_threshold: float = 0.0
     visibility_source: str = "pooled"
+    evidence_smoothing: float = 0.0
+    retrieval_score: str = "class"
 
     def __post_init__(self) -> None:
         choices = {"attribute_model": ATTRIBUTE_MODELS, "grounding": GROUNDINGS, "sentence": SENTENCES,
                    "contrast": CONTRASTS, "sigma_activation": SIGMA_ACTIVATIONS, "sigma_decision": SIGMAS,
                    "filter_scale": FILTER_SCALES, "prior": PRIORS, "likelihood": LIKELIHOODS,
                    "part_grounding": PART_GROUNDINGS, "evidence_pooling": EVIDENCE_POOLINGS,
-                   "visibility_source": VISIBILITY_SOURCES}
+                   "visibility_source": VISIBILITY_SOURCES, "retrieval_score": RETRIEVAL_SCORES}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise SaywhyError(f"unknown {name.replace('_', ' ')} {getattr(self, name)!r}: choose one of {', '.join(allowed)}")
@@ -181,6 +191,9 @@ class ExplainerConfig:
         if isinstance(self.visibility_threshold, bool) or not isinstance(self.visibility_threshold, (int, float)) \
                 or not 0.0 <= self.visibility_threshold < 1.0:
             raise SaywhyError(f"visibility threshold must be a number in [0, 1), got {self.visibility_threshold!r}")
+        if isinstance(self.evidence_smoothing, bool) or not isinstance(self.evidence_smoothing, (int, float)) \
+                or not 0.0 <= self.evidence_smoothing < 1.0:
+            raise SaywhyError(f"evidence smoothing must be a number in [0, 1), got {self.evidence_smoothing!r}")
 
     @property
     def pools_evidence(self) -> bool:
@@ -194,7 +207,8 @@ class ExplainerConfig:
         p(t|x,Y) for contrasts, and the paper's sentence template."""
         return cls(**{"sigma_activation": "l1", "contrast": "difference", "attribute_model": "cooccurrence",
                       "sentence": "paper", "part_grounding": "none", "evidence_pooling": "global",
-                      "visibility_threshold": 0.0, "visibility_source": "pooled", **changes})
+                      "visibility_threshold": 0.0, "visibility_source": "pooled", "evidence_smoothing": 0.0,
+                      "retrieval_score": "class", **changes})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ExplainerConfig:
@@ -377,7 +391,8 @@ class Explainer:
         shape = (chunks, n_filters, len(vocabulary), n_images, combine)
         self.cooccurrence_ = CooccurrenceModel(self.config).fit_chunks(*shape)
         self.attribute_model_ = (self.cooccurrence_ if self.config.attribute_model == CooccurrenceModel.name
-                                 else attribute_model(self.config.attribute_model, self.config).fit_chunks(*shape))
+                                 else attribute_model(self.config.attribute_model, self.config).fit_chunks(
+                                     *shape, head=(weights, bias)))
         # eq. 7-8 with the evidence model needs activations for a class: the mean of the fitting
         # images the network puts in that class (the overall mean where it puts none).
         overall = class_sums.sum(axis=0) / n_images if n_images else np.zeros(n_filters)
@@ -526,6 +541,16 @@ class Explainer:
         for strong evidence, its log-probabilities keep the order (log sigmoid(z) = -log(1 + e^-z))."""
         return self.scores(pooled, classes).log_p
 
+    def retrieval_log_scores(self, pooled: np.ndarray, classes: Any = None) -> np.ndarray:
+        """(images x attributes) what image retrieval ranks by, in log units (``config.retrieval_score``):
+        eq. 5's log p(t|x, c), or the log of the score the explanations show (:meth:`readable_scores`)."""
+        if self.config.retrieval_score == "class":
+            return self.attribute_log_pdf(pooled, classes)
+        self._check_fitted()
+        pooled = self._pooled(pooled)
+        log = self.attribute_model_.readable_log(self._features(pooled), self.scores(pooled, classes))
+        return log + np.log(np.maximum(self.attribute_visibility(pooled), 1e-300)) if self._gated() else log
+
     def readable_scores(self, pooled: np.ndarray, classes: Any = None) -> np.ndarray:
         """(images x attributes) the scores explanations show, in [0, 1] (see ``score_name``)."""
         self._check_fitted()
@@ -642,7 +667,8 @@ class Explainer:
                               f"{sp.csr_matrix(term_counts).shape}")
         position = {group: g for g, group in enumerate(groups)}
         sources = np.array([position.get(tuple(sorted(self.attribute_parts_.get(t, ()))), -1) for t in self.vocabulary_])
-        self.attribute_model_.fit_parts(features, term_counts, sources)
+        classes = (features[:, :f] @ self._weights.T + self._bias).argmax(axis=1)  # the head reads phi(x)
+        self.attribute_model_.fit_parts(features, term_counts, sources, classes=classes)
         self.pooling_groups_ = groups
         predicted = self.predict(features)
         overall = features.mean(axis=0)

@@ -16,4 +16,5 @@ GROUNDINGS = ("signed", "positive", "part")
 SENTENCES = ("natural", "paper")
 PART_GROUNDINGS = ("none", "maps", "maps_alpha")  # saywhy.core.part_maps.PART_GROUNDINGS
 EVIDENCE_POOLINGS = ("global", "part", "both")  # saywhy.core.part_pooling.POOLINGS
+RETRIEVAL_SCORES = ("class", "image")  # ExplainerConfig.retrieval_score: what Table 2 and search rank images by
 VISIBILITY_SOURCES = ("pooled", "peak")  # ExplainerConfig.visibility_source: saywhy.core.part_maps.PartMaps
