@@ -285,7 +285,7 @@ POOLING_CANDIDATES = {  # name: (fitted config's changes, explain-time changes)
         {**({} if pooling == "global" else {"evidence_pooling": pooling}), **({"evidence_smoothing": s} if s else {})},
         {"retrieval_score": "image", **({"visibility_source": "peak", "visibility_threshold": t} if t else {})})
        for pooling, t, smoothings in (("global", None, (0.25, 0.5)), ("global", 0.8, (0.25, 0.5)),
-                                      ("part", 0.9, (0, 0.25, 0.5)), ("both", 0.8, (0, 0.25, 0.5)))
+                                      ("part", 0.9, (0, 0.25, 0.5, 0.75)), ("both", 0.8, (0, 0.25, 0.5, 0.75)))
        for s in smoothings},
 }
 

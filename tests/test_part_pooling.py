@@ -145,7 +145,8 @@ def test_the_threshold_drops_a_part_the_image_likely_hides():
     assert all(np.isclose(plain.get(t, s), s) for t, s in explanations[0].attributes)
 
 
-def test_a_session_explains_with_part_pools_from_one_forward_pass_and_not_from_the_cache(tiny_noisy_synthbirds, tmp_path):
+def test_a_session_explains_with_part_pools_from_one_forward_pass_then_from_the_cache(tiny_noisy_synthbirds, tmp_path,
+                                                                                        monkeypatch):
     from saywhy.apps.occlusion import occlusion_test
     from saywhy.model.feature_cache import FeatureCache
     from saywhy.pipeline import ExplainerSession, fit_explainer
@@ -160,8 +161,11 @@ def test_a_session_explains_with_part_pools_from_one_forward_pass_and_not_from_t
     test = dataset.split(train=False)[:6]
     cache = FeatureCache(tmp_path / "cache")
     cached = ExplainerSession(explainer, session.model, session.preprocess, cache)
-    cached.activations(test)  # a second call could be served from the cache: it must not be
-    acts = cached.activations(test)
+    computed = cached.activations(test)  # one forward pass with the maps; the rows made from them are kept
+    _no_forward_pass(monkeypatch)
+    acts = cached.activations(test)  # served from the cache's folder for exactly these part maps
+    np.testing.assert_array_equal(acts.pooled, computed.pooled)
+    monkeypatch.undo()
     assert acts.pooled.shape == (len(test), explainer.feature_width_)
     plain = ExplainerSession(explainer, session.model, session.preprocess)
     first = [e.to_dict() for e in cached.explain(test)]
@@ -245,3 +249,12 @@ def test_fit_and_evaluate_end_to_end_with_part_pooling(tiny_noisy_synthbirds, tm
                  "--name", "tiny", "--out", str(tmp_path / "out")]) == 0
     result = json.loads((tmp_path / "out" / "tiny_eval.json").read_text())
     assert result["image_specificity"]["occlusion"]["method"]["cases"] > 0
+
+
+def _no_forward_pass(monkeypatch):
+    import saywhy.model.feature_cache as feature_cache
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a forward pass where the feature cache holds the rows")
+
+    monkeypatch.setattr(feature_cache, "extract_activations", refuse)

@@ -160,11 +160,12 @@ def test_fit_takes_the_flag_and_refuses_it_without_part_maps(tmp_path):
         fit.run(parser.parse_args([*base, "--visibility-source", "peak", "--no-part-maps"]))
 
 
-def test_a_session_reads_the_peaks_from_one_forward_pass_and_not_from_the_cache(tiny_noisy_synthbirds, tmp_path):
+def test_a_session_reads_the_peaks_from_one_forward_pass_then_from_the_cache(tiny_noisy_synthbirds, tmp_path,
+                                                                                  monkeypatch):
     import copy
     import dataclasses
 
-    from saywhy.model.feature_cache import FeatureCache
+    from saywhy.model.feature_cache import FeatureCache, MapRows
     from saywhy.pipeline import ExplainerSession, fit_part_maps
 
     tiny = tiny_noisy_synthbirds
@@ -176,8 +177,18 @@ def test_a_session_reads_the_peaks_from_one_forward_pass_and_not_from_the_cache(
     test = dataset.split(train=False)[:6]
     cache = FeatureCache(tmp_path / "cache")
     cached = ExplainerSession(explainer, session.model, session.preprocess, cache)
-    cached.activations(test)
-    acts = cached.activations(test)  # a second call could be served from the cache: it must not be
+    computed = cached.activations(test)  # one forward pass with the maps; the rows made from them are kept
+    _no_forward_pass(monkeypatch)
+    acts = cached.activations(test)  # served from the cache's folder for exactly these part maps
+    np.testing.assert_array_equal(acts.pooled, computed.pooled)
+    monkeypatch.undo()
+    moved = copy.copy(explainer)  # other part maps: other rows, never these
+    moved.part_maps_ = copy.deepcopy(explainer.part_maps_)
+    moved.part_maps_.location_bias_ = moved.part_maps_.location_bias_ + 1.0
+    assert moved.map_rows_key() != explainer.map_rows_key()
+    rows = [MapRows(e.map_rows_key(), e.activation_width_, e.map_activations) for e in (explainer, moved)]
+    folders = {cache.model_folder(session.model, session.preprocess, cached.layers, r) for r in [None, *rows]}
+    assert len(folders) == 3  # phi(x), these rows, the other explainer's rows: three folders
     assert acts.pooled.shape == (len(test), explainer.activation_width_)
     first = [e.to_dict() for e in cached.explain(test)]
     assert first == [e.to_dict() for e in ExplainerSession(explainer, session.model, session.preprocess).explain(test)]
@@ -185,3 +196,12 @@ def test_a_session_reads_the_peaks_from_one_forward_pass_and_not_from_the_cache(
     assert [e.to_dict() for e in ExplainerSession(loaded, session.model, session.preprocess, cache).explain(test)] == first
     one = cached.explain(test[0], heatmaps=True)[0]
     assert one.heatmaps is not None and one.sentence == first[0]["sentence"]
+
+
+def _no_forward_pass(monkeypatch):
+    import saywhy.model.feature_cache as feature_cache
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a forward pass where the feature cache holds the rows")
+
+    monkeypatch.setattr(feature_cache, "extract_activations", refuse)

@@ -38,7 +38,7 @@ from saywhy.explain.explainer import (
 )
 from saywhy.model.activations import Activations, extract_activations
 from saywhy.model.checkpoint import checkpoint_identity, weights_digest
-from saywhy.model.feature_cache import FeatureCache, backbone_digest
+from saywhy.model.feature_cache import FeatureCache, MapRows, backbone_digest
 from saywhy.model.hooks import get_module
 from saywhy.model.layers import LayerChoice, find_layers
 from saywhy.model.lazy_network import (
@@ -264,11 +264,11 @@ def part_pooled_activations(explainer: Explainer, model: nn.Module | LazyNetwork
                                    keep_maps=True, progress=progress)
         if not len(acts.index):  # nothing readable in this chunk: no maps to pool
             continue
-        pooled.append(features(acts.maps, acts.pooled))
+        pooled.append(np.asarray(features(acts.maps, acts.pooled), np.float32))  # float32, as the cache keeps them
         logits.append(acts.logits)
         index.append(acts.index + start)
     width, n_classes = explainer.activation_width_ if peaks else explainer.feature_width_, len(explainer.class_names_)
-    return Activations(pooled=np.concatenate(pooled) if pooled else np.zeros((0, width)),
+    return Activations(pooled=np.concatenate(pooled) if pooled else np.zeros((0, width), np.float32),
                        logits=np.concatenate(logits) if logits else np.zeros((0, n_classes)),
                        index=np.concatenate(index) if index else np.zeros(0, np.int64), n_items=len(items))
 
@@ -573,7 +573,9 @@ class ExplainerSession:
         otherwise it is dropped (``Activations.index`` says which rows remain)."""
         preprocess = preprocess or self.preprocess
         cacheable = all(isinstance(i, (ImageRecord, str, Path)) for i in items) and isinstance(preprocess, Preprocess)
-        if self.explainer.reads_maps and not keep_maps:
+        if self.explainer.reads_maps and not keep_maps and self.feature_cache is not None and cacheable:
+            acts = self._cached_map_rows(items, preprocess, progress)
+        elif self.explainer.reads_maps and not keep_maps:
             acts = part_pooled_activations(self.explainer, self.model, items, preprocess, self.layers, progress)
         elif keep_maps:
             memo = self.map_memo is not None and cacheable
@@ -585,7 +587,8 @@ class ExplainerSession:
                 if memo:
                     self.map_memo[key] = acts
             if self.explainer.reads_maps:  # phi(x), its part pools and peaks: what the explainer takes
-                acts = dataclasses.replace(acts, pooled=self.explainer.map_activations(acts.maps, acts.pooled))
+                acts = dataclasses.replace(acts, pooled=np.asarray(self.explainer.map_activations(acts.maps, acts.pooled),
+                                                                   np.float32))  # as the feature cache keeps them
         else:
             lazy = isinstance(self._network, LazyNetwork)  # the explainer's copy of the head: the network's, exactly
             head = (self.explainer.head_weights_, self.explainer.head_bias_) if lazy else None
@@ -662,9 +665,22 @@ class ExplainerSession:
                 explanations[row].heatmaps = heatmap
         return explanations
 
+    def _cached_map_rows(self, items: Sequence[Any], preprocess: Preprocess, progress: bool) -> Activations:
+        """The rows of an explainer that reads the maps (phi(x), part pools, peaks), from the feature cache's
+        folder for exactly these part maps and settings (:meth:`Explainer.map_rows_key`), computed from the
+        maps where not cached."""
+        rows = MapRows(self.explainer.map_rows_key(), self.explainer.activation_width_, self.explainer.map_activations,
+                       PART_POOL_CHUNK)
+        cached = self.feature_cache.pooled(self._network, items, preprocess, self.layers, progress=progress, rows=rows)
+        weight, bias = self.explainer.head_weights_, self.explainer.head_bias_
+        pooled = np.asarray(cached.pooled, np.float32)
+        logits = (pooled[:, :weight.shape[1]].astype(np.float64) @ weight.T + bias).astype(np.float32)
+        return Activations(pooled=pooled, logits=logits, index=np.asarray(cached.index), n_items=cached.n_items)
+
     def _served_from_cache(self, items: Sequence[Any], preprocess: Any) -> bool:
-        """Whether the pooled features of ``items`` can come from the feature cache (no forward pass needed)."""
-        return self.feature_cache is not None and isinstance(preprocess, Preprocess) and not self.explainer.reads_maps \
+        """Whether the activations of ``items`` can come from the feature cache (no forward pass needed):
+        phi(x), or for an explainer that reads the maps, its rows made from them (:meth:`Explainer.map_rows`)."""
+        return self.feature_cache is not None and isinstance(preprocess, Preprocess) \
             and all(isinstance(i, (ImageRecord, str, Path)) for i in items)
 
     def _remember(self, items: Sequence[Any], preprocess: Any, acts: Activations,

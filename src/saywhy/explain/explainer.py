@@ -706,6 +706,18 @@ class Explainer:
         peaks = _finite(self.part_maps_.peak_log_odds(maps), "the part maps' peaks computed from these maps")
         return np.concatenate([features, peaks], axis=1)
 
+    def map_rows_key(self) -> str:
+        """A digest of what this explainer's :meth:`map_activations` rows depend on besides the network, the
+        layer, the preprocessing and the image: its part maps and settings. A feature cache keeps such rows
+        under it (``saywhy.model.feature_cache.MapRows``), so another explainer's rows are never served."""
+        self._check_fitted()
+        digest = hashlib.sha256(repr((self.part_maps_.parts_, self._pooling_groups() if self.pools_parts else None,
+                                      self.reads_peaks, self.activation_width_)).encode())
+        for name, array in sorted(self.part_maps_.arrays().items()):
+            digest.update(name.encode())
+            digest.update(np.ascontiguousarray(array, np.float64).tobytes())
+        return digest.hexdigest()[:16]
+
     @property
     def gates_visibility(self) -> bool:
         """Whether explanations multiply part-attributes' scores by their part's visibility."""

@@ -10,6 +10,10 @@ same size and time.
 Layout: ``FOLDER/<model key>/<shard>.safetensors``, each shard holding ``keys`` (N x 16
 bytes) and ``pooled`` (N x filters, float32); a shard is written to a temp name and
 renamed, so an interrupted run leaves only whole shards.
+
+Rows made from the maps (:class:`MapRows`: an explainer's part pools and part peaks, which
+need the whole (filters x h x w) maps, not only their mean) are kept the same way, in a
+folder of their own whose key adds what makes them (the explainer's part maps and settings).
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -111,6 +115,19 @@ class CachedFeatures:
         return self.n_items - len(self.index)
 
 
+@dataclass(frozen=True)
+class MapRows:
+    """Rows computed from the final maps instead of their spatial mean: ``transform(maps, pooled)``
+    turns (N, F, h, w) maps and their (N, F) mean into (N, ``width``) rows. ``key`` names everything
+    besides the network, layer, preprocessing and image that the rows depend on (a digest of the
+    explainer's part maps and settings, ``Explainer.map_rows``); ``chunk`` images' maps are held at once."""
+
+    key: str
+    width: int
+    transform: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    chunk: int = 128
+
+
 class FeatureCache:
     """Content-keyed store of pooled features under ``folder`` (created on first write).
 
@@ -126,8 +143,9 @@ class FeatureCache:
         # cache-hit call reads the disk only when another process has written a shard since
         self._read: dict[Path, tuple[tuple, dict[bytes, np.ndarray]]] = {}
 
-    def model_folder(self, model: nn.Module | LazyNetwork, preprocess: Preprocess, layers: LayerChoice) -> Path:
-        """Where rows for this backbone, layer and preprocessing live.
+    def model_folder(self, model: nn.Module | LazyNetwork, preprocess: Preprocess, layers: LayerChoice,
+                     rows: MapRows | None = None) -> Path:
+        """Where rows for this backbone, layer and preprocessing live (and, with ``rows``, that kind of rows).
 
         A :class:`~saywhy.model.lazy_network.LazyNetwork` gives its recorded backbone digest
         (the one its module would give), so finding the folder builds no network.
@@ -139,6 +157,8 @@ class FeatureCache:
         amp = amp_for(model.device if lazy else model_device(model))
         if amp:  # autocast features differ from full-precision ones: kept apart (full precision keys unchanged)
             parts.append(f"amp={amp}")
+        if rows is not None:
+            parts += [f"rows={rows.key}", rows.width]
         return self.folder / hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
 
     def pooled(
@@ -149,23 +169,34 @@ class FeatureCache:
         layers: LayerChoice,
         batch_size: int | None = None,
         progress: bool = True,
+        rows: MapRows | None = None,
     ) -> CachedFeatures:
-        """The head-input features of ``items``: read where cached, computed and stored where not.
+        """The head-input features of ``items`` (or, with ``rows``, those rows): read where cached,
+        computed and stored where not.
 
         A lazy network is built only when some row is not cached.
         """
         started = time.perf_counter()
-        folder = self.model_folder(model, preprocess, layers)
+        folder = self.model_folder(model, preprocess, layers, rows)
+        width = layers.n_filters if rows is None else rows.width
         keys = [image_key(item, preprocess) for item in items]
-        known = self._known(folder, layers.n_filters)
+        known = self._known(folder, width)
         missing = [i for i, key in enumerate(keys) if key is None or key not in known]
         computed: dict[int, np.ndarray] = {}
-        if missing:
-            acts = extract_activations(module_of(model), [items[i] for i in missing], preprocess, layers,
-                                       batch_size=batch_size, progress=progress)
-            rows = {missing[j]: acts.pooled[n] for n, j in enumerate(acts.index)}
-            computed = rows
-            self._store(folder, {keys[i]: row for i, row in rows.items() if keys[i] is not None})
+        step = len(missing) if rows is None else rows.chunk
+        for start in range(0, len(missing), max(step, 1)):
+            chunk = missing[start:start + step]
+            acts = extract_activations(module_of(model), [items[i] for i in chunk], preprocess, layers,
+                                       batch_size=batch_size, progress=progress, keep_maps=rows is not None)
+            if rows is None:
+                made = acts.pooled
+            elif len(acts.index):
+                made = np.asarray(rows.transform(acts.maps, acts.pooled), np.float32)
+            else:
+                made = np.zeros((0, width), np.float32)
+            new = {chunk[j]: made[n] for n, j in enumerate(acts.index)}
+            computed.update(new)
+            self._store(folder, {keys[i]: row for i, row in new.items() if keys[i] is not None and np.isfinite(row).all()})
         index, pooled = [], []
         for i, key in enumerate(keys):
             row = computed.get(i)
@@ -175,7 +206,7 @@ class FeatureCache:
                 index.append(i)
                 pooled.append(row)
         return CachedFeatures(
-            pooled=np.stack(pooled).astype(np.float32) if pooled else np.zeros((0, layers.n_filters), np.float32),
+            pooled=np.stack(pooled).astype(np.float32) if pooled else np.zeros((0, width), np.float32),
             index=np.asarray(index, dtype=int),
             n_items=len(items),
             n_computed=len(computed),
