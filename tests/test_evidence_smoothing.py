@@ -122,7 +122,24 @@ def test_retrieval_ranks_by_the_chosen_score(tmp_path):
     explainer, _, pooled = _fitted(tmp_path, retrieval_score="image")
     np.testing.assert_allclose(explainer.retrieval_log_scores(pooled), np.log(explainer.readable_scores(pooled)),
                                rtol=1e-9)
-    explainer.config = ExplainerConfig(min_df=1)  # "class": eq. 5, what explanations rank by
+    assert ExplainerConfig().retrieval_score == "image"  # the default, chosen on validation
+    explainer.config = ExplainerConfig(min_df=1, retrieval_score="class")  # eq. 5, what explanations rank by
     np.testing.assert_array_equal(explainer.retrieval_log_scores(pooled), explainer.attribute_log_pdf(pooled))
-    paper = Explainer(ExplainerConfig.paper(min_df=1, retrieval_score="image"))
-    assert paper.config.retrieval_score == "image"
+    assert ExplainerConfig.paper().retrieval_score == "class"  # the paper's Table 2
+    assert ExplainerConfig.paper(retrieval_score="image").retrieval_score == "image"
+
+
+def test_an_explainer_saved_before_the_setting_keeps_ranking_by_eq_5(tmp_path):
+    import json
+
+    _, loaded, _ = _fitted(tmp_path)
+    assert loaded.config.retrieval_score == "image"
+    meta_path = tmp_path / "exp" / "explainer.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["config"]["retrieval_score"], meta["config"]["evidence_smoothing"]
+    from saywhy.explain.explainer import _content_sha256  # what an older saywhy wrote, digest included
+
+    meta["content_sha256"] = _content_sha256(meta)
+    meta_path.write_text(json.dumps(meta))
+    old = Explainer.load(tmp_path / "exp")
+    assert old.config.retrieval_score == "class" and old.config.evidence_smoothing == 0.0
