@@ -149,3 +149,21 @@ def test_the_ablation_rows_that_read_part_maps_run_end_to_end(tiny_noisy_synthbi
     for row in rows.values():
         assert np.isfinite(row["retrieval_map"]) and all(np.isfinite(v) for v in row["pck"].values())
         assert row["distinct_attributes"] > 0
+
+
+def test_the_ablation_runs_for_an_explainer_that_reads_the_maps(tiny_noisy_synthbirds, tmp_path):
+    """The session's explainer reads part pools and peaks (its activations are wider than phi(x)): the
+    ablation's refits take phi(x), the first columns, instead of failing on the width."""
+    from saywhy.evaluate import ablation
+    from saywhy.model.feature_cache import FeatureCache
+    from saywhy.pipeline import ExplainerSession, fit_explainer
+
+    tiny = tiny_noisy_synthbirds
+    session = tiny["session"]
+    config = ExplainerConfig(min_df=1, evidence_pooling="part", visibility_source="peak", visibility_threshold=0.5)
+    explainer, _ = fit_explainer(tiny["dataset"], session.model, session.preprocess, config,
+                                 extractor=tiny["extractor"], progress=False)
+    assert explainer.reads_maps and explainer.activation_width_ > explainer.n_filters_
+    reading = ExplainerSession(explainer, session.model, session.preprocess, FeatureCache(tmp_path / "cache"))
+    rows = ablation(reading, tiny["dataset"], tiny["extractor"], {"default": ExplainerConfig(min_df=1)})
+    assert np.isfinite(rows["default"]["retrieval_map"])

@@ -11,6 +11,8 @@ Every row stands beside its baselines, measured on the same images in the same r
 """
 from __future__ import annotations
 
+import dataclasses
+
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -435,6 +437,9 @@ def ablation(session: ExplainerSession, dataset: Dataset, extractor: PhraseExtra
 
     fitting = dataset.with_captions(dataset.split(train=True))
     train_activations = session.activations(fitting, strict=False)
+    f = session.explainer.n_filters_
+    if train_activations.pooled.shape[1] != f:  # an explainer that reads the maps: phi(x) comes first, the fits take it
+        train_activations = dataclasses.replace(train_activations, pooled=train_activations.pooled[:, :f])
     memo = session.map_memo if session.map_memo is not None else SpilledMaps()  # maps on disk: memory stays flat
     rows, part_maps = {}, None
     for name, config in configs.items():

@@ -255,7 +255,8 @@ def part_pooled_activations(explainer: Explainer, model: nn.Module | LazyNetwork
     """Activations whose ``pooled`` is what an explainer that reads the maps takes: phi(x), then its part
     pools (:meth:`Explainer.part_pools`), then, with ``peaks``, its parts' peak log-odds where it reads
     visibility from them (:meth:`Explainer.map_activations`), from forward passes that keep the maps of
-    :data:`PART_POOL_CHUNK` images at a time (the feature cache holds phi(x) only); unreadable images
+    :data:`PART_POOL_CHUNK` images at a time (no cache: ``ExplainerSession`` reads them through the
+    feature cache's :class:`~saywhy.model.feature_cache.MapRows`); unreadable images
     are left out (``index``)."""
     features = explainer.map_activations if peaks else explainer.part_pools
     pooled, logits, index = [], [], []

@@ -156,7 +156,7 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--evidence-pooling", default=None, **choice(*EVIDENCE_POOLINGS),
                    help="evidence model: read a part-attribute from the maps' global mean (global) or pooled under its "
                         "part's learned location map (part), or both side by side (both); part and both need part "
-                        "maps, and a forward pass with the maps for every explained image instead of the feature cache "
+                        "maps, and the maps of an image the first time it is explained (the feature cache keeps the rest) "
                         "(default {default})")
     p.add_argument("--visibility-threshold", type=float_in(0, 1, high_open=True), default=None,
                    help="with part maps: do not cite a part-attribute whose part shows with a probability below this, "
@@ -164,7 +164,7 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--visibility-source", default=None, **choice(*VISIBILITY_SOURCES),
                    help="with part maps: read whether a part shows from a logistic model on the maps' mean (pooled) "
                         "or from the peak of the part's learned location map (peak); peak needs a forward pass with "
-                        "the maps for every explained image instead of the feature cache (default {default})")
+                        "the maps of an image the first time it is explained (default {default})")
     p.add_argument("--evidence-smoothing", type=float_in(0, 1, high_open=True), default=None,
                    help="evidence model: draw each fitting image's caption targets by this share, in [0, 1), toward "
                         "the caption frequencies of its predicted class (default {default})")

@@ -121,8 +121,9 @@ class ExplainerConfig:
       (phi(x), the maps' spatial mean, as the head does) or "part" (the maps pooled under the
       softmax over cells of its part's learned location log-odds, :mod:`saywhy.core.part_pooling`;
       attributes naming no part keep phi(x)), or "both" (the part's pool and phi(x) side by side).
-      "part" and "both" need part maps (without them they are "global") and a forward pass with the maps for every explained image: the feature cache,
-      which holds phi(x) only, is not used for such an explainer.
+      "part" and "both" need part maps (without them they are "global") and the maps of every explained
+      image: the feature cache keeps the rows made from them (phi(x) and the part pools) under a key of
+      the part maps, so only a first explanation of an image runs the network.
     - ``visibility_threshold``: with part maps, a part-attribute whose part shows with a
       probability below this is not cited (0: off); unlike ``part_visibility`` the shown score
       is unchanged.
@@ -130,8 +131,8 @@ class ExplainerConfig:
       ``visibility_threshold`` and ``part_visibility``): "pooled" (a logistic model on phi(x), the
       maps' mean, :meth:`PartMaps.visibility`) or "peak" (the sigmoid of the part's largest cell
       log-odds on its learned location map, :meth:`PartMaps.peak_visibility`: presence is a max-type
-      question that the mean dilutes). "peak" needs the maps of every explained image, so such an
-      explainer, like part pooling, runs a forward pass with them and never reads the feature cache.
+      question that the mean dilutes). "peak" needs the maps of every explained image, kept by the
+      feature cache as for part pooling.
     - ``evidence_smoothing``: the share, in [0, 1), by which each fitting image's targets are drawn
       from its captions (0/1: does one of its ten captions name t?) toward the caption frequencies of
       the class the network predicts for it (:class:`~saywhy.core.attribute_evidence.ClassSmoothing`).
@@ -688,9 +689,9 @@ class Explainer:
 
     @property
     def reads_maps(self) -> bool:
-        """Whether the activations this explainer takes are computed from the maps (part pools, peaks): a
-        session then runs a forward pass with the maps for every image and never reads the feature cache,
-        which holds phi(x) only (:meth:`map_activations`)."""
+        """Whether the activations this explainer takes are computed from the maps (part pools, peaks,
+        :meth:`map_activations`): a session reads them from the feature cache's folder for this explainer's
+        part maps (:meth:`map_rows_key`), or runs a forward pass with the maps where they are not there."""
         return self.pools_parts or self.reads_peaks
 
     @property
