@@ -376,18 +376,23 @@ def fit_part_maps(explainer: Explainer, model: nn.Module, preprocess: Preprocess
 
 def pooled_activations(model: nn.Module | LazyNetwork, items: Sequence[ImageRecord | str | Path], preprocess: Preprocess,
                        layers: LayerChoice, feature_cache: FeatureCache | None = None,
-                       progress: bool = False, head: tuple[np.ndarray, np.ndarray] | None = None) -> Activations:
+                       progress: bool = False, head: tuple[np.ndarray, np.ndarray] | None = None,
+                       rows: MapRows | None = None) -> Activations:
     """Pooled activations and logits, read from ``feature_cache`` where it has them.
 
     The head is linear after pooling, so logits recomputed from cached features are exact.
     ``head``: (W, b) to compute them with, e.g. the explainer's copy for a network not built.
+    ``rows``: the rows an explainer makes from the maps instead (phi(x) first, which the logits read),
+    kept by the cache under their own key; they need the cache.
     """
     if feature_cache is None:
+        if rows is not None:
+            raise SaywhyError("rows made from the maps are read through a feature cache: give one")
         return extract_activations(module_of(model), items, preprocess, layers, progress=progress)
-    cached = feature_cache.pooled(model, items, preprocess, layers, progress=progress)
+    cached = feature_cache.pooled(model, items, preprocess, layers, progress=progress, rows=rows)
     weight, bias = head if head is not None else head_parameters(module_of(model), layers)
     pooled = np.asarray(cached.pooled, np.float32)
-    logits = (pooled.astype(np.float64) @ weight.T + bias).astype(np.float32)
+    logits = (pooled[:, :weight.shape[1]].astype(np.float64) @ weight.T + bias).astype(np.float32)
     return Activations(pooled=pooled, logits=logits, index=np.asarray(cached.index), n_items=cached.n_items)
 
 
@@ -672,15 +677,12 @@ class ExplainerSession:
         maps where not cached."""
         rows = MapRows(self.explainer.map_rows_key(), self.explainer.activation_width_, self.explainer.map_activations,
                        PART_POOL_CHUNK)
-        cached = self.feature_cache.pooled(self._network, items, preprocess, self.layers, progress=progress, rows=rows)
-        weight, bias = self.explainer.head_weights_, self.explainer.head_bias_
-        pooled = np.asarray(cached.pooled, np.float32)
-        logits = (pooled[:, :weight.shape[1]].astype(np.float64) @ weight.T + bias).astype(np.float32)
-        return Activations(pooled=pooled, logits=logits, index=np.asarray(cached.index), n_items=cached.n_items)
+        return pooled_activations(self._network, items, preprocess, self.layers, self.feature_cache, progress,
+                                  head=(self.explainer.head_weights_, self.explainer.head_bias_), rows=rows)
 
     def _served_from_cache(self, items: Sequence[Any], preprocess: Any) -> bool:
         """Whether the activations of ``items`` can come from the feature cache (no forward pass needed):
-        phi(x), or for an explainer that reads the maps, its rows made from them (:meth:`Explainer.map_rows`)."""
+        phi(x), or for an explainer that reads the maps, its rows made from them (:meth:`Explainer.map_rows_key`)."""
         return self.feature_cache is not None and isinstance(preprocess, Preprocess) \
             and all(isinstance(i, (ImageRecord, str, Path)) for i in items)
 

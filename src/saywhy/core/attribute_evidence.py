@@ -254,7 +254,12 @@ class ClassSmoothing:
         """The classes of the loss's images ``start`` to ``start + len(pooled)``."""
         if self.classes is not None:
             return np.asarray(self.classes[start:start + len(pooled)], np.intp)
-        return (np.asarray(pooled, np.float64) @ self.weights.T + self.bias).argmax(axis=1)
+        return predicted_classes(pooled, self.weights, self.bias)
+
+
+def predicted_classes(pooled: np.ndarray, weights: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """The classes a linear head (``weights``, ``bias``) predicts for rows of ``pooled``."""
+    return (np.asarray(pooled, np.float64) @ weights.T + bias).argmax(axis=1)
 
 
 def class_frequency(chunks: Chunks, n_classes: int, n_attributes: int,

@@ -33,6 +33,7 @@ from saywhy.core.attribute_evidence import (
     chunk_moments,
     class_frequency,
     fit_evidence_blocks,
+    predicted_classes,
     row_chunks,
 )
 from saywhy.core.filter_attribute import (
@@ -299,9 +300,9 @@ class EvidenceModel(AttributeModel):
         if head is None:
             raise SaywhyError("evidence smoothing reads the classes the network predicts: give the head to the fit")
         weights, bias = (np.asarray(a, np.float64) for a in head)
-        smoothing = ClassSmoothing(share, np.zeros((len(weights), n_attributes)), weights, bias)
-        smoothing.frequency = class_frequency(chunks, len(weights), n_attributes, smoothing.classes_of, combine.sum)
-        return smoothing
+        frequency = class_frequency(chunks, len(weights), n_attributes,
+                                    lambda x, start: predicted_classes(x, weights, bias), combine.sum)
+        return ClassSmoothing(share, frequency, weights, bias)
 
     def fit_parts(self, features: np.ndarray, term_counts: sp.spmatrix, sources: np.ndarray,
                   classes: np.ndarray | None = None) -> EvidenceModel:

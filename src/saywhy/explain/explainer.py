@@ -671,10 +671,9 @@ class Explainer:
                               f"{sp.csr_matrix(term_counts).shape}")
         position = {group: g for g, group in enumerate(groups)}
         sources = np.array([position.get(tuple(sorted(self.attribute_parts_.get(t, ()))), -1) for t in self.vocabulary_])
-        classes = (features[:, :f] @ self._weights.T + self._bias).argmax(axis=1)  # the head reads phi(x)
-        self.attribute_model_.fit_parts(features, term_counts, sources, classes=classes)
+        predicted = (features[:, :f] @ self._weights.T + self._bias).argmax(axis=1)  # the head reads phi(x)
+        self.attribute_model_.fit_parts(features, term_counts, sources, classes=predicted)
         self.pooling_groups_ = groups
-        predicted = self.predict(features)
         overall = features.mean(axis=0)
         self.class_mean_pooled_ = np.stack([features[predicted == c].mean(axis=0) if np.any(predicted == c) else overall
                                             for c in range(len(self.class_names_))])

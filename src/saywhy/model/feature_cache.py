@@ -120,7 +120,7 @@ class MapRows:
     """Rows computed from the final maps instead of their spatial mean: ``transform(maps, pooled)``
     turns (N, F, h, w) maps and their (N, F) mean into (N, ``width``) rows. ``key`` names everything
     besides the network, layer, preprocessing and image that the rows depend on (a digest of the
-    explainer's part maps and settings, ``Explainer.map_rows``); ``chunk`` images' maps are held at once."""
+X' maps are held at once."""
 
     key: str
     width: int
