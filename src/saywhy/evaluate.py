@@ -433,14 +433,35 @@ def ablation(session: ExplainerSession, dataset: Dataset, extractor: PhraseExtra
 
     The fitting images' activations are computed once and shared by every config.
     """
-    from saywhy.pipeline import fit_explainer, fit_part_maps
+    import tempfile
+    from pathlib import Path
+
+    from saywhy.pipeline import spilled_map_activations
 
     fitting = dataset.with_captions(dataset.split(train=True))
-    train_activations = session.activations(fitting, strict=False)
+    keypoints = any(r.keypoints for r in dataset.split(train=True))
+    spill = None
+    if keypoints and any(config.for_fit(part_maps=True).pools_evidence for config in configs.values()):
+        # the fitting images' maps once, on disk, for every row that pools evidence under part maps
+        spill = tempfile.TemporaryDirectory(prefix="saywhy-maps-")
+        train_activations = spilled_map_activations(session.model, fitting, session.preprocess, session.layers,
+                                                    Path(spill.name), session.feature_cache)
+    else:
+        train_activations = session.activations(fitting, strict=False)
     f = session.explainer.n_filters_
     if train_activations.pooled.shape[1] != f:  # an explainer that reads the maps: phi(x) comes first, the fits take it
         train_activations = dataclasses.replace(train_activations, pooled=train_activations.pooled[:, :f])
     memo = session.map_memo if session.map_memo is not None else SpilledMaps()  # maps on disk: memory stays flat
+    try:
+        return _ablation_rows(session, dataset, extractor, configs, truth, seed, train_activations, memo)
+    finally:
+        if spill is not None:
+            spill.cleanup()
+
+
+def _ablation_rows(session, dataset, extractor, configs, truth, seed, train_activations, memo) -> dict[str, dict]:
+    from saywhy.pipeline import fit_explainer, fit_part_maps
+
     rows, part_maps = {}, None
     for name, config in configs.items():
         explainer, _ = fit_explainer(dataset, session.model, session.preprocess, config, extractor=extractor,
@@ -504,6 +525,11 @@ def ablation_configs() -> dict[str, Any]:
         "evidence model, eq. 9 grounding (no part maps)": ExplainerConfig(part_grounding="none"),
         "evidence model, part maps + visibility gating": ExplainerConfig(part_visibility=True),
         "evidence model, part-pooled evidence (--evidence-pooling part)": ExplainerConfig(evidence_pooling="part"),
+        "evidence model, global pooling (--evidence-pooling global)": ExplainerConfig(evidence_pooling="global"),
+        "evidence model, no caption smoothing (--evidence-smoothing 0)": ExplainerConfig(evidence_smoothing=0.0),
+        "evidence model, no visibility threshold (--visibility-threshold 0)": ExplainerConfig(visibility_threshold=0.0),
+        "the stop-19 default (global pooling, no smoothing, no visibility threshold)": ExplainerConfig(
+            evidence_pooling="global", evidence_smoothing=0.0, visibility_source="pooled", visibility_threshold=0.0),
         "saywhy default (evidence model, eq. 6 weighting, signed grounding)": ExplainerConfig(),
     }
 

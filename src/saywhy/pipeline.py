@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import tempfile
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -188,16 +189,37 @@ def fit_explainer(
     chance on the fitting images is fitted, with a warning in the report and the metadata.
     ``synonyms``: the word groups to merge before the vocabulary is built; None learns them
     from the captions (:func:`saywhy.text.synonyms.learn_synonyms`).
-    With ``config.evidence_pooling`` "part" or "both", part maps are learned from the training keypoints
-    (:func:`fit_part_maps`, with ``attribute_parts_file``) and the part-attributes' evidence is refitted
-    on the fitting images' part-pooled maps (one more forward pass, with the maps, in chunks); without
-    keypoints the explainer keeps global pooling, with a warning in the report.
+    With ``config.evidence_pooling`` "part" or "both" ("auto", the default, is "both" where the training
+    images have keypoints and "global" where they have none), part maps are learned from the training
+    keypoints (:func:`fit_part_maps`, with ``attribute_parts_file``) and the part-attributes' evidence is
+    refitted on the fitting images' part-pooled maps. Each fitting image still runs through the network
+    once: its maps are kept on disk meanwhile (:func:`spilled_map_activations`), or read from
+    ``activations.maps`` where given. "part" or "both" asked for without keypoints is fitted with global
+    pooling, with a warning in the report.
     """
     layers = resolve_layers(model, preprocess, layer, head)
     class_names = check_fit_classes(dataset, layers, model_classes)
     records, report = fitting_records(dataset, source)
-    if activations is None:
+    keypoints = any(r.keypoints for r in dataset.split(train=True))
+    config = config.for_fit(part_maps=keypoints)  # "auto" pooling: under part maps where keypoints teach them
+    spill = None  # with part pooling: the fitting images' maps, kept on disk for the part maps and the part pools
+    if activations is None and config.pools_evidence and keypoints:
+        spill = tempfile.TemporaryDirectory(prefix="saywhy-maps-")
+        activations = spilled_map_activations(model, records, preprocess, layers, Path(spill.name), feature_cache,
+                                              progress)
+    elif activations is None:
         activations = pooled_activations(model, records, preprocess, layers, feature_cache, progress)
+    try:
+        return _fit_from_activations(dataset, model, preprocess, config, source, extractor, metadata, progress,
+                                     activations, synonyms, attribute_parts_file, layers, class_names, records, report)
+    finally:
+        if spill is not None:
+            spill.cleanup()
+
+
+def _fit_from_activations(dataset, model, preprocess, config, source, extractor, metadata, progress, activations,
+                          synonyms, attribute_parts_file, layers, class_names, records, report
+                          ) -> tuple[Explainer, FitReport]:
     if activations.n_unreadable:
         report.skipped["unreadable images"] = activations.n_unreadable
         log.warning("%d images could not be read and were skipped", activations.n_unreadable)
@@ -233,13 +255,21 @@ def fit_explainer(
     explainer = Explainer(config).fit(activations.pooled, counts, vocabulary.terms_, weights, class_names, bias, meta,
                                       surface_forms=forms, synonyms=synonyms)
     if config.pools_evidence:
-        fit_part_maps(explainer, model, preprocess, dataset.split(train=True), attribute_parts_file, layers=layers,
-                      progress=progress)
+        train = dataset.split(train=True)
+        maps = activations.maps  # the fitting images' maps, in the rows of activations.pooled, when kept
+        fit_part_maps(explainer, model, preprocess, train, attribute_parts_file, layers=layers, progress=progress,
+                      activations=None if maps is None else _sample_activations(activations, kept, train))
         if explainer.needs_part_pools:
-            pools = part_pooled_activations(explainer, model, kept, preprocess, layers, peaks=False)
-            if pools.n_unreadable:
-                raise SaywhyError(f"{pools.n_unreadable} of the images to part-pool could not be read")
-            explainer.fit_part_evidence(pools.pooled, counts)
+            if maps is not None:  # the same float32 maps and rows part_pooled_activations computes, read back
+                pools = np.concatenate([np.asarray(explainer.part_pools(maps[i:i + PART_POOL_CHUNK],
+                                                                        activations.pooled[i:i + PART_POOL_CHUNK]),
+                                                   np.float32) for i in range(0, len(kept), PART_POOL_CHUNK)])
+            else:
+                computed = part_pooled_activations(explainer, model, kept, preprocess, layers, peaks=False)
+                if computed.n_unreadable:
+                    raise SaywhyError(f"{computed.n_unreadable} of the images to part-pool could not be read")
+                pools = computed.pooled
+            explainer.fit_part_evidence(pools, counts)
         else:
             report.warnings.append("evidence pooling 'part' needs training keypoints: the evidence is pooled globally")
     report.images_used, report.vocabulary_size = len(kept), len(vocabulary.terms_)
@@ -247,6 +277,51 @@ def fit_explainer(
 
 
 PART_POOL_CHUNK = 128  # images whose maps are held at once while they are part-pooled
+
+
+def spilled_map_activations(model: nn.Module, records: Sequence[ImageRecord], preprocess: Preprocess,
+                            layers: LayerChoice, folder: Path, feature_cache: FeatureCache | None = None,
+                            progress: bool = False) -> Activations:
+    """Activations of ``records`` whose ``maps`` are a float32 memory map in ``folder`` (about images x F x h x w
+    x 4 bytes of disk: 1,500 x 1280 x 7 x 7, 376 MB), from forward passes over :data:`PART_POOL_CHUNK` images
+    at a time: a part-pooling fit reads its part maps' sample and every image's part pools from it, so
+    each fitting image runs through the network once. Their pooled rows go into ``feature_cache``."""
+    maps = None
+    pooled, logits, index, written = [], [], [], 0
+    for start in range(0, len(records), PART_POOL_CHUNK):
+        chunk = records[start:start + PART_POOL_CHUNK]
+        acts = extract_activations(module_of(model), chunk, preprocess, layers, keep_maps=True, progress=progress)
+        if not len(acts.index):
+            continue
+        if maps is None:
+            maps = np.lib.format.open_memmap(folder / "maps.npy", mode="w+", dtype=np.float32,
+                                             shape=(len(records), *acts.maps.shape[1:]))
+        maps[written:written + len(acts.index)] = acts.maps
+        written += len(acts.index)
+        pooled.append(np.asarray(acts.pooled, np.float32))
+        logits.append(acts.logits)
+        index.append(acts.index + start)
+        if feature_cache is not None:
+            feature_cache.add(model, [chunk[i] for i in acts.index], preprocess, layers, acts.pooled)
+    if maps is None:
+        return Activations(pooled=np.zeros((0, layers.n_filters), np.float32),
+                           logits=np.zeros((0, layers.n_classes), np.float32), index=np.zeros(0, np.int64),
+                           n_items=len(records))
+    return Activations(pooled=np.concatenate(pooled), logits=np.concatenate(logits), index=np.concatenate(index),
+                       maps=maps[:written], n_items=len(records))
+
+
+def _sample_activations(activations: Activations, kept: Sequence[ImageRecord], records: Sequence[ImageRecord]
+                        ) -> Activations | None:
+    """The part-map sample's (:func:`part_map_records` of ``records``) rows of ``activations`` (whose rows are
+    ``kept``), maps included; None when a sampled record is not among them (it is then run again)."""
+    sample = part_map_records(records)
+    row = {r.path: i for i, r in enumerate(kept)}
+    if not sample or any(r.path not in row for r in sample):
+        return None
+    rows = np.array([row[r.path] for r in sample])
+    return Activations(pooled=activations.pooled[rows], logits=activations.logits[rows],
+                       index=np.arange(len(sample)), maps=np.asarray(activations.maps[rows]), n_items=len(sample))
 
 
 def part_pooled_activations(explainer: Explainer, model: nn.Module | LazyNetwork, items: Sequence[Any],
