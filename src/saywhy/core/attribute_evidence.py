@@ -75,6 +75,7 @@ class AttributeEvidence:
     sources: np.ndarray | None = None
     global_weights: np.ndarray | None = None
     _single: tuple | None = field(default=None, init=False, repr=False, compare=False)  # float32 copies, made once
+    _layouts: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # see _layout
 
     def _parted(self) -> bool:
         return self.sources is not None and bool((self.sources >= 0).any())
@@ -87,7 +88,9 @@ class AttributeEvidence:
             return pooled, None
         if parts is None:
             raise SaywhyError("this attribute model reads part-pooled activations: give the maps' part pools too")
-        parts = np.asarray(parts, np.float64).reshape(len(pooled), -1, pooled.shape[1])
+        parts = np.asarray(parts, np.float64)
+        if parts.ndim == 2:  # (images, G x F) side by side; G from the width, so that no image is no error
+            parts = parts.reshape(len(pooled), parts.shape[1] // pooled.shape[1], pooled.shape[1])
         if parts.shape[1] <= int(self.sources.max()):
             raise SaywhyError(f"the attribute model reads {int(self.sources.max()) + 1} part pools, got {parts.shape[1]}")
         return pooled, parts
@@ -105,16 +108,28 @@ class AttributeEvidence:
         pooled, parts = self._inputs(pooled, parts)
         scale = None if filter_weights is None else pooled.shape[1] * np.asarray(filter_weights, np.float64)
         x = pooled if scale is None else pooled * scale
-        weights, global_weights = self._weights_in(single)
-        out = _product(x, weights, single) + self.bias
-        if parts is not None:
-            for g in np.unique(self.sources[self.sources >= 0]):
-                js = np.flatnonzero(self.sources == g)
-                xg = parts[:, g] if scale is None else parts[:, g] * scale
-                out[:, js] = _product(xg, weights[js], single) + self.bias[js]
-                if global_weights is not None:
-                    out[:, js] += _product(x, global_weights[js], single)
+        if parts is None:
+            return _product(x, self._weights_in(single)[0], single) + self.bias
+        on_phi, blocks = self._layout(single)
+        out = _product(x, on_phi, single) + self.bias
+        for g, js, block in blocks:
+            out[:, js] += _product(parts[:, g] if scale is None else parts[:, g] * scale, block, single)
         return out
+
+    def _layout(self, single: bool) -> tuple[np.ndarray, list[tuple[int, np.ndarray, np.ndarray]]]:
+        """The weights as part pooling reads them, made once (per precision): (T x F) weights on phi(x) (a
+        part-attribute's global weights, zero without them) and per part group g its attributes and their
+        contiguous (T_g x F) weights on psi_g(x). Gathering the rows per call copied 4.8 MB for one
+        cub50 image."""
+        if single not in self._layouts:
+            weights, global_weights = self._weights_in(single)
+            part = self.sources >= 0
+            on_phi = weights.copy()
+            on_phi[part] = 0.0 if global_weights is None else global_weights[part]
+            blocks = [(int(g), js, np.ascontiguousarray(weights[js]))
+                      for g in np.unique(self.sources[part]) for js in [np.flatnonzero(self.sources == g)]]
+            self._layouts[single] = (on_phi, blocks)
+        return self._layouts[single]
 
     def _weights_in(self, single: bool) -> tuple[np.ndarray, np.ndarray | None]:
         """The weights (and global weights), as float32 copies made once for ``single``."""

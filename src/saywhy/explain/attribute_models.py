@@ -343,7 +343,7 @@ class EvidenceModel(AttributeModel):
         """(phi(x), the part pools or None) from the activations the explainer hands over."""
         pooled = np.atleast_2d(np.asarray(pooled, np.float64))
         f = self.evidence_.weights.shape[1]
-        return pooled[:, :f], (pooled[:, f:].reshape(len(pooled), -1, f) if pooled.shape[1] > f else None)
+        return pooled[:, :f], (pooled[:, f:].reshape(len(pooled), pooled.shape[1] // f - 1, f) if pooled.shape[1] > f else None)
 
     def _weighting(self, p_filter):
         return p_filter if self.config.class_weighting else None
