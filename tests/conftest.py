@@ -95,8 +95,10 @@ def tiny_noisy_synthbirds(tmp_path_factory) -> dict:
                                                   "preprocess": preprocess.to_dict()})
     home = base / "home"
     extractor = PhraseExtractor(cache_dir=Workspace(home).phrase_cache)
-    explainer, _ = fit_explainer(dataset, model, preprocess, ExplainerConfig(min_df=1), extractor=extractor,
-                                 progress=False, metadata={"checkpoint": str(ckpt)})
+    # global pooling: one forward pass per image without the maps, no part maps attached (tests of the
+    # default part-pooled fit fit their own: test_part_pooling.py, test_default_pooling.py)
+    explainer, _ = fit_explainer(dataset, model, preprocess, ExplainerConfig(min_df=1, evidence_pooling="global"),
+                                 extractor=extractor, progress=False, metadata={"checkpoint": str(ckpt)})
     explainer.save(base / "exp")
     return {"base": base, "root": root, "dataset": dataset, "session": ExplainerSession(explainer, model),
             "extractor": extractor, "exp": base / "exp", "ckpt": ckpt, "home": home}

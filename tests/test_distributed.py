@@ -10,6 +10,9 @@ from saywhy.data.images import Preprocess
 from saywhy.explain.explainer import Explainer, ExplainerConfig
 from saywhy.pipeline import fit_explainer
 
+# global pooling on both sides: part pooling is learned in one process only ("auto" pools globally here)
+CONFIG = ExplainerConfig(min_df=1, evidence_l2=0.1, evidence_pooling="global")
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -31,7 +34,7 @@ def _rank(rank: int, world: int, port: int, root: str, ckpt: str, home: str, out
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
     init("gloo")
     model, meta = load_checkpoint(ckpt)
-    explainer, _ = fit_distributed(read_cub(root), model, checkpoint_preprocess(meta), ExplainerConfig(min_df=1, evidence_l2=0.1),
+    explainer, _ = fit_distributed(read_cub(root), model, checkpoint_preprocess(meta), CONFIG,
                                    extractor=PhraseExtractor(cache_dir=Workspace(home).phrase_cache),
                                    model_classes=meta.get("classes"))
     if rank == 0:
@@ -43,7 +46,7 @@ def _rank(rank: int, world: int, port: int, root: str, ckpt: str, home: str, out
 def one_and_two(tiny_noisy_synthbirds, tmp_path_factory):
     birds = tiny_noisy_synthbirds
     single, _ = fit_explainer(birds["dataset"], birds["session"].model, Preprocess(image_size=32),
-                              ExplainerConfig(min_df=1, evidence_l2=0.1), extractor=birds["extractor"], progress=False)
+                              CONFIG, extractor=birds["extractor"], progress=False)
     out = tmp_path_factory.mktemp("distributed") / "exp"
     mp.start_processes(_rank, args=(2, _free_port(), str(birds["root"]), str(birds["ckpt"]), str(birds["home"]), str(out)),
                        nprocs=2, join=True, start_method="spawn")

@@ -142,8 +142,8 @@ def test_the_ablation_rows_that_read_part_maps_run_end_to_end(tiny_noisy_synthbi
 
     tiny = tiny_noisy_synthbirds
     configs = {name: config for name, config in ablation_configs().items()
-               if config.part_visibility or config.evidence_pooling != "global"}
-    assert len(configs) == 2
+               if config.part_visibility or config.evidence_pooling == "part" or name.startswith("saywhy default")}
+    assert len(configs) == 3  # the gate, part pooling, and the default ("auto": both, with the peaks' threshold)
     rows = ablation(tiny["session"], tiny["dataset"], tiny["extractor"], configs)
     assert set(rows) == set(configs)
     for row in rows.values():

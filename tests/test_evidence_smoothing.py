@@ -136,10 +136,14 @@ def test_an_explainer_saved_before_the_setting_keeps_ranking_by_eq_5(tmp_path):
     assert loaded.config.retrieval_score == "image"
     meta_path = tmp_path / "exp" / "explainer.json"
     meta = json.loads(meta_path.read_text())
-    del meta["config"]["retrieval_score"], meta["config"]["evidence_smoothing"]
-    from saywhy.explain.explainer import _content_sha256  # what an older saywhy wrote, digest included
+    from saywhy.explain.explainer import LEGACY_SETTINGS, _content_sha256  # what an older saywhy wrote
+
+    for name in LEGACY_SETTINGS:  # the settings added since, whose defaults may have moved
+        del meta["config"][name]
 
     meta["content_sha256"] = _content_sha256(meta)
     meta_path.write_text(json.dumps(meta))
     old = Explainer.load(tmp_path / "exp")
     assert old.config.retrieval_score == "class" and old.config.evidence_smoothing == 0.0
+    assert {name: getattr(old.config, name) for name in LEGACY_SETTINGS} == LEGACY_SETTINGS
+    assert old.config.evidence_pooling == "global" and old.config.visibility_threshold == 0.0

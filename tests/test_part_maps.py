@@ -94,7 +94,8 @@ def explainer_with_parts(part_visibility: bool = True) -> tuple[Explainer, np.nd
     pooled = maps.mean(axis=(2, 3))
     vocabulary = ["red crown", "red tail", "small bird"]
     counts = sp.csr_matrix(np.column_stack([red, red, np.arange(n) % 2]).astype(float))
-    explainer = Explainer(ExplainerConfig(top_k=3, min_df=1, part_visibility=part_visibility)).fit(
+    explainer = Explainer(ExplainerConfig(top_k=3, min_df=1, part_visibility=part_visibility, visibility_source="pooled",
+                                          visibility_threshold=0.0)).fit(
         pooled, counts, vocabulary, np.ones((2, 6)) * [[1], [-1]], ["001.A", "002.B"])
     pm = PartMaps().fit(maps, cells, visible, PARTS)
     explainer.set_part_maps(pm, {"red crown": ["crown"], "red tail": ["tail"]}, {"images": n})

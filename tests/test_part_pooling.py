@@ -45,7 +45,9 @@ def synthetic(n: int = 120, seed: int = 0):
 def fitted(pooling: str = "part", **changes):
     maps, counts, cells, visible, at_crown = synthetic()
     pooled = maps.mean(axis=(2, 3))
-    config = ExplainerConfig(min_df=1, top_k=2, evidence_pooling=pooling, evidence_l2=1e-4, sentence="paper", **changes)
+    # the logistic on the mean, no threshold: what part pooling alone does (test_visibility_peak.py has the peak)
+    config = ExplainerConfig(**{"min_df": 1, "top_k": 2, "evidence_pooling": pooling, "evidence_l2": 1e-4,
+                                "sentence": "paper", "visibility_source": "pooled", "visibility_threshold": 0.0, **changes})
     explainer = Explainer(config).fit(pooled, counts, TERMS, weights=np.array([[0.0, 0.0, 1.0, 1.0]]),
                                       class_names=["Bird"])
     part_maps = PartMaps(l2=1e-3).fit(maps, cells, visible, ["crown", "belly"])
@@ -154,7 +156,8 @@ def test_a_session_explains_with_part_pools_from_one_forward_pass_then_from_the_
     fixture = tiny_noisy_synthbirds
     session, dataset = fixture["session"], fixture["dataset"]
     explainer, report = fit_explainer(dataset, session.model, session.preprocess,
-                                      ExplainerConfig(min_df=1, evidence_pooling="part"), extractor=fixture["extractor"],
+                                      ExplainerConfig(min_df=1, evidence_pooling="part", visibility_source="pooled"),
+                                      extractor=fixture["extractor"],
                                       progress=False)
     assert explainer.pools_parts and explainer.feature_width_ > explainer.n_filters_
     assert not any("pooled globally" in w for w in report.warnings)
@@ -195,7 +198,7 @@ def test_the_command_lines_names_are_the_modules():
     from saywhy.core.part_pooling import POOLINGS
     from saywhy.explain.options import EVIDENCE_POOLINGS
 
-    assert EVIDENCE_POOLINGS == POOLINGS
+    assert EVIDENCE_POOLINGS == ("auto", *POOLINGS)
 
 
 def test_fit_takes_the_flags_and_refuses_part_pooling_without_part_maps(tmp_path):
@@ -223,7 +226,7 @@ def test_fit_takes_the_flags_and_refuses_part_pooling_without_part_maps(tmp_path
 def test_contrasts_and_descriptions_take_the_part_pools(contrast):
     maps, counts, cells, visible, _ = synthetic()
     pooled = maps.mean(axis=(2, 3))
-    config = ExplainerConfig(min_df=1, evidence_pooling="part", contrast=contrast)
+    config = ExplainerConfig(min_df=1, evidence_pooling="part", contrast=contrast, visibility_source="pooled")
     explainer = Explainer(config).fit(pooled, counts, TERMS, weights=np.array([[0.0, 0.0, 1.0, 1.0], [1.0, 1.0, 0, 0]]),
                                       class_names=["Bird", "Other"])
     explainer.set_part_maps(PartMaps(l2=1e-3).fit(maps, cells, visible, ["crown", "belly"]), PARTS)
@@ -258,3 +261,38 @@ def _no_forward_pass(monkeypatch):
         raise AssertionError("a forward pass where the feature cache holds the rows")
 
     monkeypatch.setattr(feature_cache, "extract_activations", refuse)
+
+
+def test_a_part_pooling_fit_runs_each_image_once_and_equals_the_two_pass_fit(tiny_noisy_synthbirds, monkeypatch):
+    import saywhy.pipeline as pipeline
+
+    fixture = tiny_noisy_synthbirds
+    session, dataset = fixture["session"], fixture["dataset"]
+    config = ExplainerConfig(min_df=1, evidence_pooling="both", evidence_smoothing=0.5, visibility_source="pooled")
+    run = pipeline.extract_activations
+    seen: list[str] = []
+
+    def counted(model, items, *args, **kwargs):
+        seen.extend(str(getattr(i, "path", i)) for i in items)
+        return run(model, items, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "extract_activations", counted)
+    one, _ = pipeline.fit_explainer(dataset, session.model, session.preprocess, config,
+                                    extractor=fixture["extractor"], progress=False)
+    assert one.pools_parts and len(seen) == len(set(seen))  # every fitting image through the network once
+    records, _ = pipeline.fitting_records(dataset, "captions")
+    assert sorted(seen) == sorted(str(r.path) for r in records)
+    seen.clear()
+    given = pipeline.pooled_activations(session.model, records, session.preprocess,
+                                        pipeline.resolve_layers(session.model, session.preprocess))
+    two, _ = pipeline.fit_explainer(dataset, session.model, session.preprocess, config, extractor=fixture["extractor"],
+                                    progress=False, activations=given)  # phi given: part maps and pools run again
+    assert len(seen) > len(records)
+    pooled = given.pooled[:8]
+    maps = pipeline.extract_activations(session.model, records[:8], session.preprocess,
+                                        pipeline.resolve_layers(session.model, session.preprocess), keep_maps=True,
+                                        progress=False).maps
+    rows = one.part_pools(maps, pooled)
+    np.testing.assert_allclose(rows, two.part_pools(maps, pooled), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(one.scores(rows).p, two.scores(rows).p, rtol=1e-5, atol=1e-8)
+    assert [e.sentence for e in one.explain(rows)] == [e.sentence for e in two.explain(rows)]

@@ -14,7 +14,8 @@ from saywhy.shards import extract_part, fit_from_shards, parse_shard, write_shar
 def single_and_sharded(tiny_noisy_synthbirds, tmp_path_factory):
     birds = tiny_noisy_synthbirds
     model, dataset = birds["session"].model, birds["dataset"]
-    preprocess, config = Preprocess(image_size=32), ExplainerConfig(min_df=1, evidence_l2=0.1)
+    # global pooling: part pooling is learned in one process only (a sharded fit pools globally)
+    preprocess, config = Preprocess(image_size=32), ExplainerConfig(min_df=1, evidence_l2=0.1, evidence_pooling="global")
     single, _ = fit_explainer(dataset, model, preprocess, config, extractor=birds["extractor"], progress=False)
     base = tmp_path_factory.mktemp("shards")
     folders = [write_shard(extract_part(dataset, model, preprocess, k, 3, extractor=birds["extractor"], progress=False),

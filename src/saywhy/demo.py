@@ -126,7 +126,9 @@ def ensure_demo(workspace: Workspace | None = None, synth: SynthConfig = SynthCo
         explainer, _ = fit_explainer(dataset, model, preprocess, config, extractor=extractor, progress=progress,
                                      metadata={"checkpoint": str(model_folder.resolve()), "arch": meta["arch"]})
         # the embedded default is what 'saywhy fit' makes of a dataset with keypoints: part maps included
-        fit_part_maps(explainer, model, preprocess, dataset.split(train=True))
+        # (a part-pooling fit has learned its own)
+        if not explainer.has_part_maps:
+            fit_part_maps(explainer, model, preprocess, dataset.split(train=True))
         explainer.save(folder)
     workspace.remember_explainer(folder)
     return DemoArtifacts(dataset, model, meta, explainer, folder, load_truth(root))

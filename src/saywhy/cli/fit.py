@@ -156,7 +156,8 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--evidence-pooling", default=None, **choice(*EVIDENCE_POOLINGS),
                    help="evidence model: read a part-attribute from the maps' global mean (global) or pooled under its "
                         "part's learned location map (part), or both side by side (both); part and both need part "
-                        "maps, and the maps of an image the first time it is explained (the feature cache keeps the rest) "
+                        "maps, and the maps of an image the first time it is explained (the feature cache keeps the rest); "
+                        "auto is both where this fit learns part maps (training keypoints, one process), else global "
                         "(default {default})")
     p.add_argument("--visibility-threshold", type=float_in(0, 1, high_open=True), default=None,
                    help="with part maps: do not cite a part-attribute whose part shows with a probability below this, "
@@ -199,10 +200,11 @@ def run(args: argparse.Namespace) -> None:
     distributed = args.distributed or _launched()
     check_replaceable(args.out, "explainer")  # before minutes of work, not after
     config = config_from(args)
-    if config.evidence_pooling != "global" and (args.from_shards or distributed or not getattr(args, "part_maps", True)):
+    one_process = not (args.from_shards or distributed) and getattr(args, "part_maps", True)
+    if config.pools_evidence and not one_process:
         raise SaywhyError(f"--evidence-pooling {config.evidence_pooling} needs part maps learned in one process: "
                           "drop --no-part-maps, --from-shards and torchrun, or choose --evidence-pooling global")
-    if config.visibility_source != "pooled" and not getattr(args, "part_maps", True):
+    if args.visibility_source not in (None, "pooled") and not getattr(args, "part_maps", True):
         raise SaywhyError(f"--visibility-source {config.visibility_source} reads the part maps: drop --no-part-maps, "
                           "or choose --visibility-source pooled")
     ws = workspace(args)
@@ -213,6 +215,8 @@ def run(args: argparse.Namespace) -> None:
         from saywhy.text.synonyms import read_synonym_file
 
         synonyms = read_synonym_file(args.synonyms)
+    if not one_process:  # part maps are learned only by a fit in one process that may learn them
+        config = config.for_fit(part_maps=False)
     if args.from_shards:
         from saywhy.shards import fit_from_shards
 
@@ -238,8 +242,10 @@ def run(args: argparse.Namespace) -> None:
             from saywhy.pipeline import fit_explainer, fit_part_maps, part_map_activations, resolve_layers
 
             train, part_maps = dataset.split(train=True), None
+            keypoints = any(r.keypoints for r in train)
+            config = config.for_fit(part_maps=one_process and keypoints)  # "auto" pooling: part maps if learned
             # a part-pooling fit learns its part maps itself
-            if getattr(args, "part_maps", False) and not config.pools_evidence and any(r.keypoints for r in train):
+            if getattr(args, "part_maps", False) and not config.pools_evidence and keypoints:
                 # the part-map sample's maps first, its pooled rows into the feature cache: the explainer's
                 # pass below reads them, so a cold fit runs each image through the network once
                 layers = resolve_layers(model, preprocess, args.layer, args.head)
