@@ -66,3 +66,21 @@ def test_chunk_size_does_not_change_the_float64_loss():
     np.testing.assert_allclose(whole[1], (1 / (1 + np.exp(-z)) - y).T @ xs, rtol=1e-10)
     for w, p in zip(whole, parts):
         np.testing.assert_allclose(p, w, rtol=1e-12)
+
+
+def test_a_fit_started_elsewhere_reaches_the_same_optimum():
+    """Each attribute's problem is convex: a warm start (the part refit starts from the global fit) changes
+    the path, not the optimum."""
+    from saywhy.core.attribute_evidence import AttributeEvidence, fit_attribute_evidence
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(400, 6))
+    y = (x[:, :3] + rng.normal(scale=0.7, size=(400, 3)) > 0).astype(float)
+    cold = fit_attribute_evidence(x, y, l2=1e-2)
+    start = AttributeEvidence(rng.normal(size=(3, 6)), rng.normal(size=3))
+    warm = fit_attribute_evidence(x, y, l2=1e-2, start=start)
+    # within what the stopping rule leaves (its tolerance is on the gradient, not the weights)
+    np.testing.assert_allclose(warm.weights, cold.weights, atol=5e-3 * np.abs(cold.weights).max())
+    np.testing.assert_allclose(warm.bias, cold.bias, atol=5e-3 * np.abs(cold.weights).max())
+    near = fit_attribute_evidence(x, y, l2=1e-2, start=cold, max_iter=1)  # at the optimum it stays there
+    np.testing.assert_allclose(near.weights, cold.weights, atol=1e-6 * np.abs(cold.weights).max())

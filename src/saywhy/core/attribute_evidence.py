@@ -359,7 +359,7 @@ Evaluate = Callable[[int, int, np.ndarray, np.ndarray], tuple[float, np.ndarray,
 
 def fit_evidence_blocks(evaluate: Evaluate, moments: EvidenceMoments, l2: float = EVIDENCE_L2,
                         max_iter: int = 300, block: int = BLOCK, history: int = HISTORY,
-                        tolerance: float = TOLERANCE) -> AttributeEvidence:
+                        tolerance: float = TOLERANCE, start: AttributeEvidence | None = None) -> AttributeEvidence:
     """L-BFGS on each block of attributes, with ``evaluate`` returning the data term's sums over all images.
 
     The objective of a block is, per attribute, the mean cross-entropy over the images plus
@@ -368,7 +368,9 @@ def fit_evidence_blocks(evaluate: Evaluate, moments: EvidenceMoments, l2: float 
     decrease below L-BFGS-B's ftol) means the same at 10 or 10,000 attributes, and memory
     is ``history`` x ``block`` x filters whatever the vocabulary. See ``TOLERANCE`` for the
     stopping rule's value. ``evaluate`` may sum over
-    shards or ranks (``saywhy.distributed``).
+    shards or ranks (``saywhy.distributed``). ``start``: weights and biases on the raw activations to
+    start from (default zero weights and the base-rate biases); each problem is convex, so only the
+    path to the optimum changes, not the optimum.
     """
     import scipy.optimize  # here, not at the top: every explain imports this module, only a fit needs L-BFGS
 
@@ -377,6 +379,9 @@ def fit_evidence_blocks(evaluate: Evaluate, moments: EvidenceMoments, l2: float 
     n, f, t = moments.n, len(moments.mean), len(moments.present)
     base = np.clip(moments.present / n, 1e-4, 1 - 1e-4)
     a_all, b_all = np.zeros((t, f)), np.log(base / (1 - base))
+    if start is not None:  # the same model in the standardized units the fit works in
+        a_all = np.asarray(start.weights, np.float64) * moments.std
+        b_all = np.asarray(start.bias, np.float64) + np.asarray(start.weights, np.float64) @ moments.mean
     for lo in range(0, t, block):
         hi = min(lo + block, t)
         size = hi - lo
@@ -387,8 +392,8 @@ def fit_evidence_blocks(evaluate: Evaluate, moments: EvidenceMoments, l2: float 
             value = loss / n + 0.5 * l2 * float(np.sum(a * a))
             return value, np.concatenate([(grad_a / n + l2 * a).ravel(), grad_b / n])
 
-        start = np.concatenate([np.zeros(size * f), b_all[lo:hi]])
-        result = scipy.optimize.minimize(objective, start, jac=True, method="L-BFGS-B",
+        theta = np.concatenate([a_all[lo:hi].ravel(), b_all[lo:hi]])
+        result = scipy.optimize.minimize(objective, theta, jac=True, method="L-BFGS-B",
                                          options={"maxiter": max_iter, "maxcor": history, "gtol": tolerance,
                                                   "maxls": 10})
         a_all[lo:hi] = result.x[: size * f].reshape(size, f)
@@ -399,12 +404,13 @@ def fit_evidence_blocks(evaluate: Evaluate, moments: EvidenceMoments, l2: float 
 
 def fit_attribute_evidence_chunks(chunks: Chunks, n_filters: int, n_attributes: int, l2: float = EVIDENCE_L2,
                                   max_iter: int = 300, dtype: type = np.float32, block: int = BLOCK,
-                                  smoothing: ClassSmoothing | None = None) -> AttributeEvidence:
+                                  smoothing: ClassSmoothing | None = None,
+                                  start: AttributeEvidence | None = None) -> AttributeEvidence:
     """:func:`fit_attribute_evidence` on data read chunk by chunk (from disk, or generated): nothing
     images x attributes or images x filters wide is ever held."""
     moments = chunk_moments(chunks, n_filters, n_attributes)
     loss = EvidenceLoss(chunks, moments.mean, moments.std, dtype, smoothing)
-    return fit_evidence_blocks(loss, moments, l2, max_iter, block)
+    return fit_evidence_blocks(loss, moments, l2, max_iter, block, start=start)
 
 
 def row_chunks(pooled: np.ndarray, incidence: sp.spmatrix, rows: int = CHUNK_ROWS) -> Chunks:
@@ -415,7 +421,8 @@ def row_chunks(pooled: np.ndarray, incidence: sp.spmatrix, rows: int = CHUNK_ROW
 
 def fit_attribute_evidence(pooled: np.ndarray, incidence: sp.spmatrix | np.ndarray, l2: float = EVIDENCE_L2,
                            max_iter: int = 300, dtype: type = np.float32, block: int = BLOCK,
-                           smoothing: ClassSmoothing | None = None) -> AttributeEvidence:
+                           smoothing: ClassSmoothing | None = None,
+                           start: AttributeEvidence | None = None) -> AttributeEvidence:
     """Fit every attribute's logistic model (L-BFGS on each attribute's mean cross-entropy).
 
     Activations are standardized per filter for the fit (so the L2 penalty ``l2`` / 2 *
@@ -440,4 +447,4 @@ def fit_attribute_evidence(pooled: np.ndarray, incidence: sp.spmatrix | np.ndarr
         raise SaywhyError(f"the attribute model needs fitting images and attributes, got {x.shape[0]} images and "
                           f"{y.shape[1]} attributes")
     return fit_attribute_evidence_chunks(row_chunks(x, y), x.shape[1], y.shape[1], l2, max_iter, dtype, block,
-                                         smoothing)
+                                         smoothing, start)

@@ -37,13 +37,14 @@ def part_pooling_weights(part_scores: np.ndarray, groups: Sequence[Sequence[int]
     >>> part_pooling_weights(s, [[0], [1]]).round(2).tolist()
     [[[0.25, 0.75], [0.5, 0.5]]]
     """
-    scores = np.asarray(part_scores, np.float64)
+    scores = np.asarray(part_scores)
+    scores = scores if scores.dtype == np.float32 else np.asarray(scores, np.float64)  # float32 stays float32
     if scores.ndim != 4:
         raise SaywhyError(f"part pooling needs (images, parts, h, w) part scores, got shape {scores.shape}")
     if not temperature > 0:
         raise SaywhyError(f"part pooling's temperature must be above 0, got {temperature!r}")
     n, _, h, w = scores.shape
-    out = np.empty((n, len(groups), h * w))
+    out = np.empty((n, len(groups), h * w), scores.dtype)
     for g, parts in enumerate(groups):
         z = scores[:, list(parts)].max(axis=1).reshape(n, h * w) / temperature
         z = np.exp(z - z.max(axis=1, keepdims=True))
@@ -58,6 +59,7 @@ def part_pooled(maps: np.ndarray, weights: np.ndarray) -> np.ndarray:
     >>> part_pooled(maps, np.array([[[1.0, 0, 0, 0], [0.25, 0.25, 0.25, 0.25]]])).tolist()
     [[[0.0, 4.0], [1.5, 5.5]]]
     """
-    maps = np.asarray(maps, np.float64)
+    maps = np.asarray(maps)
+    maps = maps if maps.dtype == np.float32 else np.asarray(maps, np.float64)  # float32 maps: float32 products
     n, f = maps.shape[:2]
-    return np.einsum("ngc,nfc->ngf", np.asarray(weights, np.float64), maps.reshape(n, f, -1))
+    return np.matmul(np.asarray(weights, maps.dtype), maps.reshape(n, f, -1).transpose(0, 2, 1))

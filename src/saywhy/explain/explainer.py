@@ -130,7 +130,9 @@ class ExplainerConfig:
       attributes naming no part keep phi(x)), or "both" (the part's pool and phi(x) side by side).
       "part" and "both" need part maps (without them they are "global") and the maps of every explained
       image: the feature cache keeps the rows made from them (phi(x) and the part pools) under a key of
-      the part maps, so only a first explanation of an image runs the network.
+      the part maps, so only a first explanation of an image runs the network. The default "auto" is
+      "both" where the fit learns part maps (training keypoints, one process) and "global" elsewhere
+      (:meth:`for_fit`; a fitted explainer's config says which).
     - ``visibility_threshold``: with part maps, a part-attribute whose part shows with a
       probability below this is not cited (0: off); unlike ``part_visibility`` the shown score
       is unchanged.
@@ -145,6 +147,10 @@ class ExplainerConfig:
       from its captions (0/1: does one of its ten captions name t?) toward the caption frequencies of
       the class the network predicts for it (:class:`~saywhy.core.attribute_evidence.ClassSmoothing`).
       The model still reads only the image; 0 fits the captions as they are.
+      The defaults of ``evidence_pooling``, ``visibility_source`` ("peak"), ``visibility_threshold``
+      (0.8) and ``evidence_smoothing`` (0.25) were chosen together on a validation split of cub50's
+      training images (``benchmarks/choose_defaults.py --part-pooling``: the row whose least certain
+      image-specificity goal is met by the most standard errors, ``results/choose_margins.json``).
     - ``retrieval_score``: what image retrieval (Table 2, ``saywhy search``) ranks images by for an
       attribute: "class" (eq. 5, p(t|x, c) with c the predicted class) or "image" (the score the
       explanations show: the evidence model's calibrated p(t|x); eq. 5 itself for the paper's model).
@@ -659,10 +665,15 @@ class Explainer:
         if not self.needs_part_pools:
             return pooled
         maps = self._maps_for(maps, len(pooled), "part pooling needs")
+        return self._part_pools(maps, pooled, self.part_maps_.part_scores(maps))
+
+    def _part_pools(self, maps: np.ndarray, pooled: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """:meth:`part_pools` from the maps' part ``scores`` (:meth:`PartMaps.part_scores`), computed once
+        for the pools and the peaks; float32 maps are pooled in float32."""
         index = {p: i for i, p in enumerate(self.part_maps_.parts_)}
         groups = [[index[p] for p in group] for group in self._pooling_groups()]
-        weights = part_pooling_weights(self.part_maps_.part_scores(maps), groups)
-        return np.concatenate([pooled, part_pooled(maps, weights).reshape(len(pooled), len(groups) * maps.shape[1])], axis=1)
+        pools = part_pooled(maps, part_pooling_weights(scores, groups)).reshape(len(pooled), len(groups) * maps.shape[1])
+        return np.concatenate([pooled, pools], axis=1)
 
     def _maps_for(self, maps: np.ndarray, n_images: int, what: str) -> np.ndarray:
         """``maps`` as an array, refused unless (n_images, F, h, w): ``what`` starts the error line."""
@@ -720,12 +731,15 @@ class Explainer:
     def map_activations(self, maps: np.ndarray, pooled: np.ndarray) -> np.ndarray:
         """(N, :attr:`activation_width_`): :meth:`part_pools` of the (N, F, h, w) ``maps``, then each part's
         peak log-odds (:meth:`PartMaps.peak_log_odds`) when visibility is read from them."""
-        features = self.part_pools(maps, pooled)
         if not self.reads_peaks:
-            return features
-        maps = self._maps_for(maps, len(features), "part peaks need")
-        peaks = _finite(self.part_maps_.peak_log_odds(maps), "the part maps' peaks computed from these maps")
-        return np.concatenate([features, peaks], axis=1)
+            return self.part_pools(maps, pooled)
+        self._check_fitted()
+        pooled = np.atleast_2d(np.asarray(pooled, np.float64))
+        maps = self._maps_for(maps, len(pooled), "part peaks need")
+        scores = self.part_maps_.part_scores(maps)  # once, for the pools and the peaks
+        features = self._part_pools(maps, pooled, scores) if self.needs_part_pools else pooled
+        peaks = np.asarray(scores.reshape(len(maps), scores.shape[1], -1).max(axis=2), np.float64)
+        return np.concatenate([features, _finite(peaks, "the part maps' peaks computed from these maps")], axis=1)
 
     def map_rows_key(self) -> str:
         """A digest of what this explainer's :meth:`map_activations` rows depend on besides the network, the
