@@ -335,10 +335,13 @@ def _run(argv: list[str], src: Path, home: Path) -> tuple[float, float]:
 def cold_fit(before: Path | None, reps: int = 1) -> dict:
     """Cold ``saywhy fit`` of the cub50 checkpoint, the trees interleaved ``reps`` times (before, after, before...):
     medians of wall and CPU seconds, every run listed."""
-    # "after" is the default fit, part maps included (work the code before issue 13 did not do);
-    # "after_no_part_maps" (--no-part-maps) does the same work as "before"
-    trees = ([("before", before / "src", [])] if before else []) + [("after", REPO / "src", []),
-                                                                  ("after_no_part_maps", REPO / "src", ["--no-part-maps"])]
+    # "after" is the default fit, part maps and (from stop 20) part-pooled evidence included (work the code
+    # before issue 13 did not do); "after_global" the stop-19 default's work (part maps, global pooling, no
+    # smoothing); "after_no_part_maps" (--no-part-maps) does the same work as "before"
+    trees = ([("before", before / "src", [])] if before else []) + [
+        ("after", REPO / "src", []),
+        ("after_global", REPO / "src", ["--evidence-pooling", "global", "--evidence-smoothing", "0"]),
+        ("after_no_part_maps", REPO / "src", ["--no-part-maps"])]
     runs: dict[str, list[tuple[float, float, float]]] = {label: [] for label, _, _ in trees}
     for _ in range(reps):
         for label, src, extra in trees:
@@ -357,8 +360,8 @@ def cold_fit(before: Path | None, reps: int = 1) -> dict:
         result[f"{label}_cpu_seconds"] = _median([r[1] for r in rs])
         result[f"{label}_load_average"] = _median([r[2] for r in rs])
     if before:
-        for label in ("after", "after_no_part_maps"):
-            suffix = "" if label == "after" else "_no_part_maps"
+        for label in ("after", "after_global", "after_no_part_maps"):
+            suffix = label[len("after"):]
             result[f"speedup{suffix}"] = round(result["before_seconds"] / result[f"{label}_seconds"], 2)
             result[f"cpu_speedup{suffix}"] = round(result["before_cpu_seconds"] / result[f"{label}_cpu_seconds"], 2)
     return result

@@ -530,7 +530,8 @@ def ablation_configs() -> dict[str, Any]:
         "evidence model, no visibility threshold (--visibility-threshold 0)": ExplainerConfig(visibility_threshold=0.0),
         "the stop-19 default (global pooling, no smoothing, no visibility threshold)": ExplainerConfig(
             evidence_pooling="global", evidence_smoothing=0.0, visibility_source="pooled", visibility_threshold=0.0),
-        "saywhy default (evidence model, eq. 6 weighting, signed grounding)": ExplainerConfig(),
+        "saywhy default (evidence model, eq. 6 weighting, signed grounding; auto pooling, smoothing 0.25, peak "
+        "threshold 0.8)": ExplainerConfig(),
     }
 
 
