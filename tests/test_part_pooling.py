@@ -296,3 +296,35 @@ def test_a_part_pooling_fit_runs_each_image_once_and_equals_the_two_pass_fit(tin
     np.testing.assert_allclose(rows, two.part_pools(maps, pooled), rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(one.scores(rows).p, two.scores(rows).p, rtol=1e-5, atol=1e-8)
     assert [e.sentence for e in one.explain(rows)] == [e.sentence for e in two.explain(rows)]
+
+
+def test_a_sessions_rows_from_the_maps_run_on_one_blas_thread(tiny_noisy_synthbirds, tmp_path, monkeypatch):
+    # an image's part pools are tiny products: with OpenBLAS's second thread they took 6 ms instead of 0.09 ms
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from saywhy.model.feature_cache import FeatureCache
+    from saywhy.pipeline import ExplainerSession, fit_explainer
+
+    fixture = tiny_noisy_synthbirds
+    session, dataset = fixture["session"], fixture["dataset"]
+    explainer, _ = fit_explainer(dataset, session.model, session.preprocess,
+                                 ExplainerConfig(min_df=1, evidence_pooling="both", visibility_source="peak",
+                                                 visibility_threshold=0.5),
+                                 extractor=fixture["extractor"], progress=False)
+    assert explainer.reads_maps
+    seen = []
+    original = type(explainer).map_activations
+
+    def spy(self, maps, pooled):
+        seen.append(max(lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"))
+        return original(self, maps, pooled)
+
+    monkeypatch.setattr(type(explainer), "map_activations", spy)
+    test = dataset.split(train=False)[:6]
+    monkeypatch.setattr("saywhy.pipeline.MEMO_ITEMS", 4)  # a call over more inputs keeps no maps
+    with threadpool_limits(limits=2, user_api="blas"):
+        ExplainerSession(explainer, session.model, session.preprocess).explain(test[:2])  # maps kept for ground
+        ExplainerSession(explainer, session.model, session.preprocess, FeatureCache(tmp_path / "c")).explain(test[:2])
+        ExplainerSession(explainer, session.model, session.preprocess).explain(test)  # no cache, maps not kept
+        assert max(lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas") >= 1
+    assert len(seen) >= 3 and set(seen) == {1}

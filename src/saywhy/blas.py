@@ -10,7 +10,8 @@ libraries once per process); torch's own thread pool is left alone.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -37,3 +38,14 @@ def one_blas_thread() -> Iterator[None]:
         for lib, threads in zip(_BLAS, before):
             if threads != 1:
                 lib.set_num_threads(threads)
+
+
+def one_blas_thread_call(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``function`` run under :func:`one_blas_thread` at every call: an explainer's rows made from the
+    maps (part pools and peaks) are (groups x cells) by (cells x filters) products per image, which
+    took 6 ms instead of 0.09 ms at batch 1 with OpenBLAS's second thread on a busy machine."""
+    @functools.wraps(function)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with one_blas_thread():
+            return function(*args, **kwargs)
+    return run

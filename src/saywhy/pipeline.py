@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from saywhy.blas import one_blas_thread
+from saywhy.blas import one_blas_thread, one_blas_thread_call
 from saywhy.core.grounding import (
     cells_to_image,
     normalize_heatmaps,
@@ -333,7 +333,7 @@ def part_pooled_activations(explainer: Explainer, model: nn.Module | LazyNetwork
     :data:`PART_POOL_CHUNK` images at a time (no cache: ``ExplainerSession`` reads them through the
     feature cache's :class:`~saywhy.model.feature_cache.MapRows`); unreadable images
     are left out (``index``)."""
-    features = explainer.map_activations if peaks else explainer.part_pools
+    features = one_blas_thread_call(explainer.map_activations if peaks else explainer.part_pools)
     pooled, logits, index = [], [], []
     for start in range(0, len(items), PART_POOL_CHUNK):
         acts = extract_activations(module_of(model), items[start:start + PART_POOL_CHUNK], preprocess, layers,
@@ -668,8 +668,9 @@ class ExplainerSession:
                 if memo:
                     self.map_memo[key] = acts
             if self.explainer.reads_maps:  # phi(x), its part pools and peaks: what the explainer takes
-                acts = dataclasses.replace(acts, pooled=np.asarray(self.explainer.map_activations(acts.maps, acts.pooled),
-                                                                   np.float32))  # as the feature cache keeps them
+                with one_blas_thread():  # an image's part pools are (groups x cells) by (cells x filters) products
+                    rows = self.explainer.map_activations(acts.maps, acts.pooled)
+                acts = dataclasses.replace(acts, pooled=np.asarray(rows, np.float32))  # as the feature cache keeps them
         else:
             lazy = isinstance(self._network, LazyNetwork)  # the explainer's copy of the head: the network's, exactly
             head = (self.explainer.head_weights_, self.explainer.head_bias_) if lazy else None
@@ -750,7 +751,8 @@ class ExplainerSession:
         """The rows of an explainer that reads the maps (phi(x), part pools, peaks), from the feature cache's
         folder for exactly these part maps and settings (:meth:`Explainer.map_rows_key`), computed from the
         maps where not cached."""
-        rows = MapRows(self.explainer.map_rows_key(), self.explainer.activation_width_, self.explainer.map_activations,
+        rows = MapRows(self.explainer.map_rows_key(), self.explainer.activation_width_,
+                       one_blas_thread_call(self.explainer.map_activations),
                        PART_POOL_CHUNK)
         return pooled_activations(self._network, items, preprocess, self.layers, self.feature_cache, progress,
                                   head=(self.explainer.head_weights_, self.explainer.head_bias_), rows=rows)
