@@ -106,7 +106,7 @@ def run_cell(model: str, n: int, f: int, t: int, max_iter: int | None) -> dict:
 def run_stream(n: int, f: int, t: int, evaluations: int) -> dict:
     from threadpoolctl import threadpool_limits
 
-    from saywhy.core.attribute_evidence import EvidenceLoss, chunk_moments
+    from saywhy.core.attribute_evidence import BLOCK, EvidenceLoss, chunk_moments
     from saywhy.explain.attribute_models import CooccurrenceModel
     from saywhy.explain.explainer import ExplainerConfig
 
@@ -126,7 +126,7 @@ def run_stream(n: int, f: int, t: int, evaluations: int) -> dict:
         started = time.perf_counter()
         moments = chunk_moments(chunks, f, t)
         loss = EvidenceLoss(chunks, moments.mean, moments.std)
-        block = min(t, 1024)
+        block = min(t, BLOCK)  # one L-BFGS block's evaluation (stop 20 and before: 1024 wide)
         a, b = np.zeros((block, f)), np.zeros(block)
         row["evidence_moments_seconds"] = round(time.perf_counter() - started, 2)
         started = time.perf_counter()
