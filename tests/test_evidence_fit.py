@@ -84,3 +84,35 @@ def test_a_fit_started_elsewhere_reaches_the_same_optimum():
     np.testing.assert_allclose(warm.bias, cold.bias, atol=5e-3 * np.abs(cold.weights).max())
     near = fit_attribute_evidence(x, y, l2=1e-2, start=cold, max_iter=1)  # at the optimum it stays there
     np.testing.assert_allclose(near.weights, cold.weights, atol=1e-6 * np.abs(cold.weights).max())
+
+
+def test_kept_rows_and_targets_give_the_loss_computed_afresh(monkeypatch):
+    # L-BFGS evaluates each block tens of times: the standardized rows (and the smoothed targets of the
+    # block) are kept up to KEEP_BYTES, chunks past it are made again. Kept, partly kept or made every
+    # time, the loss is the same, across evaluations and across blocks (a block's targets are its own).
+    import saywhy.core.attribute_evidence as ae
+
+    rng = np.random.default_rng(5)
+    pooled = rng.gamma(2.0, size=(90, 6))
+    incidence = sp.random(90, 8, density=0.3, random_state=6, format="csr")
+    moments = chunk_moments(row_chunks(pooled, incidence), 6, 8)
+    classes = rng.integers(0, 3, size=90)
+    smoothing = ae.ClassSmoothing(0.3, rng.random((3, 8)), classes=classes)
+
+    def evaluations(keep_bytes):
+        monkeypatch.setattr(ae, "KEEP_BYTES", keep_bytes)
+        loss = EvidenceLoss(row_chunks(pooled, incidence, 20), moments.mean, moments.std, np.float64, smoothing)
+        out = []
+        for lo, hi, seed in ((0, 4, 0), (0, 4, 1), (4, 8, 2), (4, 8, 3), (0, 4, 4)):
+            a = np.random.default_rng(seed).normal(size=(4, 6))
+            out.append(loss(lo, hi, a, np.zeros(4)))
+        return out, loss._kept_bytes
+
+    afresh, kept_nothing = evaluations(0)
+    assert kept_nothing == 0
+    for keep_bytes in (2 * 20 * 6 * 8, 10**9):  # the first two chunks' rows; everything
+        got, kept = evaluations(keep_bytes)
+        assert 0 < kept <= keep_bytes
+        for g, w in zip(got, afresh):
+            for x, y in zip(g, w):
+                np.testing.assert_allclose(x, y, rtol=1e-13)

@@ -205,6 +205,11 @@ HISTORY = 10  # L-BFGS corrections kept per block
 # last steps only fit the training images harder. Below 1e-5, a float32 loss's line search
 # also fails on rounding and spends tens of evaluations for nothing (87 instead of 11).
 TOLERANCE = 1e-3
+# Standardized rows (and, with smoothing, the block's drawn targets) kept between evaluations up to
+# this many bytes, in chunk order; chunks past it are standardized again on every evaluation, so a
+# streamed fit's memory stays bounded. L-BFGS evaluates a block tens of times: on cub50's part refit
+# (1,499 x 2,560 pools, about 40 attributes per part) standardizing was nearly half of an evaluation.
+KEEP_BYTES = 256 * 2**20
 
 
 Reduce = Callable[[np.ndarray], np.ndarray]
@@ -312,7 +317,9 @@ class EvidenceLoss:
     gradient agree with float64 to about 1e-6 relative, ``tests/test_evidence_fit.py``),
     sums in float64. Temporaries are one chunk x block wide. With ``smoothing``
     (:class:`ClassSmoothing`) the targets are drawn toward the predicted class's caption
-    frequencies; they are then one chunk x block wide too.
+    frequencies; they are then one chunk x block wide too. The standardized rows and the
+    block's targets are kept between evaluations for the first chunks, :data:`KEEP_BYTES` in
+    all, and made again for the rest.
     """
 
     def __init__(self, chunks: Chunks, mean: np.ndarray, std: np.ndarray, dtype: type = np.float32,
@@ -323,6 +330,9 @@ class EvidenceLoss:
         self._block: tuple[int, int] | None = None
         self._pairs: list[tuple[np.ndarray, np.ndarray]] = []
         self._classes: list[np.ndarray] = []  # per chunk, the predicted classes (with smoothing)
+        self._standardized: list[np.ndarray] = []  # the first chunks' standardized rows, KEEP_BYTES in all
+        self._targets: list[np.ndarray] = []  # the block's first chunks' drawn targets (with smoothing)
+        self._kept_bytes = 0
 
     def __call__(self, lo: int, hi: int, a: np.ndarray, b: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
         """Loss sum, gradient sums for ``a`` (block x filters) and ``b`` (block), attributes ``lo:hi``."""
@@ -331,9 +341,12 @@ class EvidenceLoss:
         # The block's (image, attribute) pairs, per chunk: found on the block's first evaluation
         # and kept (sparse) for the next ones, which L-BFGS makes by the hundred.
         known = self._pairs if self._block == (lo, hi) else None
+        if known is None:  # a new block: its targets are made again
+            self._kept_bytes -= sum(t.nbytes for t in self._targets)
+            self._targets = []
         pairs, start = [], 0
         for c, (x, y) in enumerate(self.chunks()):
-            xs = (np.asarray(x, self.dtype) - self.mean) / self.std
+            xs = self._standardize(c, x)
             z = xs @ a_t + b_t
             if known is None:
                 present = sp.csr_matrix(y)[:, lo:hi].tocoo()
@@ -351,8 +364,13 @@ class EvidenceLoss:
                 if c == len(self._classes):
                     self._classes.append(self.smoothing.classes_of(x, start))
                 start += len(x)
-                target = share * np.asarray(self.smoothing.frequency[self._classes[c], lo:hi], self.dtype)
-                target[rows, cols] += 1.0 - share
+                if c < len(self._targets):
+                    target = self._targets[c]
+                else:
+                    target = share * np.asarray(self.smoothing.frequency[self._classes[c], lo:hi], self.dtype)
+                    target[rows, cols] += 1.0 - share
+                    if c == len(self._targets) and self._keep(target):
+                        self._targets.append(target)
                 loss += float(softplus(z).sum(dtype=np.float64)) - float((target * z).sum(dtype=np.float64))
                 residual -= target
             grad_a += (residual.T @ xs).astype(np.float64)
@@ -360,6 +378,22 @@ class EvidenceLoss:
         if known is None:
             self._block, self._pairs = (lo, hi), pairs
         return loss, grad_a, grad_b
+
+    def _keep(self, array: np.ndarray) -> bool:
+        """Whether ``array`` fits in what is left of :data:`KEEP_BYTES` (and is then counted in it)."""
+        if self._kept_bytes + array.nbytes > KEEP_BYTES:
+            return False
+        self._kept_bytes += array.nbytes
+        return True
+
+    def _standardize(self, c: int, x: np.ndarray) -> np.ndarray:
+        """Chunk ``c``'s rows ``x`` standardized, from the kept ones where chunk ``c`` is kept."""
+        if c < len(self._standardized):
+            return self._standardized[c]
+        xs = (np.asarray(x, self.dtype) - self.mean) / self.std
+        if c == len(self._standardized) and self._keep(xs):
+            self._standardized.append(xs)
+        return xs
 
 
 Evaluate = Callable[[int, int, np.ndarray, np.ndarray], tuple[float, np.ndarray, np.ndarray]]
