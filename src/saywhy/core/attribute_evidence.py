@@ -332,7 +332,6 @@ class EvidenceLoss:
         self._classes: list[np.ndarray] = []  # per chunk, the predicted classes (with smoothing)
         self._standardized: list[np.ndarray] = []  # the first chunks' standardized rows, KEEP_BYTES in all
         self._targets: list[np.ndarray] = []  # the block's first chunks' drawn targets (with smoothing)
-        self._kept_bytes = 0
 
     def __call__(self, lo: int, hi: int, a: np.ndarray, b: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
         """Loss sum, gradient sums for ``a`` (block x filters) and ``b`` (block), attributes ``lo:hi``."""
@@ -342,7 +341,6 @@ class EvidenceLoss:
         # and kept (sparse) for the next ones, which L-BFGS makes by the hundred.
         known = self._pairs if self._block == (lo, hi) else None
         if known is None:  # a new block: its targets are made again
-            self._kept_bytes -= sum(t.nbytes for t in self._targets)
             self._targets = []
         pairs, start = [], 0
         for c, (x, y) in enumerate(self.chunks()):
@@ -379,12 +377,13 @@ class EvidenceLoss:
             self._block, self._pairs = (lo, hi), pairs
         return loss, grad_a, grad_b
 
+    @property
+    def _kept_bytes(self) -> int:
+        return sum(kept.nbytes for kept in self._standardized + self._targets)
+
     def _keep(self, array: np.ndarray) -> bool:
-        """Whether ``array`` fits in what is left of :data:`KEEP_BYTES` (and is then counted in it)."""
-        if self._kept_bytes + array.nbytes > KEEP_BYTES:
-            return False
-        self._kept_bytes += array.nbytes
-        return True
+        """Whether ``array`` fits in what is left of :data:`KEEP_BYTES` (the caller then keeps it)."""
+        return self._kept_bytes + array.nbytes <= KEEP_BYTES
 
     def _standardize(self, c: int, x: np.ndarray) -> np.ndarray:
         """Chunk ``c``'s rows ``x`` standardized, from the kept ones where chunk ``c`` is kept."""
