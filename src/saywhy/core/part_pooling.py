@@ -44,12 +44,18 @@ def part_pooling_weights(part_scores: np.ndarray, groups: Sequence[Sequence[int]
     if not temperature > 0:
         raise SaywhyError(f"part pooling's temperature must be above 0, got {temperature!r}")
     n, _, h, w = scores.shape
-    out = np.empty((n, len(groups), h * w), scores.dtype)
+    flat = scores.reshape(n, scores.shape[1], h * w)
+    # all groups at once: each group's first part gathered, its other parts max-ed in, one softmax over the
+    # (N, G, h*w) stack (a loop of G softmaxes cost 0.18 ms for one image against 0.02 ms; same numbers)
+    z = flat[:, [parts[0] for parts in groups]]
     for g, parts in enumerate(groups):
-        z = scores[:, list(parts)].max(axis=1).reshape(n, h * w) / temperature
-        z = np.exp(z - z.max(axis=1, keepdims=True))
-        out[:, g] = z / z.sum(axis=1, keepdims=True)
-    return out
+        for p in parts[1:]:
+            np.maximum(z[:, g], flat[:, p], out=z[:, g])
+    z /= temperature
+    z -= z.max(axis=2, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=2, keepdims=True)
+    return z
 
 
 def part_pooled(maps: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -62,4 +68,6 @@ def part_pooled(maps: np.ndarray, weights: np.ndarray) -> np.ndarray:
     maps = np.asarray(maps)
     maps = maps if maps.dtype == np.float32 else np.asarray(maps, np.float64)  # float32 maps: float32 products
     n, f = maps.shape[:2]
-    return np.matmul(np.asarray(weights, maps.dtype), maps.reshape(n, f, -1).transpose(0, 2, 1))
+    # (F x cells) by (cells x G) on the maps as they lie, then transposed: the (cells x F) view of the
+    # other order made matmul take 2.5x longer on 16 EfficientNet-Lite0 images (1,280 x 7 x 7)
+    return np.matmul(maps.reshape(n, f, -1), np.asarray(weights, maps.dtype).transpose(0, 2, 1)).transpose(0, 2, 1)
