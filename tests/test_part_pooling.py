@@ -65,6 +65,24 @@ def test_weights_are_a_softmax_over_cells_of_the_groups_largest_log_odds():
     np.testing.assert_allclose(part_pooled(np.ones((1, 2, 1, 2)), weights), [[[1.0, 1.0]]])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_weights_and_pools_equal_the_definition_group_by_group(dtype):
+    """The weights and pools against the module docstring's definition, written out per image and group."""
+    rng = np.random.default_rng(3)
+    scores, maps = rng.normal(0, 3, (3, 5, 4, 3)).astype(dtype), rng.random((3, 6, 4, 3)).astype(dtype)
+    groups = [[2], [0, 4], [1, 3, 0]]
+    weights = part_pooling_weights(scores, groups, temperature=0.5)
+    pools = part_pooled(maps, weights)
+    assert weights.dtype == pools.dtype == dtype and pools.shape == (3, 3, 6)
+    for i in range(3):
+        for g, parts in enumerate(groups):
+            z = scores[i, parts].astype(np.float64).max(axis=0).ravel() / 0.5
+            expected = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+            np.testing.assert_allclose(weights[i, g], expected, rtol=1e-5 if dtype == np.float32 else 1e-12)
+            np.testing.assert_allclose(pools[i, g], maps[i].reshape(6, -1) @ expected,
+                                       rtol=1e-5 if dtype == np.float32 else 1e-12)
+
+
 @pytest.mark.parametrize("pooling", ["part", "both"])
 def test_part_pooling_finds_the_attribute_that_lives_at_one_part(pooling):
     explainer, maps, pooled, at_crown = fitted(pooling)
