@@ -286,6 +286,32 @@ def test_unreadable_images_are_dropped_and_not_cached(tiny_cub, tmp_path):
     assert _cache_call(cache, model, records, preprocess).n_computed == 0  # tried again, still unreadable
 
 
+def test_a_few_items_read_only_their_rows_and_get_what_a_whole_read_gives(tiny_cub, tmp_path, monkeypatch):
+    from saywhy.model import feature_cache
+
+    records = read_cub(tiny_cub).records
+    cache, model, preprocess = FeatureCache(tmp_path / "f"), _tiny_net(), Preprocess(image_size=16, crop="bbox")
+    for record in records:  # one shard per distinct image (the test images repeat the training images' bytes)
+        _cache_call(cache, model, [record], preprocess)
+    layers = find_layers(model, torch.zeros(1, 3, 16, 16))
+    folder = cache.model_folder(model, preprocess, layers)
+    whole = feature_cache._read_shards(folder, layers.n_filters)
+    assert len(list(folder.glob("*.safetensors"))) == len(whole) == 2
+
+    def no_whole_read(*args):
+        raise AssertionError("a lookup of a few items read every row of the folder")
+
+    monkeypatch.setattr(feature_cache, "_read_shards", no_whole_read)
+    fresh = FeatureCache(tmp_path / "f")  # another process: nothing read yet
+    got = _cache_call(fresh, model, records[2:0:-1], preprocess)
+    assert (got.n_computed, got.n_cached) == (0, 2)
+    for row, record in zip(got.pooled, records[2:0:-1]):
+        np.testing.assert_array_equal(row, whole[feature_cache.image_key(record, preprocess)])
+    monkeypatch.setattr(feature_cache, "LOOKUP_ITEMS", 1)  # above it: the folder is read whole, as before
+    with pytest.raises(AssertionError, match="read every row"):
+        _cache_call(fresh, model, records[:2], preprocess)
+
+
 def test_a_damaged_cache_file_costs_a_recompute_not_a_failure(tiny_cub, tmp_path):
     records = read_cub(tiny_cub).records
     cache, model, preprocess = FeatureCache(tmp_path / "f"), _tiny_net(), Preprocess(image_size=16)
