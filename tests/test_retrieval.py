@@ -55,6 +55,9 @@ class PdfExplainer:
 
     retrieval_log_scores = attribute_log_pdf  # retrieval_score "class": retrieval ranks by eq. 5
 
+    def cited_mask(self, pooled, classes=None):  # an explanation cites its top k
+        return top_k_mask(self.attribute_pdf(pooled, classes), self.config.top_k)
+
 
 def rows(n: int) -> np.ndarray:
     return np.arange(n, dtype=float)[:, None]

@@ -87,6 +87,30 @@ def test_a_threshold_on_the_peak_drops_the_hidden_crown_and_only_it():
                .attributes)
 
 
+def test_search_and_retrieval_call_in_the_explanation_only_what_it_cites():
+    """The set decision of search and Table 2 is the explanation's citations (cited_mask), so a hidden crown
+    left out by the threshold is not "in the explanation" either, though its score still ranks it."""
+    from saywhy.apps.retrieval import evaluate_attribute_retrieval
+    from saywhy.search import rank_images, top_k_mask
+
+    peak_gate, maps, pooled, hidden = fitted(visibility_threshold=0.5, visibility_source="peak")
+    activations = peak_gate.map_activations(maps, pooled)
+    explained = peak_gate.explain(activations)
+    cited = peak_gate.cited_mask(activations)
+    assert cited.tolist() == [[t in [a for a, _ in e.attributes] for t in TERMS] for e in explained]
+    crown = TERMS.index("red crown")
+    on_top = top_k_mask(peak_gate.attribute_log_pdf(activations), 3)[:, crown]
+    assert on_top[hidden].sum() > 30 and not cited[hidden, crown].any()  # the top k names it; the sentence does not
+    _, _, in_explanation = rank_images(peak_gate, activations, ["red crown"])
+    assert in_explanation.tolist() == cited[:, crown].tolist()
+    documents = [["red crown"] if c else ["small bird"] for c in cited[:, crown]]
+    report = evaluate_attribute_retrieval(peak_gate, activations, documents, n_attributes=2).report
+    column = report.attributes.index("red crown")
+    assert report.method.counts["fp"][column] == 0 and report.method.counts["fn"][column] == 0
+    # one class for every image, or one per image, as explain() takes them
+    assert peak_gate.cited_mask(activations, "Bird").tolist() == cited.tolist()
+
+
 def test_the_activations_carry_one_peak_per_part_after_the_pooled_filters():
     explainer, maps, pooled, _ = fitted(visibility_source="peak", visibility_threshold=0.5)
     assert explainer.reads_peaks and explainer.reads_maps and not explainer.pools_parts

@@ -105,14 +105,15 @@ def rank_images(explainer: Any, pooled: np.ndarray, query: Sequence[str]) -> tup
     ``order`` lists row indices best first (ties in row order); ``log_scores`` is the sum
     of the log scores retrieval ranks by (``Explainer.retrieval_log_scores``: log p(t|x, predicted
     class) or log p(t|x)) over the query; ``in_explanation`` the set decision (every query
-    attribute among the explanation's top-k).
+    attribute cited by the image's explanation, :meth:`Explainer.cited_mask`: its top-k less the
+    attributes it leaves out, hidden parts and vague words).
     """
     columns = query_indices(explainer, query)
     pooled = np.atleast_2d(np.asarray(pooled, np.float64))
     log_pdf = explainer.attribute_log_pdf(pooled)
     ranked = log_pdf if explainer.config.retrieval_score == "class" else explainer.retrieval_log_scores(pooled)
     log_scores = ranked[:, columns].sum(axis=1)  # the log of the product of probabilities
-    in_explanation = top_k_mask(log_pdf, explainer.config.top_k)[:, columns].all(axis=1)
+    in_explanation = explainer.cited_mask(pooled)[:, columns].all(axis=1)  # what explain() cites, exactly
     order = np.argsort(-log_scores, kind="stable")
     return order, log_scores, in_explanation
 

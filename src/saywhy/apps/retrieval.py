@@ -79,10 +79,10 @@ def evaluate_attribute_retrieval(explainer: Explainer, pooled: np.ndarray, docum
     # log p(t|x,c): the same order as p, without ties where the evidence model's p rounds to 1
     empty = np.zeros((0, len(explainer.vocabulary_)))
     scores = explainer.retrieval_log_scores(pooled[keep]) if keep.any() else empty
-    explained = scores if explainer.config.retrieval_score == "class" else (
-        explainer.attribute_log_pdf(pooled[keep]) if keep.any() else empty)  # the explanations' own order
+    # the set decision is what the explanations cite (their order, less hidden parts and vague words)
+    cited = explainer.cited_mask(pooled[keep]) if keep.any() else np.zeros(empty.shape, bool)
     evaluation = score_retrieval(scores, explainer.vocabulary_, documents, explainer.config.top_k, n_attributes, k, seed,
-                                 decision_scores=explained)
+                                 decision_mask=cited)
     evaluation.report.notes["ranking"] = ("p(t|x, predicted class), eq. 5-6" if explainer.config.retrieval_score == "class"
                                           else "the score the explanations show (the evidence model's p(t|x))")
     return evaluation
@@ -90,10 +90,12 @@ def evaluate_attribute_retrieval(explainer: Explainer, pooled: np.ndarray, docum
 
 def score_retrieval(scores: np.ndarray, vocabulary: Sequence[str], documents: Sequence[Sequence[str] | None],
                     top_k: int = 5, n_attributes: int = 50, k: int = 10, seed: int = 0,
-                    decision_scores: np.ndarray | None = None) -> RetrievalEvaluation:
+                    decision_scores: np.ndarray | None = None,
+                    decision_mask: np.ndarray | None = None) -> RetrievalEvaluation:
     """Table 2 for any ranking: ``scores`` (captioned images x ``vocabulary``), one row per
     non-None document; an image is retrieved for an attribute in its ``top_k`` scores (of
-    ``decision_scores`` where given: the explanation's order, when the ranking is another).
+    ``decision_scores`` where given: the explanation's order, when the ranking is another), or where
+    ``decision_mask`` (images x vocabulary) is True: the attributes the explanations cite).
 
     This is how baselines that never look at the image (a class's caption frequencies)
     are measured exactly like the method.
@@ -112,7 +114,13 @@ def score_retrieval(scores: np.ndarray, vocabulary: Sequence[str], documents: Se
     index = {t: j for j, t in enumerate(vocabulary)}
     columns = [index[t] for t in attributes]
     relevant = np.array([[t in set(d) for t in attributes] for d in keep], dtype=bool)
-    retrieved = top_k_mask(scores if decision_scores is None else decision_scores, top_k)[:, columns]
+    if decision_mask is not None:
+        decision_mask = np.asarray(decision_mask, bool)
+        if decision_mask.shape != scores.shape:
+            raise SaywhyError(f"a set decision of shape {decision_mask.shape} for scores of shape {scores.shape}")
+        retrieved = decision_mask[:, columns]
+    else:
+        retrieved = top_k_mask(scores if decision_scores is None else decision_scores, top_k)[:, columns]
     report = evaluate_retrieval(scores[:, columns], retrieved, relevant, attributes, k=k, seed=seed)
     report.notes = {"ranking": "the given scores", "set decision": f"attribute in the top-{top_k} explanation",
                     "ground truth": "attribute among the phrases parsed from the image's captions"}

@@ -848,31 +848,7 @@ class Explainer:
         classes = predicted if classes is None else self._classes(pooled, classes)
         p_filter = self.filter_given_image_class(pooled, classes)
         features = self._features(pooled)  # what the attribute model scores (no part peaks)
-        with np.errstate(over="ignore", invalid="ignore"):
-            scores = self.attribute_model_.ranked(features, p_filter)  # the order; printed numbers come exactly below
-        if np.isnan(scores.log_p).any() or (scores.evidence is not None and not np.isfinite(scores.evidence).all()):
-            raise SaywhyError("the attribute evidence computed from these activations overflows: they are far outside "
-                              "what the explainer was fitted on; check the network and the preprocessing")
-        rank_by, visibility, hidden = scores.log_p, None, None
-        if self._gated():  # a part the image likely hides is neither shown as likely nor ranked high
-            visibility = self.attribute_visibility(pooled)
-            rank_by = scores.log_p + np.log(np.maximum(visibility, 1e-12))
-        if self.config.visibility_threshold > 0 and self.has_part_maps:  # nor cited at all below the threshold
-            hidden = (self.attribute_visibility(pooled) if visibility is None else visibility) \
-                < self.config.visibility_threshold
-        forms = self._forms()
-        unsaid = self._unsaid(forms)
-        # vague words ("particular bird") never take a place in a natural sentence, nor parts hidden below the
-        # threshold: they sort last, so the first top_k are the best top_k of the others
-        excluded = None if unsaid is None and hidden is None else \
-            (np.zeros(rank_by.shape, bool) if hidden is None else hidden) | (False if unsaid is None else unsaid[None])
-        keys = -rank_by if excluded is None else np.where(excluded, np.inf, -rank_by)
-        orders = []
-        for i, top in enumerate(first_k_stable(keys, self.config.top_k)):
-            cited = scores.own[i, top] > 0  # only attributes the image gives evidence for
-            if excluded is not None:
-                cited &= ~excluded[i, top]
-            orders.append(top[cited].tolist())
+        scores, visibility, orders = self._citations(pooled, features, p_filter)
         # the readable score only where it is printed: the cited attributes, not the whole vocabulary
         rows = np.array([i for i, order in enumerate(orders) for _ in order], dtype=np.intp)
         columns = np.array([j for order in orders for j in order], dtype=np.intp)
@@ -898,6 +874,52 @@ class Explainer:
                 None if printed_evidence is None else [next(printed_evidence) for _ in order],
                 [(names[k], proba_rows[i][k]) for k in others], c == int(predicted[i])))
         return out
+
+    def _citations(self, pooled: np.ndarray, features: np.ndarray, p_filter: np.ndarray) -> tuple[Any, Any, list]:
+        """(scores, visibility or None, per image the cited attribute indices best first): what :meth:`explain`
+        cites and :meth:`cited_mask` reports, from one ranking."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            scores = self.attribute_model_.ranked(features, p_filter)  # the order; printed numbers come exactly below
+        if np.isnan(scores.log_p).any() or (scores.evidence is not None and not np.isfinite(scores.evidence).all()):
+            raise SaywhyError("the attribute evidence computed from these activations overflows: they are far outside "
+                              "what the explainer was fitted on; check the network and the preprocessing")
+        rank_by, visibility, hidden = scores.log_p, None, None
+        if self._gated():  # a part the image likely hides is neither shown as likely nor ranked high
+            visibility = self.attribute_visibility(pooled)
+            rank_by = scores.log_p + np.log(np.maximum(visibility, 1e-12))
+        if self.config.visibility_threshold > 0 and self.has_part_maps:  # nor cited at all below the threshold
+            hidden = (self.attribute_visibility(pooled) if visibility is None else visibility) \
+                < self.config.visibility_threshold
+        forms = self._forms()
+        unsaid = self._unsaid(forms)
+        # vague words ("particular bird") never take a place in a natural sentence, nor parts hidden below the
+        # threshold: they sort last, so the first top_k are the best top_k of the others
+        excluded = None if unsaid is None and hidden is None else \
+            (np.zeros(rank_by.shape, bool) if hidden is None else hidden) | (False if unsaid is None else unsaid[None])
+        keys = -rank_by if excluded is None else np.where(excluded, np.inf, -rank_by)
+        orders = []
+        for i, top in enumerate(first_k_stable(keys, self.config.top_k)):
+            cited = scores.own[i, top] > 0  # only attributes the image gives evidence for
+            if excluded is not None:
+                cited &= ~excluded[i, top]
+            orders.append(top[cited].tolist())
+        return scores, visibility, orders
+
+    def cited_mask(self, pooled: np.ndarray, classes: Any = None) -> np.ndarray:
+        """(images x attributes) True where :meth:`explain` cites the attribute for the image (and its given or
+        predicted class): the same ranking, visibility threshold, vague words and evidence rule, without
+        the sentences. What search and retrieval's set decision call "in the explanation"."""
+        self._check_fitted()
+        pooled = self._pooled(pooled)
+        classes = None if classes is None else self._classes(pooled, classes)
+        mask = np.zeros((len(pooled), len(self.vocabulary_)), bool)
+        for start in range(0, len(pooled), EXPLAIN_BLOCK):  # as explain() goes: the scores never grow with the run
+            block = pooled[start:start + EXPLAIN_BLOCK]
+            chosen = self._head_logits(block).argmax(axis=1) if classes is None else classes[start:start + EXPLAIN_BLOCK]
+            _, _, orders = self._citations(block, self._features(block), self.filter_given_image_class(block, chosen))
+            for i, order in enumerate(orders):
+                mask[start + i, order] = True
+        return mask
 
     def contrast_scores(self, pooled: np.ndarray, a: int, b: int) -> np.ndarray:
         """Per attribute, evidence for class ``a`` over ``b`` in one image (negative: for ``b``).
