@@ -159,9 +159,10 @@ def test_feature_cache_reads_its_shards_once_and_notices_new_ones(tmp_path, fres
     from saywhy.model.feature_cache import FeatureCache
 
     session, _, paths = fresh
-    reads = []
-    real = feature_cache._read_shards
+    reads = []  # whole reads of the folder or lookups of a few rows: either reads the disk
+    real, real_lookup = feature_cache._read_shards, feature_cache._looked_up
     monkeypatch.setattr(feature_cache, "_read_shards", lambda f, n: reads.append(1) or real(f, n))
+    monkeypatch.setattr(feature_cache, "_looked_up", lambda f, n, w: reads.append(1) or real_lookup(f, n, w))
     cache = FeatureCache(tmp_path / "features")
     computed = cache.pooled(session.model, paths[:2], session.preprocess, session.layers, progress=False)
     hit = cache.pooled(session.model, paths[:2], session.preprocess, session.layers, progress=False)

@@ -48,6 +48,7 @@ MAX_SHARDS = 8  # beyond this many shards they are merged into one, so lookups s
 # A call for at most this many items reads only their rows (each shard's keys, then the rows found), not
 # every row of the folder: a one-image explain of a part-pooled cub50 explainer read 180 MB of map rows
 LOOKUP_ITEMS = 64
+LOOKUP_KEEP = 1024  # rows looked up that a cache keeps per folder (a server explaining image after image)
 
 
 def backbone_digest(model: nn.Module, head: str) -> str:
@@ -145,6 +146,8 @@ class FeatureCache:
         # per model folder: the shard files' (name, size, mtime) as last read, and their rows, so a
         # cache-hit call reads the disk only when another process has written a shard since
         self._read: dict[Path, tuple[tuple, dict[bytes, np.ndarray]]] = {}
+        # per model folder, for small calls: the listing, the rows looked up under it, and the keys found absent
+        self._looked: dict[Path, tuple[tuple, dict[bytes, np.ndarray], set[bytes]]] = {}
 
     def model_folder(self, model: nn.Module | LazyNetwork, preprocess: Preprocess, layers: LayerChoice,
                      rows: MapRows | None = None) -> Path:
@@ -242,6 +245,7 @@ class FeatureCache:
             _write_shard(folder, np.stack([np.frombuffer(k, np.uint8) for k in rows]),
                          np.stack(list(rows.values())).astype(np.float32))
             self._read.pop(folder, None)
+            self._looked.pop(folder, None)
 
     def _known(self, folder: Path, n_filters: int, wanted: set[bytes] | None = None) -> dict[bytes, np.ndarray]:
         """Every finite cached row of ``folder``, or with ``wanted`` keys at least those of them that are cached;
@@ -250,8 +254,16 @@ class FeatureCache:
         seen = self._read.get(folder)
         if seen is not None and seen[0] == listing:
             return seen[1]
-        if wanted is not None:
-            return _looked_up(folder, n_filters, wanted)
+        if wanted is not None:  # a few keys: their rows only, kept while the files stay the same
+            looked = self._looked.get(folder)
+            if looked is None or looked[0] != listing or len(looked[1]) > LOOKUP_KEEP:
+                looked = self._looked[folder] = (listing, {}, set())
+            todo = {key for key in wanted if key not in looked[1] and key not in looked[2]}
+            if todo:
+                found = _looked_up(folder, n_filters, todo)
+                looked[1].update(found)
+                looked[2].update(todo - found.keys())
+            return looked[1]
         known = _read_shards(folder, n_filters)
         damaged = [key for key, row in known.items() if not np.isfinite(row).all()]
         if damaged:  # a damaged or edited cache file: never serve its rows, compute them again
