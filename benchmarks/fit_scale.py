@@ -7,7 +7,8 @@ Each measurement runs in a fresh subprocess and reports its peak resident memory
   Gamma(2) noise plus one unit on filter ``t % F`` for each attribute t the image holds;
   each image holds about 12 attributes drawn with Zipf(1.1) frequencies (a seeded
   generator, sparse incidence). ``evidence`` is ``fit_attribute_evidence`` (float32
-  row chunks, blocks of 1,024 attributes, 10 L-BFGS corrections); ``cooccurrence`` is the
+  row chunks, blocks of ``BLOCK`` attributes, 10 L-BFGS corrections; each evidence row records its
+  block width, and rows without one were measured at 1,024, before stop 21); ``cooccurrence`` is the
   paper's p(t|f) (``CooccurrenceModel``: exact top-10% thresholds, eq. 2 as a sparse
   product). A cell run with ``--max-iter`` (the 24,000 x 2,048 x 10,000 memory check uses 1) stops
   each block's L-BFGS after that many iterations: its peak memory is the full fit's (every buffer is allocated by then), its
@@ -98,8 +99,10 @@ def run_cell(model: str, n: int, f: int, t: int, max_iter: int | None) -> dict:
            "peak_mb": round(peak_mb(), 1), "data_mb": round(data_mb, 1), "incidence_nnz": int(incidence.nnz),
            "cpu_seconds_total": cpu_seconds()}
     if model == "evidence":
+        from saywhy.core.attribute_evidence import BLOCK
+
         row.update(evaluations=evaluations, seconds_per_evaluation=round(seconds / max(evaluations, 1), 4),
-                   capped=max_iter is not None)
+                   capped=max_iter is not None, block=BLOCK)  # rows without "block" were measured with 1,024
     return row
 
 
@@ -114,7 +117,7 @@ def run_stream(n: int, f: int, t: int, evaluations: int) -> dict:
         for i, start in enumerate(range(0, n, CHUNK)):
             yield synthetic(min(CHUNK, n - start), f, t, seed=1_000_000 + i)
 
-    row: dict = {"images": n, "filters": f, "attributes": t, "chunk_rows": CHUNK}
+    row: dict = {"images": n, "filters": f, "attributes": t, "chunk_rows": CHUNK, "block": min(t, BLOCK)}
     with threadpool_limits(limits=1, user_api="blas"):
         started = time.perf_counter()
         for _ in chunks():

@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> None:
     unreadable = f", {result.n_unreadable} unreadable skipped" if result.n_unreadable else ""
     score = session.explainer.score_name.split(":")[0]
     print(f"query: {' + '.join(result.query)}; ranked by the sum of log p(attribute | image, predicted class); "
-          f"each hit shows {score} per attribute; * = all in the top-{result.top_k} explanation "
+          f"each hit shows {score} per attribute; * = all cited in its explanation "
           f"({result.n_in_explanation} of {result.n_images} images{unreadable})")
     for hit in result.hits:
         scores = ", ".join(f"{t} {p:.0%}" if p >= 0.005 else f"{t} {p:.2g}" for t, p in hit.probabilities.items())
