@@ -249,7 +249,7 @@ class FeatureCache:
 
     def _known(self, folder: Path, n_filters: int, wanted: set[bytes] | None = None) -> dict[bytes, np.ndarray]:
         """Every finite cached row of ``folder``, or with ``wanted`` keys at least those of them that are cached;
-        the shards are read again only when their files changed (a lookup of ``wanted`` keys is not kept)."""
+        the shards are read again only when their files changed (rows looked up for ``wanted`` keys too)."""
         listing = _listing(folder)
         seen = self._read.get(folder)
         if seen is not None and seen[0] == listing:
