@@ -110,8 +110,8 @@ def rank_images(explainer: Any, pooled: np.ndarray, query: Sequence[str]) -> tup
     """
     columns = query_indices(explainer, query)
     pooled = np.atleast_2d(np.asarray(pooled, np.float64))
-    log_pdf = explainer.attribute_log_pdf(pooled)
-    ranked = log_pdf if explainer.config.retrieval_score == "class" else explainer.retrieval_log_scores(pooled)
+    ranked = explainer.attribute_log_pdf(pooled) if explainer.config.retrieval_score == "class" \
+        else explainer.retrieval_log_scores(pooled)
     log_scores = ranked[:, columns].sum(axis=1)  # the log of the product of probabilities
     in_explanation = explainer.cited_mask(pooled)[:, columns].all(axis=1)  # what explain() cites, exactly
     order = np.argsort(-log_scores, kind="stable")

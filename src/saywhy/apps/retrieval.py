@@ -90,12 +90,10 @@ def evaluate_attribute_retrieval(explainer: Explainer, pooled: np.ndarray, docum
 
 def score_retrieval(scores: np.ndarray, vocabulary: Sequence[str], documents: Sequence[Sequence[str] | None],
                     top_k: int = 5, n_attributes: int = 50, k: int = 10, seed: int = 0,
-                    decision_scores: np.ndarray | None = None,
                     decision_mask: np.ndarray | None = None) -> RetrievalEvaluation:
     """Table 2 for any ranking: ``scores`` (captioned images x ``vocabulary``), one row per
-    non-None document; an image is retrieved for an attribute in its ``top_k`` scores (of
-    ``decision_scores`` where given: the explanation's order, when the ranking is another), or where
-    ``decision_mask`` (images x vocabulary) is True: the attributes the explanations cite).
+    non-None document; an image is retrieved for an attribute in its ``top_k`` scores, or where
+    ``decision_mask`` (images x vocabulary) is True: the attributes the explanations cite.
 
     This is how baselines that never look at the image (a class's caption frequencies)
     are measured exactly like the method.
@@ -120,7 +118,7 @@ def score_retrieval(scores: np.ndarray, vocabulary: Sequence[str], documents: Se
             raise SaywhyError(f"a set decision of shape {decision_mask.shape} for scores of shape {scores.shape}")
         retrieved = decision_mask[:, columns]
     else:
-        retrieved = top_k_mask(scores if decision_scores is None else decision_scores, top_k)[:, columns]
+        retrieved = top_k_mask(scores, top_k)[:, columns]
     report = evaluate_retrieval(scores[:, columns], retrieved, relevant, attributes, k=k, seed=seed)
     report.notes = {"ranking": "the given scores", "set decision": f"attribute in the top-{top_k} explanation",
                     "ground truth": "attribute among the phrases parsed from the image's captions"}

@@ -320,6 +320,8 @@ def _looked_up(folder: Path, n_filters: int, wanted: set[bytes]) -> dict[bytes, 
     """The finite cached rows of the ``wanted`` keys: each shard's keys read whole, of its rows only those
     wanted (safetensors reads a slice without the rest); damaged shards are skipped as :func:`_read_shards` does."""
     found: dict[bytes, np.ndarray] = {}
+    damaged = 0
+    heads_wanted = np.array([np.frombuffer(k[:8], np.uint64)[0] for k in wanted], np.uint64)
     shards = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
     for shard in shards:
         if shard.name.startswith(".partial-") or len(found) == len(wanted):
@@ -329,23 +331,24 @@ def _looked_up(folder: Path, n_filters: int, wanted: set[bytes]) -> dict[bytes, 
                 keys = opened.get_tensor("keys")
                 rows = opened.get_slice("pooled")
                 shape = rows.get_shape()
-                if len(shape) != 2 or shape[1] != n_filters or shape[0] != len(keys):
-                    log.warning("ignoring feature cache file %s: unexpected shape %s", shard, tuple(shape))
+                if len(shape) != 2 or shape[1] != n_filters or shape[0] != len(keys) or keys.shape[1:] != (KEY_BYTES,):
+                    log.warning("ignoring feature cache file %s: unexpected shapes %s (rows), %s (keys)", shard,
+                                tuple(shape), keys.shape)
                     continue
                 # candidates by the keys' first 8 bytes (vectorized over the shard), then the whole key
-                heads = np.ascontiguousarray(keys).view(np.uint64)[:, 0] if keys.shape[1:] == (KEY_BYTES,) else None
-                if heads is None:
-                    log.warning("ignoring feature cache file %s: keys of shape %s", shard, keys.shape)
-                    continue
-                targets = np.array([np.frombuffer(k[:8], np.uint64)[0] for k in wanted], np.uint64)
-                for i in np.flatnonzero(np.isin(heads, targets)).tolist():
+                heads = np.ascontiguousarray(keys).view(np.uint64)[:, 0]
+                for i in np.flatnonzero(np.isin(heads, heads_wanted)).tolist():
                     key = keys[i].tobytes()
                     if key in wanted and key not in found:
                         row = np.asarray(rows[i:i + 1][0], np.float32)
                         if np.isfinite(row).all():  # a damaged row is computed again, never served
                             found[key] = row
+                        else:
+                            damaged += 1
         except (SafetensorError, OSError, KeyError, ValueError) as error:  # damaged: recompute, never fail
             log.warning("ignoring unreadable feature cache file %s (%s)", shard, type(error).__name__)
+    if damaged:  # as FeatureCache._known says of a whole read
+        log.warning("%d cached feature rows in %s hold NaN or infinite numbers: computing them again", damaged, folder)
     return found
 
 
