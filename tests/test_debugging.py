@@ -99,6 +99,8 @@ def test_search_ranks_and_draws_a_contact_sheet(tiny, capsys):
                  "--explainer", str(tiny["exp"])]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith(f"query: {attribute};") and "of 96 images" in lines[0]
+    assert tiny["session"].explainer.config.retrieval_score == "image"  # ranked by p(t|x), and it says so
+    assert "ranked by the sum of log p(t|x) over the attributes" in lines[0]
     hits = lines[1:6]
     assert [int(line.split()[0]) for line in hits] == [1, 2, 3, 4, 5]
     # each hit shows the attribute's calibrated p(t|x) as a percentage (the ranking is by log p(t|x,c))

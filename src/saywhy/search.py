@@ -99,6 +99,11 @@ class SearchResult:
         return {**{k: v for k, v in asdict(self).items() if k != "hits"}, "hits": [asdict(h) for h in self.hits]}
 
 
+def ranked_by(explainer: Any) -> str:
+    """What :func:`rank_images` sums over the query, as a page or the CLI names it."""
+    return "log p(t|x,c)" if explainer.config.retrieval_score == "class" else "log p(t|x)"
+
+
 def rank_images(explainer: Any, pooled: np.ndarray, query: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rank images (rows of pooled activations) for a query: ``(order, log_scores, in_explanation)``.
 

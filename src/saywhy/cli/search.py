@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from saywhy.data.inputs import list_images
-    from saywhy.search import query_indices, search_images
+    from saywhy.search import query_indices, ranked_by, search_images
 
     session = load_session(args)
     query_indices(session.explainer, args.attribute)  # an unknown attribute fails before any image is read
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> None:
         return
     unreadable = f", {result.n_unreadable} unreadable skipped" if result.n_unreadable else ""
     score = session.explainer.score_name.split(":")[0]
-    print(f"query: {' + '.join(result.query)}; ranked by the sum of log p(attribute | image, predicted class); "
+    print(f"query: {' + '.join(result.query)}; ranked by the sum of {ranked_by(session.explainer)} over the attributes; "
           f"each hit shows {score} per attribute; * = all cited in its explanation "
           f"({result.n_in_explanation} of {result.n_images} images{unreadable})")
     for hit in result.hits:

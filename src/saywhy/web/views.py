@@ -25,6 +25,7 @@ from PIL import Image
 from saywhy.data.images import open_image
 from saywhy.data.records import Dataset, ImageRecord
 from saywhy.errors import SaywhyError
+from saywhy.search import ranked_by
 from saywhy.web.media import PICTURE, THUMBNAIL, jpeg, overlay
 from saywhy.web.uploads import UploadError, UploadStore
 
@@ -282,7 +283,7 @@ class Site:
                                     for t, p in hit.probabilities.items()],
                          "heatmaps": [{"name": t, "src": self.media.put(overlay(picture, heat.image[i], THUMBNAIL * 3 // 2))}
                                       for i, t in enumerate(heat.attributes)] if heat is not None else []})
-        view.update(hits=hits, attributes=result.query, n_images=result.n_images,
+        view.update(hits=hits, attributes=result.query, n_images=result.n_images, ranked_by=ranked_by(self.explainer),
                     n_in_explanation=result.n_in_explanation, top_k=result.top_k, n_unreadable=result.n_unreadable)
         return view
 
