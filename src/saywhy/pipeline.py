@@ -10,7 +10,7 @@ import dataclasses
 import logging
 import tempfile
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from saywhy.blas import one_blas_thread, one_blas_thread_call
+from saywhy.blas import Beside, one_blas_thread, one_blas_thread_call, side_by_side, usable_cores
 from saywhy.core.grounding import (
     cells_to_image,
     normalize_heatmaps,
@@ -37,7 +37,7 @@ from saywhy.explain.explainer import (
     ExplainerConfig,
     Explanation,
 )
-from saywhy.model.activations import Activations, extract_activations
+from saywhy.model.activations import Activations, extract_activations, model_device
 from saywhy.model.checkpoint import checkpoint_identity, weights_digest
 from saywhy.model.feature_cache import FeatureCache, MapRows, backbone_digest
 from saywhy.model.hooks import get_module
@@ -58,6 +58,8 @@ from saywhy.text.vocabulary import AttributeVocabulary
 
 if TYPE_CHECKING:
     from torch import nn
+
+    from saywhy.core.part_maps import PartMaps
 
 log = logging.getLogger(__name__)
 
@@ -203,22 +205,58 @@ def fit_explainer(
     keypoints = any(r.keypoints for r in dataset.split(train=True))
     config = config.for_fit(part_maps=keypoints)  # "auto" pooling: under part maps where keypoints teach them
     spill = None  # with part pooling: the fitting images' maps, kept on disk for the part maps and the part pools
+    beside: Beside | None = None  # the part maps, learned beside the remaining forward passes
     if activations is None and config.pools_evidence and keypoints:
         spill = tempfile.TemporaryDirectory(prefix="saywhy-maps-")
-        activations = spilled_map_activations(model, records, preprocess, layers, Path(spill.name), feature_cache,
-                                              progress)
+        train = dataset.split(train=True)
+        position = {r.path: i for i, r in enumerate(records)}
+        sample = part_map_records(train)
+        # the part maps' sample runs first, and its part maps are learned on a free core while the
+        # other fitting images run (the same numbers as after them: each image's forward is its own)
+        first = [position[r.path] for r in sample] if spare_core(model) and sample and \
+            all(r.path in position for r in sample) else []
+        if first != sorted(first):  # the sample's rows come back in the records' order: it must be that one
+            first = []
+
+        def when_first(acts: Activations) -> None:
+            nonlocal beside
+            if acts.n_unreadable == 0:  # else after the forward passes, as without a free core
+                beside = Beside(lambda: learn_part_maps(model, preprocess, train, attribute_parts_file, layers=layers,
+                                                        activations=acts)).start()
+
+        try:
+            activations = spilled_map_activations(model, records, preprocess, layers, Path(spill.name), feature_cache,
+                                                  progress, first=first, when_first=when_first)
+        except BaseException:
+            if beside is not None:
+                beside.wait()
+            raise
     elif activations is None:
         activations = pooled_activations(model, records, preprocess, layers, feature_cache, progress)
     try:
         return _fit_from_activations(dataset, model, preprocess, config, source, extractor, metadata, progress,
-                                     activations, synonyms, attribute_parts_file, layers, class_names, records, report)
+                                     activations, synonyms, attribute_parts_file, layers, class_names, records, report,
+                                     beside)
     finally:
+        if beside is not None:
+            beside.wait()  # never leave its thread running over a deleted spill folder
         if spill is not None:
             spill.cleanup()
 
 
+def spare_core(model: nn.Module | LazyNetwork) -> bool:
+    """Whether the forward passes leave a core free for other work: on the GPU, or with fewer torch
+    threads than usable cores (``OMP_NUM_THREADS=1`` on a 2-core machine)."""
+    import torch
+
+    cores = usable_cores()
+    if cores < 2:
+        return False
+    return model_device(module_of(model)).type != "cpu" or torch.get_num_threads() < cores
+
+
 def _fit_from_activations(dataset, model, preprocess, config, source, extractor, metadata, progress, activations,
-                          synonyms, attribute_parts_file, layers, class_names, records, report
+                          synonyms, attribute_parts_file, layers, class_names, records, report, beside=None
                           ) -> tuple[Explainer, FitReport]:
     if activations.n_unreadable:
         report.skipped["unreadable images"] = activations.n_unreadable
@@ -252,13 +290,31 @@ def _fit_from_activations(dataset, model, preprocess, config, source, extractor,
     captions = [c for r in kept for c in (r.captions or ())]  # none for attribute files: lemmas as given
     merged = None if per_caption is None else [[synonyms.terms(c) for c in image] for image in per_caption]
     forms = learn_surface_forms(captions, vocabulary.terms_, merged)
-    explainer = Explainer(config).fit(activations.pooled, counts, vocabulary.terms_, weights, class_names, bias, meta,
-                                      surface_forms=forms, synonyms=synonyms)
-    if config.pools_evidence:
+
+    def fit_global() -> Explainer:
+        return Explainer(config).fit(activations.pooled, counts, vocabulary.terms_, weights, class_names, bias, meta,
+                                     surface_forms=forms, synonyms=synonyms)
+
+    if not config.pools_evidence:
+        explainer = fit_global()
+    else:
         train = dataset.split(train=True)
         maps = activations.maps  # the fitting images' maps, in the rows of activations.pooled, when kept
-        fit_part_maps(explainer, model, preprocess, train, attribute_parts_file, layers=layers, progress=progress,
-                      activations=None if maps is None else _sample_activations(activations, kept, train))
+        sample = None if maps is None or beside is not None else _sample_activations(activations, kept, train)
+
+        def learn() -> LearnedPartMaps | None:
+            return learn_part_maps(model, preprocess, train, attribute_parts_file, layers=layers, progress=progress,
+                                   activations=sample)
+
+        if beside is not None:  # learned beside the forward passes: done by now, or nearly
+            learned = beside.result()
+            explainer = fit_global()
+        elif sample is not None:  # independent fits: the evidence on phi(x) and the part maps, side by side
+            explainer, learned = side_by_side(lambda task: task(), [fit_global, learn])
+        else:  # learn() runs the network: after the fit, not beside it
+            explainer, learned = fit_global(), learn()
+        if learned is not None:
+            attach_part_maps(explainer, learned)
         if explainer.needs_part_pools:
             if maps is not None:  # the same float32 maps and rows part_pooled_activations computes, read back
                 pools = np.concatenate([np.asarray(explainer.part_pools(maps[i:i + PART_POOL_CHUNK],
@@ -281,34 +337,60 @@ PART_POOL_CHUNK = 128  # images whose maps are held at once while they are part-
 
 def spilled_map_activations(model: nn.Module, records: Sequence[ImageRecord], preprocess: Preprocess,
                             layers: LayerChoice, folder: Path, feature_cache: FeatureCache | None = None,
-                            progress: bool = False) -> Activations:
+                            progress: bool = False, first: Sequence[int] = (),
+                            when_first: Callable[[Activations], Any] | None = None) -> Activations:
     """Activations of ``records`` whose ``maps`` are a float32 memory map in ``folder`` (about images x F x h x w
     x 4 bytes of disk: 1,500 x 1280 x 7 x 7, 376 MB), from forward passes over :data:`PART_POOL_CHUNK` images
     at a time: a part-pooling fit reads its part maps' sample and every image's part pools from it, so
-    each fitting image runs through the network once. Their pooled rows go into ``feature_cache``."""
+    each fitting image runs through the network once. Their pooled rows go into ``feature_cache``.
+    ``first``: positions in ``records`` run before the others; ``when_first`` is called with their
+    activations (``index`` into ``first``, maps in memory) as soon as they are done, before the others
+    run (a fit starts its part maps there, beside the remaining forward passes). Rows come back in the
+    records' order whatever ran first."""
+    first = sorted(set(int(i) for i in first))
+    rest = sorted(set(range(len(records))) - set(first))
     maps = None
-    pooled, logits, index, written = [], [], [], 0
-    for start in range(0, len(records), PART_POOL_CHUNK):
-        chunk = records[start:start + PART_POOL_CHUNK]
-        acts = extract_activations(module_of(model), chunk, preprocess, layers, keep_maps=True, progress=progress)
-        if not len(acts.index):
-            continue
-        if maps is None:
-            maps = np.lib.format.open_memmap(folder / "maps.npy", mode="w+", dtype=np.float32,
-                                             shape=(len(records), *acts.maps.shape[1:]))
-        maps[written:written + len(acts.index)] = acts.maps
-        written += len(acts.index)
-        pooled.append(np.asarray(acts.pooled, np.float32))
-        logits.append(acts.logits)
-        index.append(acts.index + start)
-        if feature_cache is not None:
-            feature_cache.add(model, [chunk[i] for i in acts.index], preprocess, layers, acts.pooled)
+    pooled, logits, index = [], [], []
+    for group in (first, rest):
+        done = len(index)
+        for start in range(0, len(group), PART_POOL_CHUNK):
+            positions = np.array(group[start:start + PART_POOL_CHUNK], np.int64)
+            chunk = [records[i] for i in positions]
+            acts = extract_activations(module_of(model), chunk, preprocess, layers, keep_maps=True, progress=progress)
+            if not len(acts.index):
+                continue
+            if maps is None:
+                maps = np.lib.format.open_memmap(folder / "maps.npy", mode="w+", dtype=np.float32,
+                                                 shape=(len(records), *acts.maps.shape[1:]))
+            maps[positions[acts.index]] = acts.maps  # row = position in records
+            pooled.append(np.asarray(acts.pooled, np.float32))
+            logits.append(acts.logits)
+            index.append(positions[acts.index])
+            if feature_cache is not None:
+                feature_cache.add(model, [chunk[i] for i in acts.index], preprocess, layers, acts.pooled)
+        if group is first and first and when_first is not None:
+            rows = np.concatenate(index[done:]) if len(index) > done else np.zeros(0, np.int64)
+            where = {p: i for i, p in enumerate(first)}
+            when_first(Activations(
+                pooled=np.concatenate(pooled[done:]) if len(rows) else np.zeros((0, layers.n_filters), np.float32),
+                logits=np.concatenate(logits[done:]) if len(rows) else np.zeros((0, layers.n_classes), np.float32),
+                index=np.array([where[int(p)] for p in rows], np.int64),
+                maps=np.asarray(maps[rows]) if len(rows) else None, n_items=len(first)))
     if maps is None:
         return Activations(pooled=np.zeros((0, layers.n_filters), np.float32),
                            logits=np.zeros((0, layers.n_classes), np.float32), index=np.zeros(0, np.int64),
                            n_items=len(records))
-    return Activations(pooled=np.concatenate(pooled), logits=np.concatenate(logits), index=np.concatenate(index),
-                       maps=maps[:written], n_items=len(records))
+    kept = np.concatenate(index)
+    order = np.argsort(kept, kind="stable")
+    kept = kept[order]
+    if len(kept) < len(records):  # unreadable images: the kept rows copied into a map of their own, in order
+        compact = np.lib.format.open_memmap(folder / "maps_kept.npy", mode="w+", dtype=np.float32,
+                                            shape=(len(kept), *maps.shape[1:]))
+        for start in range(0, len(kept), PART_POOL_CHUNK):
+            compact[start:start + PART_POOL_CHUNK] = maps[kept[start:start + PART_POOL_CHUNK]]
+        maps = compact
+    return Activations(pooled=np.concatenate(pooled)[order], logits=np.concatenate(logits)[order], index=kept,
+                       maps=maps, n_items=len(records))
 
 
 def _sample_activations(activations: Activations, kept: Sequence[ImageRecord], records: Sequence[ImageRecord]
@@ -423,8 +505,28 @@ def fit_part_maps(explainer: Explainer, model: nn.Module, preprocess: Preprocess
     of the fit of one part. ``activations``: those records' maps, already computed
     (:func:`part_map_activations`, with the default sample size and seed).
     """
+    learned = learn_part_maps(model, preprocess, records, attribute_parts_file, max_images, seed, l2, layers, progress,
+                              activations)
+    return None if learned is None else attach_part_maps(explainer, learned)
+
+
+@dataclass
+class LearnedPartMaps:
+    """What :func:`learn_part_maps` learned, to attach to an explainer (:func:`attach_part_maps`)."""
+
+    part_maps: PartMaps
+    part_map: dict[str, tuple[str, ...]]  # noun -> parts
+    settings: dict[str, Any]
+
+
+def learn_part_maps(model: nn.Module, preprocess: Preprocess, records: Sequence[ImageRecord],
+                    attribute_parts_file: str | Path | None = None, max_images: int = PART_MAP_IMAGES, seed: int = 0,
+                    l2: float = PART_MAP_L2, layers: LayerChoice | None = None, progress: bool = False,
+                    activations: Activations | None = None) -> LearnedPartMaps | None:
+    """:func:`fit_part_maps` without an explainer: the part maps, the noun -> part map and the settings
+    (None when no record has keypoints), so that they can be learned beside the evidence fit."""
     from saywhy.core.part_maps import PartMaps
-    from saywhy.metrics.pck import attribute_parts, load_attribute_parts
+    from saywhy.metrics.pck import load_attribute_parts
 
     with_keypoints = part_map_records(records, max_images, seed)
     if not with_keypoints:
@@ -442,11 +544,19 @@ def fit_part_maps(explainer: Explainer, model: nn.Module, preprocess: Preprocess
         return None
     grid = acts.maps.shape[-2:]
     cells, visible = zip(*(keypoint_cells(r, parts, grid, preprocess.seen_box(image_size(r.path), r.bbox)) for r in kept))
-    fitted = PartMaps(l2=l2).fit(acts.maps, np.stack(cells), np.stack(visible), parts)
-    terms = {t: list(attribute_parts(t, part_map)) for t in explainer.vocabulary_}
+    with one_blas_thread():  # as every fit's L-BFGS: the same numbers however many cores (saywhy.blas.side_by_side)
+        fitted = PartMaps(l2=l2).fit(acts.maps, np.stack(cells), np.stack(visible), parts)
     settings = {"images": len(kept), "seed": seed, "l2": l2, "max_images": max_images,
                 "attribute_parts_file": str(attribute_parts_file) if attribute_parts_file else None}
-    return explainer.set_part_maps(fitted, {t: p for t, p in terms.items() if p}, settings)
+    return LearnedPartMaps(fitted, part_map, settings)
+
+
+def attach_part_maps(explainer: Explainer, learned: LearnedPartMaps) -> Explainer:
+    """Attach :func:`learn_part_maps`' part maps to a fitted ``explainer``, with each vocabulary term's parts."""
+    from saywhy.metrics.pck import attribute_parts
+
+    terms = {t: list(attribute_parts(t, learned.part_map)) for t in explainer.vocabulary_}
+    return explainer.set_part_maps(learned.part_maps, {t: p for t, p in terms.items() if p}, learned.settings)
 
 
 def pooled_activations(model: nn.Module | LazyNetwork, items: Sequence[ImageRecord | str | Path], preprocess: Preprocess,

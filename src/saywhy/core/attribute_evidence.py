@@ -39,7 +39,8 @@ fitted in blocks of ``BLOCK``, each its own L-BFGS problem with a bounded histor
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import copy
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -332,6 +333,8 @@ class EvidenceLoss:
         self._classes: list[np.ndarray] = []  # per chunk, the predicted classes (with smoothing)
         self._standardized: list[np.ndarray] = []  # the first chunks' standardized rows, KEEP_BYTES in all
         self._targets: list[np.ndarray] = []  # the block's first chunks' drawn targets (with smoothing)
+        self._budget = KEEP_BYTES  # what the kept rows and targets may take (a view: its share of it)
+        self._prepared = False  # whether view() has made the kept rows and classes
 
     def __call__(self, lo: int, hi: int, a: np.ndarray, b: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
         """Loss sum, gradient sums for ``a`` (block x filters) and ``b`` (block), attributes ``lo:hi``."""
@@ -383,14 +386,35 @@ class EvidenceLoss:
 
     def _keep(self, array: np.ndarray) -> bool:
         """Whether ``array`` fits in what is left of :data:`KEEP_BYTES` (the caller then keeps it)."""
-        return self._kept_bytes + array.nbytes <= KEEP_BYTES
+        return self._kept_bytes + array.nbytes <= self._budget
+
+    def view(self, share: int) -> EvidenceLoss:
+        """A loss for one block fitted beside others (``fit_evidence_blocks``' ``map_blocks``): one pass
+        first standardizes and keeps the rows (and finds the predicted classes) this loss would keep,
+        which every view then reads and none changes; each view keeps its own block's pairs and targets,
+        within a ``share``-th of what :data:`KEEP_BYTES` leaves."""
+        if not self._prepared:
+            start = 0
+            for c, (x, _) in enumerate(self.chunks()):
+                self._standardize(c, x)
+                if self.smoothing is not None and c == len(self._classes):
+                    self._classes.append(self.smoothing.classes_of(x, start))
+                start += len(x)
+            self._prepared = True
+        kept = sum(rows.nbytes for rows in self._standardized)
+        return copy.copy(self)._for_one_block(kept + max(0, KEEP_BYTES - kept) // max(1, share))
+
+    def _for_one_block(self, budget: int) -> EvidenceLoss:
+        """This (copied) loss with no block state of its own yet, keeping at most ``budget`` bytes."""
+        self._block, self._pairs, self._targets, self._budget = None, [], [], budget
+        return self
 
     def _standardize(self, c: int, x: np.ndarray) -> np.ndarray:
         """Chunk ``c``'s rows ``x`` standardized, from the kept ones where chunk ``c`` is kept."""
         if c < len(self._standardized):
             return self._standardized[c]
         xs = (np.asarray(x, self.dtype) - self.mean) / self.std
-        if c == len(self._standardized) and self._keep(xs):
+        if not self._prepared and c == len(self._standardized) and self._keep(xs):
             self._standardized.append(xs)
         return xs
 
@@ -398,9 +422,13 @@ class EvidenceLoss:
 Evaluate = Callable[[int, int, np.ndarray, np.ndarray], tuple[float, np.ndarray, np.ndarray]]
 
 
+MapBlocks = Callable[[Callable[[tuple[int, int]], np.ndarray], Sequence[tuple[int, int]]], list]
+
+
 def fit_evidence_blocks(evaluate: Evaluate, moments: EvidenceMoments, l2: float = EVIDENCE_L2,
                         max_iter: int = 300, block: int = BLOCK, history: int = HISTORY,
-                        tolerance: float = TOLERANCE, start: AttributeEvidence | None = None) -> AttributeEvidence:
+                        tolerance: float = TOLERANCE, start: AttributeEvidence | None = None,
+                        map_blocks: MapBlocks | None = None) -> AttributeEvidence:
     """L-BFGS on each block of attributes, with ``evaluate`` returning the data term's sums over all images.
 
     The objective of a block is, per attribute, the mean cross-entropy over the images plus
@@ -411,7 +439,9 @@ def fit_evidence_blocks(evaluate: Evaluate, moments: EvidenceMoments, l2: float 
     stopping rule's value. ``evaluate`` may sum over
     shards or ranks (``saywhy.distributed``). ``start``: weights and biases on the raw activations to
     start from (default zero weights and the base-rate biases); each problem is convex, so only the
-    path to the optimum changes, not the optimum.
+    path to the optimum changes, not the optimum. ``map_blocks(solve, spans)``: how the blocks are
+    solved, e.g. side by side on threads (``saywhy.blas.side_by_side``; the same numbers as one after
+    the other); it needs an :class:`EvidenceLoss`, each block then reading its own :meth:`EvidenceLoss.view`.
     """
     import scipy.optimize  # here, not at the top: every explain imports this module, only a fit needs L-BFGS
 
@@ -423,22 +453,32 @@ def fit_evidence_blocks(evaluate: Evaluate, moments: EvidenceMoments, l2: float 
     if start is not None:  # the same model in the standardized units the fit works in
         a_all = np.asarray(start.weights, np.float64) * moments.std
         b_all = np.asarray(start.bias, np.float64) + np.asarray(start.weights, np.float64) @ moments.mean
-    for lo in range(0, t, block):
-        hi = min(lo + block, t)
-        size = hi - lo
+    spans = [(lo, min(lo + block, t)) for lo in range(0, t, block)]
+    side_by_side = map_blocks is not None and len(spans) > 1
+    if side_by_side and not isinstance(evaluate, EvidenceLoss):
+        raise SaywhyError("blocks fitted side by side need an EvidenceLoss (its views keep each block's own state)")
 
-        def objective(theta: np.ndarray, lo: int = lo, hi: int = hi, size: int = size) -> tuple[float, np.ndarray]:
+    def solve(span: tuple[int, int]) -> np.ndarray:
+        lo, hi = span
+        size = hi - lo
+        own = evaluate.view(len(spans)) if side_by_side else evaluate
+
+        def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
             a, b = theta[: size * f].reshape(size, f), theta[size * f:]
-            loss, grad_a, grad_b = evaluate(lo, hi, a, b)
+            loss, grad_a, grad_b = own(lo, hi, a, b)
             value = loss / n + 0.5 * l2 * float(np.sum(a * a))
             return value, np.concatenate([(grad_a / n + l2 * a).ravel(), grad_b / n])
 
         theta = np.concatenate([a_all[lo:hi].ravel(), b_all[lo:hi]])
-        result = scipy.optimize.minimize(objective, theta, jac=True, method="L-BFGS-B",
-                                         options={"maxiter": max_iter, "maxcor": history, "gtol": tolerance,
-                                                  "maxls": 10})
-        a_all[lo:hi] = result.x[: size * f].reshape(size, f)
-        b_all[lo:hi] = result.x[size * f:]
+        return scipy.optimize.minimize(objective, theta, jac=True, method="L-BFGS-B",
+                                       options={"maxiter": max_iter, "maxcor": history, "gtol": tolerance,
+                                                "maxls": 10}).x
+
+    if side_by_side:
+        evaluate.view(len(spans))  # the kept rows made once, before the blocks read them side by side
+    for (lo, hi), x in zip(spans, map_blocks(solve, spans) if side_by_side else map(solve, spans)):
+        a_all[lo:hi] = x[: (hi - lo) * f].reshape(hi - lo, f)
+        b_all[lo:hi] = x[(hi - lo) * f:]
     weights = a_all / moments.std
     return AttributeEvidence(weights, b_all - weights @ moments.mean)
 
@@ -446,12 +486,13 @@ def fit_evidence_blocks(evaluate: Evaluate, moments: EvidenceMoments, l2: float 
 def fit_attribute_evidence_chunks(chunks: Chunks, n_filters: int, n_attributes: int, l2: float = EVIDENCE_L2,
                                   max_iter: int = 300, dtype: type = np.float32, block: int = BLOCK,
                                   smoothing: ClassSmoothing | None = None,
-                                  start: AttributeEvidence | None = None) -> AttributeEvidence:
+                                  start: AttributeEvidence | None = None,
+                                  map_blocks: MapBlocks | None = None) -> AttributeEvidence:
     """:func:`fit_attribute_evidence` on data read chunk by chunk (from disk, or generated): nothing
     images x attributes or images x filters wide is ever held."""
     moments = chunk_moments(chunks, n_filters, n_attributes)
     loss = EvidenceLoss(chunks, moments.mean, moments.std, dtype, smoothing)
-    return fit_evidence_blocks(loss, moments, l2, max_iter, block, start=start)
+    return fit_evidence_blocks(loss, moments, l2, max_iter, block, start=start, map_blocks=map_blocks)
 
 
 def row_chunks(pooled: np.ndarray, incidence: sp.spmatrix, rows: int = CHUNK_ROWS) -> Chunks:
@@ -463,7 +504,8 @@ def row_chunks(pooled: np.ndarray, incidence: sp.spmatrix, rows: int = CHUNK_ROW
 def fit_attribute_evidence(pooled: np.ndarray, incidence: sp.spmatrix | np.ndarray, l2: float = EVIDENCE_L2,
                            max_iter: int = 300, dtype: type = np.float32, block: int = BLOCK,
                            smoothing: ClassSmoothing | None = None,
-                           start: AttributeEvidence | None = None) -> AttributeEvidence:
+                           start: AttributeEvidence | None = None,
+                           map_blocks: MapBlocks | None = None) -> AttributeEvidence:
     """Fit every attribute's logistic model (L-BFGS on each attribute's mean cross-entropy).
 
     Activations are standardized per filter for the fit (so the L2 penalty ``l2`` / 2 *
@@ -488,4 +530,4 @@ def fit_attribute_evidence(pooled: np.ndarray, incidence: sp.spmatrix | np.ndarr
         raise SaywhyError(f"the attribute model needs fitting images and attributes, got {x.shape[0]} images and "
                           f"{y.shape[1]} attributes")
     return fit_attribute_evidence_chunks(row_chunks(x, y), x.shape[1], y.shape[1], l2, max_iter, dtype, block,
-                                         smoothing, start)
+                                         smoothing, start, map_blocks)

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 import numpy as np
 import scipy.sparse as sp
 
+from saywhy.blas import side_by_side
 from saywhy.core.attribute_evidence import (
     BLOCK,
     AttributeEvidence,
@@ -73,7 +74,8 @@ class Combine:
         return top
 
     def fit_evidence(self, loss: EvidenceLoss, moments: EvidenceMoments, l2: float) -> AttributeEvidence:
-        return fit_evidence_blocks(loss, moments, l2)
+        """The evidence L-BFGS, its blocks side by side on the cores (the same numbers as one by one)."""
+        return fit_evidence_blocks(loss, moments, l2, map_blocks=side_by_side)
 
 
 @dataclass
@@ -327,7 +329,7 @@ class EvidenceModel(AttributeModel):
         frequency = None if share == 0.0 else class_frequency(
             row_chunks(features[:, :f], counts), int(classes.max()) + 1, counts.shape[1],
             lambda x, start: classes[start:start + len(x)])
-        for g in np.unique(sources[sources >= 0]):
+        def fit_group(g: int) -> AttributeEvidence:
             js = np.flatnonzero(sources == g)
             x = features[:, f * (1 + g):f * (2 + g)]
             smoothing = None if frequency is None else ClassSmoothing(share, frequency[:, js], classes=classes)
@@ -336,9 +338,13 @@ class EvidenceModel(AttributeModel):
             known = self.evidence_.weights[js]
             start = AttributeEvidence(np.concatenate([np.zeros_like(known), known], axis=1) if both else known,
                                       self.evidence_.bias[js])
-            fitted = fit_attribute_evidence(np.concatenate([x, features[:, :f]], axis=1) if both else x, counts[:, js],
-                                            self.config.evidence_l2 * counts.shape[1], smoothing=smoothing,
-                                            start=start)
+            return fit_attribute_evidence(np.concatenate([x, features[:, :f]], axis=1) if both else x, counts[:, js],
+                                          self.config.evidence_l2 * counts.shape[1], smoothing=smoothing, start=start)
+
+        # the groups are independent fits: side by side on the cores, the largest first
+        groups = sorted(np.unique(sources[sources >= 0]).tolist(), key=lambda g: -int(np.sum(sources == g)))
+        for g, fitted in zip(groups, side_by_side(fit_group, groups)):
+            js = np.flatnonzero(sources == g)
             weights[js], bias[js] = fitted.weights[:, :f], fitted.bias
             if both:
                 global_weights[js] = fitted.weights[:, f:]
