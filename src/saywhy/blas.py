@@ -70,10 +70,9 @@ def side_by_side(function: Callable[[Any], Any], items: Sequence[Any], workers: 
     """``[function(item) for item in items]``, run on up to ``workers`` threads (default: the usable cores),
     numpy's BLAS on one thread meanwhile so that the threads never outnumber the cores; results in the
     items' order, the first error raised. For independent fits (an evidence fit's blocks, its part
-    groups, the part maps beside the evidence): each item is computed alone on one BLAS thread however
-    many run at once, so a fit gives the same numbers on one core or sixteen (OpenBLAS's threads
-    round its sums differently, and L-BFGS carries that to 1e-5 of the weights;
-    tests/test_fit_side_by_side.py). One worker or one item: the loop, on one BLAS thread; a call
+    groups, the part maps beside the evidence): each item is computed on one BLAS thread however many
+    run at once, so its numbers are the same alone or beside others (OpenBLAS's threads round sums
+    differently, and L-BFGS carries that to 1e-5 of the weights; tests/test_fit_side_by_side.py). One worker or one item: the loop, on one BLAS thread; a call
     inside another side-by-side section: the loop."""
     global _SIDE_BY_SIDE
     items = list(items)
@@ -101,10 +100,12 @@ class Beside:
     """``function()`` on a background thread beside the caller's own work (say, the forward passes on
     the cores torch leaves free), numpy's BLAS on one thread from :meth:`start` until :meth:`result`,
     and counted as a side-by-side section meanwhile (a :func:`side_by_side` inside it runs as a loop).
+    ``background``: the thread runs at the lowest scheduling priority (Linux), so that the caller's
+    threads (the forward passes and the decoding) keep their speed and it takes the idle time.
     :meth:`result` waits for it and returns its value or raises its error."""
 
-    def __init__(self, function: Callable[[], Any]):
-        self.function = function
+    def __init__(self, function: Callable[[], Any], background: bool = True):
+        self.function, self.background = function, background
         self._thread: threading.Thread | None = None
         self._outcome: tuple[bool, Any] = (False, None)
         self._blas: Any = None
@@ -114,6 +115,11 @@ class Beside:
 
         def run() -> None:
             try:
+                if self.background:  # the lowest priority: it takes only what the caller's threads leave
+                    try:
+                        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)  # this thread (Linux)
+                    except (AttributeError, OSError):
+                        pass
                 self._outcome = (True, self.function())
             except BaseException as error:  # noqa: BLE001 - raised in the caller by result()
                 self._outcome = (False, error)
