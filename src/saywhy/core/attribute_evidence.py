@@ -396,7 +396,10 @@ class EvidenceLoss:
         if not self._prepared:
             start = 0
             for c, (x, _) in enumerate(self.chunks()):
-                self._standardize(c, x)
+                if c == len(self._standardized):
+                    self._standardize(c, x)
+                if self.smoothing is None and c >= len(self._standardized):
+                    break  # nothing more to keep, and no classes to find
                 if self.smoothing is not None and c == len(self._classes):
                     self._classes.append(self.smoothing.classes_of(x, start))
                 start += len(x)
@@ -441,7 +444,7 @@ def fit_evidence_blocks(evaluate: Evaluate, moments: EvidenceMoments, l2: float 
     start from (default zero weights and the base-rate biases); each problem is convex, so only the
     path to the optimum changes, not the optimum. ``map_blocks(solve, spans)``: how the blocks are
     solved, e.g. side by side on threads (``saywhy.blas.side_by_side``; the same numbers as one after
-    the other); it needs an :class:`EvidenceLoss`, each block then reading its own :meth:`EvidenceLoss.view`.
+    the other on one BLAS thread); it needs an :class:`EvidenceLoss`, each block then reading its own :meth:`EvidenceLoss.view`.
     """
     import scipy.optimize  # here, not at the top: every explain imports this module, only a fit needs L-BFGS
 

@@ -329,6 +329,7 @@ class EvidenceModel(AttributeModel):
         frequency = None if share == 0.0 else class_frequency(
             row_chunks(features[:, :f], counts), int(classes.max()) + 1, counts.shape[1],
             lambda x, start: classes[start:start + len(x)])
+
         def fit_group(g: int) -> AttributeEvidence:
             js = np.flatnonzero(sources == g)
             x = features[:, f * (1 + g):f * (2 + g)]
