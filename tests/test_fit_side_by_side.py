@@ -169,3 +169,35 @@ def test_maps_spilled_with_some_images_first_come_back_in_the_records_order(tiny
     assert early.n_items == 4 and early.index.tolist() == [0, 2, 3]  # positions in first; 7 is unreadable
     rows = [plain.index.tolist().index(p) for p in (3, 20, 33)]
     np.testing.assert_allclose(early.maps, np.asarray(plain.maps)[rows], rtol=1e-5, atol=1e-6)
+
+
+def test_a_failure_beside_the_forward_passes_reaches_the_caller_and_gives_blas_back(tiny_noisy_synthbirds,
+                                                                                    monkeypatch):
+    import torch
+
+    from saywhy import pipeline
+    from saywhy.explain.explainer import ExplainerConfig
+
+    tiny = tiny_noisy_synthbirds
+    session, dataset = tiny["session"], tiny["dataset"]
+
+    ran: list[str] = []
+
+    def broken(*args, **kwargs):
+        ran.append(threading.current_thread().name)
+        raise RuntimeError("part maps failed")
+
+    monkeypatch.setattr(pipeline, "learn_part_maps", broken)
+    monkeypatch.setattr(pipeline, "usable_cores", lambda: 2)
+    before = _blas_threads()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with pytest.raises(RuntimeError, match="part maps failed"):
+            pipeline.fit_explainer(dataset, session.model, session.preprocess, ExplainerConfig(min_df=1),
+                                   extractor=tiny["extractor"], progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert ran == ["saywhy-beside"]  # it failed beside the forward passes, and the caller heard of it
+    assert _blas_threads() == before and blas._SIDE_BY_SIDE == 0
+    assert not [t for t in threading.enumerate() if t.name == "saywhy-beside"]

@@ -226,22 +226,22 @@ def fit_explainer(
                 beside = Beside(lambda: learn_part_maps(model, preprocess, train, attribute_parts_file, layers=layers,
                                                         activations=acts)).start()
 
-        try:
+    interrupted = False
+    try:
+        if spill is not None:
             activations = spilled_map_activations(model, records, preprocess, layers, Path(spill.name), feature_cache,
                                                   progress, first=first, when_first=when_first)
-        except BaseException:
-            if beside is not None:
-                beside.wait()
-            raise
-    elif activations is None:
-        activations = pooled_activations(model, records, preprocess, layers, feature_cache, progress)
-    try:
+        elif activations is None:
+            activations = pooled_activations(model, records, preprocess, layers, feature_cache, progress)
         return _fit_from_activations(dataset, model, preprocess, config, source, extractor, metadata, progress,
                                      activations, synonyms, attribute_parts_file, layers, class_names, records, report,
                                      beside)
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
     finally:
-        if beside is not None:
-            beside.wait()  # never leave its thread running over a deleted spill folder
+        if beside is not None and not interrupted:  # its maps are in memory: only BLAS's threads to give back
+            beside.wait()
         if spill is not None:
             spill.cleanup()
 
