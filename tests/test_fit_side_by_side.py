@@ -201,3 +201,14 @@ def test_a_failure_beside_the_forward_passes_reaches_the_caller_and_gives_blas_b
     assert ran == ["saywhy-beside"]  # it failed beside the forward passes, and the caller heard of it
     assert _blas_threads() == before and blas._SIDE_BY_SIDE == 0
     assert not [t for t in threading.enumerate() if t.name == "saywhy-beside"]
+
+
+def test_an_abandoned_beside_gives_blas_back_when_it_ends():
+    """After Ctrl-C the caller stops waiting: the thread itself restores BLAS and the count as it ends."""
+    import time
+
+    before = _blas_threads()
+    running = Beside(lambda: time.sleep(0.2)).start()
+    assert blas._SIDE_BY_SIDE == 1
+    running._thread.join()  # nobody calls wait() or result()
+    assert _blas_threads() == before and blas._SIDE_BY_SIDE == 0

@@ -72,7 +72,10 @@ def side_by_side(function: Callable[[Any], Any], items: Sequence[Any], workers: 
     items' order, the first error raised. For independent fits (an evidence fit's blocks, its part
     groups, the part maps beside the evidence): each item is computed on one BLAS thread however many
     run at once, so its numbers are the same alone or beside others (OpenBLAS's threads round sums
-    differently, and L-BFGS carries that to 1e-5 of the weights; tests/test_fit_side_by_side.py). One worker or one item: the loop, on one BLAS thread; a call
+    differently, and L-BFGS carries that to 1e-5 of the weights; tests/test_fit_side_by_side.py). The
+    BLAS setting and the nesting count are the process's: a second fit, or an explanation, on another
+    thread of the same process meanwhile runs its parts as a loop and may change BLAS's threads under
+    it (the same optimum, other rounding). One worker or one item: the loop, on one BLAS thread; a call
     inside another side-by-side section: the loop."""
     global _SIDE_BY_SIDE
     items = list(items)
@@ -123,6 +126,8 @@ class Beside:
                 self._outcome = (True, self.function())
             except BaseException as error:  # noqa: BLE001 - raised in the caller by result()
                 self._outcome = (False, error)
+            finally:  # the thread gives BLAS back itself: also when the caller stopped waiting (Ctrl-C)
+                self._release()
 
         with _SIDE_BY_SIDE_LOCK:
             _SIDE_BY_SIDE += 1
@@ -132,17 +137,22 @@ class Beside:
         self._thread.start()
         return self
 
-    def wait(self) -> None:
-        """Wait for the thread, then give BLAS its threads back (again: nothing)."""
+    def _release(self) -> None:
+        """BLAS's threads and the side-by-side count given back, once."""
         global _SIDE_BY_SIDE
+        with _SIDE_BY_SIDE_LOCK:
+            if self._blas is None:
+                return
+            blas, self._blas = self._blas, None
+            _SIDE_BY_SIDE -= 1
+        blas.__exit__(None, None, None)
+
+    def wait(self) -> None:
+        """Wait for the thread (which gives BLAS its threads back as it ends)."""
         if self._thread is None:
             raise RuntimeError("Beside.wait() before start()")
         self._thread.join()
-        if self._blas is not None:
-            self._blas.__exit__(None, None, None)
-            self._blas = None
-            with _SIDE_BY_SIDE_LOCK:
-                _SIDE_BY_SIDE -= 1
+        self._release()
 
     def result(self) -> Any:
         self.wait()

@@ -217,7 +217,7 @@ def fit_explainer(
         # tolerance, not to the bit (tests/test_fit_side_by_side.py)
         first = [position[r.path] for r in sample] if spare_core(model) and sample and \
             all(r.path in position for r in sample) else []
-        if first != sorted(first):  # the sample's rows come back in the records' order: it must be that one
+        if first != sorted(first) or len(set(first)) != len(first):  # rows come back in the records' order, once each
             first = []
 
         def when_first(acts: Activations) -> None:
@@ -240,7 +240,7 @@ def fit_explainer(
         interrupted = True
         raise
     finally:
-        if beside is not None and not interrupted:  # its maps are in memory: only BLAS's threads to give back
+        if beside is not None and not interrupted:  # its maps are in memory; it gives BLAS back as it ends
             beside.wait()
         if spill is not None:
             spill.cleanup()

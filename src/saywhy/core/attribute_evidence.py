@@ -457,7 +457,7 @@ def fit_evidence_blocks(evaluate: Evaluate, moments: EvidenceMoments, l2: float 
         a_all = np.asarray(start.weights, np.float64) * moments.std
         b_all = np.asarray(start.bias, np.float64) + np.asarray(start.weights, np.float64) @ moments.mean
     spans = [(lo, min(lo + block, t)) for lo in range(0, t, block)]
-    side_by_side = map_blocks is not None and len(spans) > 1
+    side_by_side = map_blocks is not None and len(spans) > 1  # else map_blocks runs the one block as it is
     if side_by_side and not isinstance(evaluate, EvidenceLoss):
         raise SaywhyError("blocks fitted side by side need an EvidenceLoss (its views keep each block's own state)")
 
@@ -479,7 +479,7 @@ def fit_evidence_blocks(evaluate: Evaluate, moments: EvidenceMoments, l2: float 
 
     if side_by_side:
         evaluate.view(len(spans))  # the kept rows made once, before the blocks read them side by side
-    for (lo, hi), x in zip(spans, map_blocks(solve, spans) if side_by_side else map(solve, spans)):
+    for (lo, hi), x in zip(spans, map_blocks(solve, spans) if map_blocks is not None else map(solve, spans)):
         a_all[lo:hi] = x[: (hi - lo) * f].reshape(hi - lo, f)
         b_all[lo:hi] = x[(hi - lo) * f:]
     weights = a_all / moments.std

@@ -24,9 +24,10 @@ from typing import Any, ClassVar
 import numpy as np
 import scipy.sparse as sp
 
-from saywhy.blas import side_by_side
+from saywhy.blas import side_by_side, usable_cores
 from saywhy.core.attribute_evidence import (
     BLOCK,
+    KEEP_BYTES,
     AttributeEvidence,
     ClassSmoothing,
     EvidenceLoss,
@@ -50,6 +51,7 @@ from saywhy.errors import SaywhyError
 
 
 SMALL_FIT = 3e7  # multiply-adds per evaluation below which the evidence fit uses one BLAS thread
+SIDE_BY_SIDE_BYTES = 2 * 2**30  # what the part groups fitted at once may hold together
 
 FitChunks = Callable[[], Iterable[tuple[np.ndarray, sp.csr_matrix]]]
 """The fitting images as a re-iterable source of (pooled activations, term counts) row chunks,
@@ -342,9 +344,12 @@ class EvidenceModel(AttributeModel):
             return fit_attribute_evidence(np.concatenate([x, features[:, :f]], axis=1) if both else x, counts[:, js],
                                           self.config.evidence_l2 * counts.shape[1], smoothing=smoothing, start=start)
 
-        # the groups are independent fits: side by side on the cores, the largest first
+        # the groups are independent fits: side by side on the cores, the largest first, as many at once as
+        # SIDE_BY_SIDE_BYTES holds (each has its images x 2F float64 rows and up to KEEP_BYTES kept)
         groups = sorted(np.unique(sources[sources >= 0]).tolist(), key=lambda g: -int(np.sum(sources == g)))
-        for g, fitted in zip(groups, side_by_side(fit_group, groups)):
+        each = len(features) * f * (2 if both else 1) * 8 + KEEP_BYTES
+        workers = max(1, min(usable_cores(), SIDE_BY_SIDE_BYTES // each))
+        for g, fitted in zip(groups, side_by_side(fit_group, groups, workers)):
             js = np.flatnonzero(sources == g)
             weights[js], bias[js] = fitted.weights[:, :f], fitted.bias
             if both:
