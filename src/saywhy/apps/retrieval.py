@@ -120,7 +120,9 @@ def score_retrieval(scores: np.ndarray, vocabulary: Sequence[str], documents: Se
     else:
         retrieved = top_k_mask(scores, top_k)[:, columns]
     report = evaluate_retrieval(scores[:, columns], retrieved, relevant, attributes, k=k, seed=seed)
-    report.notes = {"ranking": "the given scores", "set decision": f"attribute in the top-{top_k} explanation",
+    decision = f"attribute in the top-{top_k} explanation" if decision_mask is None else \
+        f"attribute cited by the image's explanation (its top {top_k} less hidden parts and vague words)"
+    report.notes = {"ranking": "the given scores", "set decision": decision,
                     "ground truth": "attribute among the phrases parsed from the image's captions"}
     return RetrievalEvaluation(report, skipped)
 
