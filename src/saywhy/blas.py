@@ -101,14 +101,14 @@ def side_by_side(function: Callable[[Any], Any], items: Sequence[Any], workers: 
 
 class Beside:
     """``function()`` on a background thread beside the caller's own work (say, the forward passes on
-    the cores torch leaves free), numpy's BLAS on one thread from :meth:`start` until :meth:`result`,
+    the cores torch leaves free), numpy's BLAS on one thread from :meth:`start` until the thread ends,
     and counted as a side-by-side section meanwhile (a :func:`side_by_side` inside it runs as a loop).
-    ``background``: the thread runs at the lowest scheduling priority (Linux), so that the caller's
-    threads (the forward passes and the decoding) keep their speed and it takes the idle time.
-    :meth:`result` waits for it and returns its value or raises its error."""
+    The thread runs at the lowest scheduling priority (Linux), so that the caller's threads (the
+    forward passes and the decoding) keep their speed and it takes the idle time. :meth:`result`
+    waits for it and returns its value or raises its error."""
 
-    def __init__(self, function: Callable[[], Any], background: bool = True):
-        self.function, self.background = function, background
+    def __init__(self, function: Callable[[], Any]):
+        self.function = function
         self._thread: threading.Thread | None = None
         self._outcome: tuple[bool, Any] = (False, None)
         self._blas: Any = None
@@ -118,11 +118,10 @@ class Beside:
 
         def run() -> None:
             try:
-                if self.background:  # the lowest priority: it takes only what the caller's threads leave
-                    try:
-                        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)  # this thread (Linux)
-                    except (AttributeError, OSError):
-                        pass
+                try:  # the lowest priority: it takes only what the caller's threads leave
+                    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)  # this thread (Linux)
+                except (AttributeError, OSError):
+                    pass
                 self._outcome = (True, self.function())
             except BaseException as error:  # noqa: BLE001 - raised in the caller by result()
                 self._outcome = (False, error)
@@ -151,8 +150,7 @@ class Beside:
         """Wait for the thread (which gives BLAS its threads back as it ends)."""
         if self._thread is None:
             raise RuntimeError("Beside.wait() before start()")
-        self._thread.join()
-        self._release()
+        self._thread.join()  # it released BLAS and the count as it ended
 
     def result(self) -> Any:
         self.wait()

@@ -354,7 +354,6 @@ def spilled_map_activations(model: nn.Module, records: Sequence[ImageRecord], pr
     maps = None
     pooled, logits, index = [], [], []
     for group in (first, rest):
-        done = len(index)
         for start in range(0, len(group), PART_POOL_CHUNK):
             positions = np.array(group[start:start + PART_POOL_CHUNK], np.int64)
             chunk = [records[i] for i in positions]
@@ -370,14 +369,13 @@ def spilled_map_activations(model: nn.Module, records: Sequence[ImageRecord], pr
             index.append(positions[acts.index])
             if feature_cache is not None:
                 feature_cache.add(model, [chunk[i] for i in acts.index], preprocess, layers, acts.pooled)
-        if group is first and first and when_first is not None:
-            rows = np.concatenate(index[done:]) if len(index) > done else np.zeros(0, np.int64)
-            where = {p: i for i, p in enumerate(first)}
+        if group is first and first and when_first is not None:  # only the first group's rows are in so far
+            rows = np.concatenate(index) if index else np.zeros(0, np.int64)
             when_first(Activations(
-                pooled=np.concatenate(pooled[done:]) if len(rows) else np.zeros((0, layers.n_filters), np.float32),
-                logits=np.concatenate(logits[done:]) if len(rows) else np.zeros((0, layers.n_classes), np.float32),
-                index=np.array([where[int(p)] for p in rows], np.int64),
-                maps=np.asarray(maps[rows]) if len(rows) else None, n_items=len(first)))
+                pooled=np.concatenate(pooled) if index else np.zeros((0, layers.n_filters), np.float32),
+                logits=np.concatenate(logits) if index else np.zeros((0, layers.n_classes), np.float32),
+                index=np.searchsorted(first, rows), maps=np.asarray(maps[rows]) if index else None,
+                n_items=len(first)))
     if maps is None:
         return Activations(pooled=np.zeros((0, layers.n_filters), np.float32),
                            logits=np.zeros((0, layers.n_classes), np.float32), index=np.zeros(0, np.int64),

@@ -388,22 +388,27 @@ class EvidenceLoss:
         """Whether ``array`` fits in what is left of :data:`KEEP_BYTES` (the caller then keeps it)."""
         return self._kept_bytes + array.nbytes <= self._budget
 
+    def prepare(self) -> None:
+        """One pass that standardizes and keeps the rows this loss would keep (and finds the predicted
+        classes), after which no evaluation changes them: what :meth:`view` s share, read only."""
+        if self._prepared:
+            return
+        start = 0
+        for c, (x, _) in enumerate(self.chunks()):
+            if c == len(self._standardized):
+                self._standardize(c, x)
+            if self.smoothing is None and c >= len(self._standardized):
+                break  # nothing more to keep, and no classes to find
+            if self.smoothing is not None and c == len(self._classes):
+                self._classes.append(self.smoothing.classes_of(x, start))
+            start += len(x)
+        self._prepared = True
+
     def view(self, share: int) -> EvidenceLoss:
-        """A loss for one block fitted beside others (``fit_evidence_blocks``' ``map_blocks``): one pass
-        first standardizes and keeps the rows (and finds the predicted classes) this loss would keep,
-        which every view then reads and none changes; each view keeps its own block's pairs and targets,
-        within a ``share``-th of what :data:`KEEP_BYTES` leaves."""
-        if not self._prepared:
-            start = 0
-            for c, (x, _) in enumerate(self.chunks()):
-                if c == len(self._standardized):
-                    self._standardize(c, x)
-                if self.smoothing is None and c >= len(self._standardized):
-                    break  # nothing more to keep, and no classes to find
-                if self.smoothing is not None and c == len(self._classes):
-                    self._classes.append(self.smoothing.classes_of(x, start))
-                start += len(x)
-            self._prepared = True
+        """A loss for one block fitted beside others (``fit_evidence_blocks``' ``map_blocks``): it reads the
+        rows and classes :meth:`prepare` kept, and keeps its own block's pairs and targets, within a
+        ``share``-th of what :data:`KEEP_BYTES` leaves."""
+        self.prepare()
         kept = sum(rows.nbytes for rows in self._standardized)
         return copy.copy(self)._for_one_block(kept + max(0, KEEP_BYTES - kept) // max(1, share))
 
@@ -478,7 +483,7 @@ def fit_evidence_blocks(evaluate: Evaluate, moments: EvidenceMoments, l2: float 
                                                 "maxls": 10}).x
 
     if side_by_side:
-        evaluate.view(len(spans))  # the kept rows made once, before the blocks read them side by side
+        evaluate.prepare()  # the kept rows made once, before the blocks read them side by side
     for (lo, hi), x in zip(spans, map_blocks(solve, spans) if map_blocks is not None else map(solve, spans)):
         a_all[lo:hi] = x[: (hi - lo) * f].reshape(hi - lo, f)
         b_all[lo:hi] = x[(hi - lo) * f:]
