@@ -204,11 +204,43 @@ def test_a_failure_beside_the_forward_passes_reaches_the_caller_and_gives_blas_b
 
 
 def test_an_abandoned_beside_gives_blas_back_when_it_ends():
-    """After Ctrl-C the caller stops waiting: the thread itself restores BLAS and the count as it ends."""
+    """After Ctrl-C the caller stops waiting: the thread itself gives the count back as it ends, and BLAS's
+    threads (or, where OpenBLAS ignores a setting made on another thread, the next section on this one)."""
     import time
 
     before = _blas_threads()
     running = Beside(lambda: time.sleep(0.2)).start()
     assert blas._SIDE_BY_SIDE == 1
     running._thread.join()  # nobody calls wait() or result()
-    assert _blas_threads() == before and blas._SIDE_BY_SIDE == 0
+    assert blas._SIDE_BY_SIDE == 0 and blas._BLAS_HOLDERS == 0
+    blas.restore_blas()  # what the next section's close does, where OpenBLAS ignored the thread's restore
+    assert _blas_threads() == before
+
+
+def test_one_blas_thread_holds_until_the_last_section_of_any_thread_closes():
+    """Two threads' sections overlapping: the first to close must not give BLAS its threads back under the
+    other (an explanation on one thread beside a fit on another changed the fit's rounding)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        outside = _blas_threads()
+        if not outside or set(outside) == {1}:
+            pytest.skip("numpy's BLAS runs on one thread only here")
+        opened, main_closed = threading.Event(), threading.Event()
+        seen: dict[str, list[int]] = {}
+
+        def second() -> None:
+            with one_blas_thread():
+                opened.set()
+                main_closed.wait(5)
+                seen["after the main thread's section closed"] = [lib.get_num_threads() for lib in blas._BLAS]
+
+        worker = threading.Thread(target=second)
+        with one_blas_thread():  # the main thread's section opens first and closes first
+            worker.start()
+            assert opened.wait(5)
+        main_closed.set()
+        worker.join(10)
+        assert set(seen["after the main thread's section closed"]) == {1} and blas._BLAS_HOLDERS == 0
+        blas.restore_blas()  # where the worker's restore did not take (OpenBLAS 0.3.31), the main thread's does
+        assert _blas_threads() == outside

@@ -13,34 +13,84 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-_BLAS: list[Any] | None = None  # numpy's BLAS libraries (threadpoolctl controllers), found once per process
+_BLAS: list[Any] | None = None  # the loaded BLAS libraries (threadpoolctl controllers), found again after imports
+_BLAS_LOCK = threading.Lock()
+_BLAS_HOLDERS = 0  # one_blas_thread sections open now, in every thread of the process
+_BLAS_SAVED: list[int] = []  # each library's thread count when the first of them opened
+_BLAS_MODULES = 0  # len(sys.modules) when the libraries were found
+_BLAS_PENDING = False  # the last section closed on a thread whose setting OpenBLAS ignored: not restored yet
 
 
 @contextmanager
 def one_blas_thread() -> Iterator[None]:
-    """Run the block with numpy's BLAS on one thread, then restore what it was."""
-    global _BLAS
-    if _BLAS is None:
-        from threadpoolctl import ThreadpoolController
+    """Run the block with numpy's BLAS on one thread, then restore what it was.
 
-        _BLAS = list(ThreadpoolController().select(user_api="blas").lib_controllers)
-    # each library's count read and set directly: threadpoolctl's limit() context took 0.013 ms warm,
-    # 0.08 ms after a forward pass had evicted it from the caches
-    before = [lib.get_num_threads() for lib in _BLAS]
-    for lib, threads in zip(_BLAS, before):
-        if threads != 1:
-            lib.set_num_threads(1)
+    The setting is the process's, so the sections of all threads are counted together: the first to
+    open sets one thread, the last to close restores the counts the first found. A section that
+    closes while another thread's is open changes nothing under it (an explanation served on a web
+    app's thread beside a fit leaves the fit's products on one thread, so its numbers stay those of
+    a fit alone). OpenBLAS 0.3.31 ignores a thread count set on another thread once the main thread
+    has set one: a restore that did not take is retried at the next close, and by
+    :meth:`Beside.wait` on the caller's thread (:func:`restore_blas`)."""
+    global _BLAS_HOLDERS, _BLAS_SAVED
+    with _BLAS_LOCK:
+        if _BLAS_HOLDERS == 0 and (_BLAS is None or _BLAS_MODULES != len(sys.modules)):
+            _find_blas()  # again after imports: SciPy's optimizers load a second OpenBLAS beside numpy's
+        if _BLAS_HOLDERS == 0:
+            # each library's count read and set directly: threadpoolctl's limit() context took 0.013 ms
+            # warm, 0.08 ms after a forward pass had evicted it from the caches
+            if not _BLAS_PENDING:  # else the counts now are a restore that did not take: keep the first's
+                _BLAS_SAVED = [lib.get_num_threads() for lib in _BLAS]
+            for lib, threads in zip(_BLAS, _BLAS_SAVED):
+                if threads != 1:
+                    lib.set_num_threads(1)
+        _BLAS_HOLDERS += 1
     try:
         yield
     finally:
-        for lib, threads in zip(_BLAS, before):
-            if threads != 1:
-                lib.set_num_threads(threads)
+        with _BLAS_LOCK:
+            _BLAS_HOLDERS -= 1
+            _restore()
+
+
+def _find_blas() -> None:
+    """The BLAS libraries loaded now (threadpoolctl's controllers, 3.5 ms to find), and the count of
+    imported modules they were found at: a library is loaded only by an import (under the lock)."""
+    global _BLAS, _BLAS_MODULES
+    from threadpoolctl import ThreadpoolController
+
+    found = list(ThreadpoolController().select(user_api="blas").lib_controllers)
+    if _BLAS is not None and _BLAS_PENDING:  # a restore still owed to the libraries found before
+        known = {lib.filepath: threads for lib, threads in zip(_BLAS, _BLAS_SAVED)}
+        _BLAS_SAVED[:] = [known.get(lib.filepath, lib.get_num_threads()) for lib in found]
+    _BLAS, _BLAS_MODULES = found, len(sys.modules)
+
+
+def _restore() -> None:
+    """With no section open, the saved counts set again, and whether that took remembered (under the lock)."""
+    global _BLAS_PENDING
+    if _BLAS_HOLDERS or _BLAS is None:
+        return
+    for lib, threads in zip(_BLAS, _BLAS_SAVED):
+        if threads != 1:
+            lib.set_num_threads(threads)
+    # read back only off the main thread, where OpenBLAS may have ignored it (a read costs a microsecond)
+    _BLAS_PENDING = threading.current_thread() is not threading.main_thread() and \
+        any(lib.get_num_threads() != threads for lib, threads in zip(_BLAS, _BLAS_SAVED))
+
+
+def restore_blas() -> None:
+    """Give BLAS back the thread counts a section on another thread could not restore (see
+    :func:`one_blas_thread`); nothing while a section is open or when nothing is pending."""
+    with _BLAS_LOCK:
+        if _BLAS_PENDING:
+            _restore()
 
 
 def one_blas_thread_call(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -73,10 +123,9 @@ def side_by_side(function: Callable[[Any], Any], items: Sequence[Any], workers: 
     groups, the part maps beside the evidence): each item is computed on one BLAS thread however many
     run at once, so its numbers are the same alone or beside others (OpenBLAS's threads round sums
     differently, and L-BFGS carries that to 1e-5 of the weights; tests/test_fit_side_by_side.py). The
-    BLAS setting and the nesting count are the process's: a second fit, or an explanation, on another
-    thread of the same process meanwhile runs its parts as a loop and may change BLAS's threads under
-    it (the same optimum, other rounding). One worker or one item: the loop, on one BLAS thread; a call
-    inside another side-by-side section: the loop."""
+    nesting count is the process's: a second fit on another thread of the same process meanwhile runs
+    its parts as a loop (on one BLAS thread: the same numbers, later). One worker or one item: the
+    loop, on one BLAS thread; a call inside another side-by-side section: the loop."""
     global _SIDE_BY_SIDE
     items = list(items)
     workers = min(len(items), usable_cores() if workers is None else int(workers))
@@ -151,6 +200,7 @@ class Beside:
         if self._thread is None:
             raise RuntimeError("Beside.wait() before start()")
         self._thread.join()  # it released BLAS and the count as it ended
+        restore_blas()  # on this thread, where OpenBLAS takes the setting the thread's release could not
 
     def result(self) -> Any:
         self.wait()

@@ -16,6 +16,8 @@ fitted too, because Figure 5 shows it; its settings therefore always matter.
 """
 from __future__ import annotations
 
+import contextlib
+
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 import scipy.sparse as sp
 
-from saywhy.blas import side_by_side, usable_cores
+from saywhy.blas import one_blas_thread, side_by_side, usable_cores
 from saywhy.core.attribute_evidence import (
     BLOCK,
     KEEP_BYTES,
@@ -279,14 +281,12 @@ class EvidenceModel(AttributeModel):
                   "from the image alone (the ranking weighs the evidence by the class's filters)")
 
     def fit_chunks(self, chunks, n_filters, n_attributes, n_images, combine=Combine(), head=None):
-        from threadpoolctl import threadpool_limits
-
         # Each of the fit's hundreds of evaluations is two (images x filters x attributes)
         # products. Below about 3e7 multiply-adds, BLAS threads cost more than they save, and
         # after a forward pass they fight torch's for the cores: a 77 x 512 x 98 fit took 27 s
         # with 2 OpenBLAS threads and 1.6 s with one (2-core machine, BENCHMARKS.md).
         small = n_images * n_filters * min(n_attributes, BLOCK) < SMALL_FIT
-        with threadpool_limits(limits=1 if small else None, user_api="blas"):
+        with one_blas_thread() if small else contextlib.nullcontext():
             # Term counts serve as incidence: the loss reads only which counts are above 0 (eq. 4).
             moments = chunk_moments(chunks, n_filters, n_attributes, combine.sum)
             loss = EvidenceLoss(chunks, moments.mean, moments.std, smoothing=self._smoothing(chunks, n_attributes,
