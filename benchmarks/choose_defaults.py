@@ -310,6 +310,11 @@ POOLING_CANDIDATES = {  # name: (fitted config's changes, explain-time changes)
         {"retrieval_score": "image", "visibility_source": "both", "visibility_threshold": t})
        for pooling, smoothings in (("both", (0.25, 0.5)), ("part", (0.75,))) for s in smoothings
        for t in (0.5, 0.7, 0.8, 0.9)},
+    # stop 25: a part-attribute cited only where its part shows it more than the class's mean image (located_evidence)
+    **{f"both + smoothing 0.25 + peak threshold {t} + image ranking + located evidence": (
+        {"evidence_pooling": "both", "evidence_smoothing": 0.25},
+        {"retrieval_score": "image", "visibility_source": "peak", "visibility_threshold": t, "located_evidence": True})
+       for t in (0.5, 0.8)},
 }
 
 

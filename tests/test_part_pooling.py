@@ -346,3 +346,43 @@ def test_a_sessions_rows_from_the_maps_run_on_one_blas_thread(tiny_noisy_synthbi
         ExplainerSession(explainer, session.model, session.preprocess).explain(test)  # no cache, maps not kept
         assert max(lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas") >= 1
     assert len(seen) >= 3 and set(seen) == {1}
+
+
+@pytest.mark.parametrize("pooling", ["part", "both"])
+def test_located_evidence_cites_a_part_attribute_only_where_its_part_shows_more_than_the_class_mean(pooling):
+    """Red fires at the crown in half the images: the class's mean crown pool holds half of it, so "red crown"
+    is located (its crown-pool evidence above the mean image's) exactly where red is at the crown."""
+    plain, maps, pooled, at_crown = fitted(pooling, top_k=3, located_evidence=False)
+    located, _, _, _ = fitted(pooling, top_k=3, located_evidence=True)
+    features = plain.part_pools(maps, pooled)
+    evidence = plain.attribute_model_.evidence_
+    groups = plain.pooling_groups_
+    mean = plain.class_mean_pooled_[0]
+    f = maps.shape[1]
+    excess = {}
+    for term in ("red crown", "red belly"):  # sum_k a_tk (psi_g,k(x) - psi_g,k(mean)), written out
+        j, g = TERMS.index(term), groups.index(tuple(PARTS[term]))
+        excess[term] = (features[:, f * (1 + g):f * (2 + g)] - mean[f * (1 + g):f * (2 + g)]) @ evidence.weights[j]
+    np.testing.assert_allclose(plain.attribute_model_.located(features, plain.class_mean_pooled_[[0] * len(features)]),
+                               np.stack([excess["red crown"] > 0, excess["red belly"] > 0,
+                                         np.ones(len(features), bool)], axis=1))
+    assert np.mean((excess["red crown"] > 0) == at_crown) > 0.95
+    before = [[t for t, _ in e.attributes] for e in plain.explain(features)]
+    after = [[t for t, _ in e.attributes] for e in located.explain(features)]
+    if pooling == "part":  # the rule has work (with "both" the global weights' own evidence already drops them)
+        assert any(excess[t][i] <= 0 for i, cited in enumerate(before) for t in cited if t in excess)
+    for i, cited in enumerate(after):
+        assert all(excess[t][i] > 0 for t in cited if t in excess)  # only located part-attributes
+        assert [t for t in before[i] if t not in excess or excess[t][i] > 0] == cited  # nothing else changes
+    np.testing.assert_array_equal(located.cited_mask(features), [[t in cited for t in TERMS] for cited in after])
+    # the shown score of what is still cited is unchanged
+    shown = {t: s for t, s in plain.explain(features[:1])[0].attributes}
+    assert all(np.isclose(shown[t], s) for t, s in located.explain(features[:1])[0].attributes)
+
+
+def test_located_evidence_changes_nothing_without_part_pools():
+    plain, _, pooled, _ = fitted("global", top_k=3, located_evidence=False)
+    located, _, _, _ = fitted("global", top_k=3, located_evidence=True)
+    assert [e.attributes for e in plain.explain(pooled)] == [e.attributes for e in located.explain(pooled)]
+    with pytest.raises(SaywhyError, match="located evidence must be True or False"):
+        ExplainerConfig(located_evidence="yes")

@@ -528,10 +528,12 @@ def ablation_configs() -> dict[str, Any]:
         "evidence model, global pooling (--evidence-pooling global)": ExplainerConfig(evidence_pooling="global"),
         "evidence model, no caption smoothing (--evidence-smoothing 0)": ExplainerConfig(evidence_smoothing=0.0),
         "evidence model, no visibility threshold (--visibility-threshold 0)": ExplainerConfig(visibility_threshold=0.0),
+        "evidence model, no located evidence (--no-located-evidence)": ExplainerConfig(located_evidence=False),
         "the stop-19 default (global pooling, no smoothing, no visibility threshold)": ExplainerConfig(
-            evidence_pooling="global", evidence_smoothing=0.0, visibility_source="pooled", visibility_threshold=0.0),
+            evidence_pooling="global", evidence_smoothing=0.0, visibility_source="pooled", visibility_threshold=0.0,
+            located_evidence=False),
         "saywhy default (evidence model, eq. 6 weighting, signed grounding; auto pooling, smoothing 0.25, peak "
-        "threshold 0.8)": ExplainerConfig(),
+        "threshold 0.8, located evidence)": ExplainerConfig(),
     }
 
 

@@ -43,7 +43,7 @@ from saywhy.explain.options import (  # noqa: E402  (no imports: a typo fails at
 CONFIG_OPTIONS = ("top_k", "sigma_activation", "top_fraction", "contrast", "filter_scale", "sigma_decision", "prior",
                   "likelihood", "min_df", "attribute_model", "evidence_l2", "class_weighting", "grounding", "sentence",
                   "part_visibility", "part_grounding", "evidence_pooling", "visibility_threshold",
-                  "visibility_source", "evidence_smoothing", "retrieval_score")
+                  "visibility_source", "evidence_smoothing", "retrieval_score", "located_evidence")
 
 
 class ConfigDefaultsHelp(argparse.HelpFormatter):
@@ -150,6 +150,9 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--part-visibility", action=argparse.BooleanOptionalAction, default=None,
                    help="with part maps: multiply a part-attribute's score by the probability that its part shows "
                         "(default {default})")
+    p.add_argument("--located-evidence", action=argparse.BooleanOptionalAction, default=None,
+                   help="with part-pooled evidence: cite a part-attribute only where the evidence read at its part "
+                        "exceeds that of the class's mean training image (default {default})")
     p.add_argument("--part-grounding", default=None, **choice(*PART_GROUNDINGS),
                    help="with part maps: heatmaps of part-attributes from eq. 9 (none), the part's learned map (maps), "
                         "or both (maps_alpha) (default {default})")

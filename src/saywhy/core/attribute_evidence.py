@@ -163,6 +163,18 @@ class AttributeEvidence:
             x = np.where((source >= 0)[:, None], part if scale is None else part * scale, x)
         return np.einsum("nf,nf->n", x, self.weights[columns]) + logits
 
+    def part_excess(self, parts: np.ndarray, reference: np.ndarray) -> np.ndarray:
+        """(images x attributes): each part-attribute's evidence from its part group's pool in ``parts``
+        above that in ``reference`` (both images x groups x filters, one reference row per image), sum_k
+        a_tk (psi_g,k(x) - psi_g,k(ref)); +inf for attributes that read no part pool."""
+        out = np.full((len(parts), len(self.bias)), np.inf)
+        if not self._parted():
+            return out
+        difference = np.asarray(parts, np.float64) - np.asarray(reference, np.float64)
+        for g, js, block in self._layout(False)[1]:
+            out[:, js] = difference[:, g] @ block.T
+        return out
+
     def probability_at(self, pooled: np.ndarray, rows: np.ndarray, columns: np.ndarray,
                        parts: np.ndarray | None = None) -> np.ndarray:
         """p(t|x) of image ``rows[i]`` and attribute ``columns[i]`` for each i: the same numbers as

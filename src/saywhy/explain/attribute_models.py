@@ -154,6 +154,12 @@ class AttributeModel(ABC):
         """:meth:`readable` at the (row, column) pairs only: what an explanation prints for its cited attributes."""
         return self.readable(pooled, scores)[rows, columns]
 
+    def located(self, pooled: np.ndarray, class_pooled: np.ndarray) -> np.ndarray | None:
+        """(images x attributes) True where an attribute may be cited under ``located_evidence``: it reads no
+        part pool, or its evidence read at its part in the image exceeds that in ``class_pooled`` (the
+        explained class's mean fitting image, a row per image); None for a model without part pools."""
+        return None
+
     @abstractmethod
     def class_ranking(self, class_pooled: np.ndarray, p_filter: np.ndarray, p_filter_class: np.ndarray) -> np.ndarray:
         """Eq. 7-8, (classes x attributes), in log units so that the order survives rounding."""
@@ -276,7 +282,7 @@ class EvidenceModel(AttributeModel):
 
     name = "evidence"
     settings = ("evidence_l2", "class_weighting", "grounding", "evidence_pooling", "evidence_smoothing",
-                "retrieval_score")
+                "retrieval_score", "located_evidence")
     score_name = ("p(t|x): the calibrated probability that the image's captions name the attribute, "
                   "from the image alone (the ranking weighs the evidence by the class's filters)")
 
@@ -394,6 +400,13 @@ class EvidenceModel(AttributeModel):
     def readable_at(self, pooled, scores, rows, columns):
         phi, parts = self._split(pooled)
         return self.evidence_.probability_at(phi, rows, columns, parts)  # p(t|x) of the cited pairs only
+
+    def located(self, pooled, class_pooled):
+        _, parts = self._split(pooled)
+        _, reference = self._split(class_pooled)
+        if parts is None or reference is None:
+            return None
+        return self.evidence_.part_excess(parts, reference) > 0
 
     def class_ranking(self, class_pooled, p_filter, p_filter_class):
         phi, parts = self._split(class_pooled)
