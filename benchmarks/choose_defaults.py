@@ -358,7 +358,9 @@ def run_part_pooling(name: str, explainer_dir: Path, workspace, seed: int, occlu
         key = tuple(sorted(changes.items()))
         if key not in fits:
             t0 = time.perf_counter()
-            explainer, _ = fit_explainer(dataset, model, preprocess, ExplainerConfig(**changes), extractor=extractor,
+            # every row as it was run before located_evidence existed (stop 25), unless it names the setting
+            config = ExplainerConfig(**{"located_evidence": False, **changes})
+            explainer, _ = fit_explainer(dataset, model, preprocess, config, extractor=extractor,
                                          progress=False, feature_cache=cache)
             if not explainer.has_part_maps:  # what `saywhy fit` does: part maps from the training keypoints
                 fit_part_maps(explainer, model, preprocess, dataset.split(train=True), seed=0)
