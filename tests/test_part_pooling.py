@@ -363,7 +363,7 @@ def test_located_evidence_cites_a_part_attribute_only_where_its_part_shows_more_
     for term in ("red crown", "red belly"):  # sum_k a_tk (psi_g,k(x) - psi_g,k(mean)), written out
         j, g = TERMS.index(term), groups.index(tuple(PARTS[term]))
         excess[term] = (features[:, f * (1 + g):f * (2 + g)] - mean[f * (1 + g):f * (2 + g)]) @ evidence.weights[j]
-    np.testing.assert_allclose(plain.attribute_model_.located(features, plain.class_mean_pooled_[[0] * len(features)]),
+    np.testing.assert_allclose(plain.attribute_model_.located(features, plain.class_mean_pooled_, [0] * len(features)),
                                np.stack([excess["red crown"] > 0, excess["red belly"] > 0,
                                          np.ones(len(features), bool)], axis=1))
     assert np.mean((excess["red crown"] > 0) == at_crown) > 0.95
@@ -386,3 +386,23 @@ def test_located_evidence_changes_nothing_without_part_pools():
     assert [e.attributes for e in plain.explain(pooled)] == [e.attributes for e in located.explain(pooled)]
     with pytest.raises(SaywhyError, match="located evidence must be True or False"):
         ExplainerConfig(located_evidence="yes")
+
+
+def test_located_evidence_read_for_the_first_candidates_equals_it_read_for_every_attribute(monkeypatch):
+    """The rule is read for each image's first LOCATED_CANDIDATES x top_k attributes, and for the whole row
+    where too few of those pass: the same citations as reading it everywhere."""
+    import saywhy.explain.explainer as explainer_module
+
+    located, maps, pooled, at_crown = fitted("part", top_k=2)
+    features = located.part_pools(maps, pooled)
+    model = located.attribute_model_
+    reference = model._class_part_logits(located.class_mean_pooled_).copy()
+    reference[:, TERMS.index("red crown")] = 1e9  # "red crown" is never located: its images need a third candidate
+    monkeypatch.setattr(model, "_class_part_logits", lambda class_pooled: reference)
+    everywhere = [[t for t, _ in e.attributes] for e in located.explain(features)]  # 4 x 2 covers all 3
+    assert all("red crown" not in cited for cited in everywhere)
+    whole_rows = []
+    monkeypatch.setattr(model, "located", lambda *a: whole_rows.append(len(a[0])) or type(model).located(model, *a))
+    monkeypatch.setattr(explainer_module, "LOCATED_CANDIDATES", 1)  # the first 2 per image: often too few
+    assert [[t for t, _ in e.attributes] for e in located.explain(features)] == everywhere
+    assert len(whole_rows) >= at_crown.sum() // 2  # the whole-row reading was needed, and gave the same answer

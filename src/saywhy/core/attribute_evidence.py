@@ -163,16 +163,26 @@ class AttributeEvidence:
             x = np.where((source >= 0)[:, None], part if scale is None else part * scale, x)
         return np.einsum("nf,nf->n", x, self.weights[columns]) + logits
 
-    def part_excess(self, parts: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    def part_logits(self, parts: np.ndarray) -> np.ndarray:
         """(images x attributes): each part-attribute's evidence from its part group's pool in ``parts``
-        above that in ``reference`` (both images x groups x filters, one reference row per image), sum_k
-        a_tk (psi_g,k(x) - psi_g,k(ref)); +inf for attributes that read no part pool."""
-        out = np.full((len(parts), len(self.bias)), np.inf)
-        if not self._parted():
-            return out
-        difference = np.asarray(parts, np.float64) - np.asarray(reference, np.float64)
-        for g, js, block in self._layout(False)[1]:
-            out[:, js] = difference[:, g] @ block.T
+        (images x groups x filters), sum_k a_tk psi_g,k; NaN for attributes that read no part pool."""
+        out = np.full((len(parts), len(self.bias)), np.nan)
+        if self._parted():
+            parts = np.asarray(parts, np.float64)
+            for g, js, block in self._layout(False)[1]:
+                out[:, js] = parts[:, g] @ block.T
+        return out
+
+    def part_logits_at(self, parts: np.ndarray, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        """:meth:`part_logits` of image ``rows[i]`` and attribute ``columns[i]`` for each i: the same numbers
+        without scoring every attribute."""
+        rows, columns = np.asarray(rows, dtype=np.intp), np.asarray(columns, dtype=np.intp)
+        out = np.full(len(rows), np.nan)
+        if self._parted():
+            source = self.sources[columns]
+            pairs = np.flatnonzero(source >= 0)
+            out[pairs] = np.einsum("nf,nf->n", np.asarray(parts, np.float64)[rows[pairs], source[pairs]],
+                                   self.weights[columns[pairs]])
         return out
 
     def probability_at(self, pooled: np.ndarray, rows: np.ndarray, columns: np.ndarray,

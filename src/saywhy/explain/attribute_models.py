@@ -154,11 +154,17 @@ class AttributeModel(ABC):
         """:meth:`readable` at the (row, column) pairs only: what an explanation prints for its cited attributes."""
         return self.readable(pooled, scores)[rows, columns]
 
-    def located(self, pooled: np.ndarray, class_pooled: np.ndarray) -> np.ndarray | None:
+    def located(self, pooled: np.ndarray, class_pooled: np.ndarray, classes: np.ndarray) -> np.ndarray | None:
         """(images x attributes) True where an attribute may be cited under ``located_evidence``: it reads no
-        part pool, or its evidence read at its part in the image exceeds that in ``class_pooled`` (the
-        explained class's mean fitting image, a row per image); None for a model without part pools."""
+        part pool, or its evidence read at its part in the image exceeds that in ``class_pooled[classes]``
+        (the explained class's mean fitting image); None for a model without part pools."""
         return None
+
+    def located_at(self, pooled: np.ndarray, class_pooled: np.ndarray, classes: np.ndarray, rows: np.ndarray,
+                   columns: np.ndarray) -> np.ndarray | None:
+        """:meth:`located` at the (row, column) pairs only."""
+        located = self.located(pooled, class_pooled, classes)
+        return None if located is None else located[rows, columns]
 
     @abstractmethod
     def class_ranking(self, class_pooled: np.ndarray, p_filter: np.ndarray, p_filter_class: np.ndarray) -> np.ndarray:
@@ -401,12 +407,30 @@ class EvidenceModel(AttributeModel):
         phi, parts = self._split(pooled)
         return self.evidence_.probability_at(phi, rows, columns, parts)  # p(t|x) of the cited pairs only
 
-    def located(self, pooled, class_pooled):
+    def _class_part_logits(self, class_pooled):
+        """:meth:`AttributeEvidence.part_logits` of each class's mean fitting image, made once per array."""
+        memo = getattr(self, "_class_part_memo", None)
+        if memo is None or memo[0] is not class_pooled:
+            _, parts = self._split(class_pooled)
+            memo = (class_pooled, None if parts is None else self.evidence_.part_logits(parts))
+            self._class_part_memo = memo
+        return memo[1]
+
+    def located(self, pooled, class_pooled, classes):
         _, parts = self._split(pooled)
-        _, reference = self._split(class_pooled)
+        reference = self._class_part_logits(class_pooled)
         if parts is None or reference is None:
             return None
-        return self.evidence_.part_excess(parts, reference) > 0
+        excess = self.evidence_.part_logits(parts) - reference[np.asarray(classes)]
+        return np.isnan(excess) | (excess > 0)
+
+    def located_at(self, pooled, class_pooled, classes, rows, columns):
+        _, parts = self._split(pooled)
+        reference = self._class_part_logits(class_pooled)
+        if parts is None or reference is None:
+            return None
+        excess = self.evidence_.part_logits_at(parts, rows, columns) - reference[np.asarray(classes)[rows], columns]
+        return np.isnan(excess) | (excess > 0)
 
     def class_ranking(self, class_pooled, p_filter, p_filter_class):
         phi, parts = self._split(class_pooled)
