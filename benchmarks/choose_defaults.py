@@ -39,7 +39,9 @@ on the fitting part and scored on the validation part, everything else at its de
   each goal is met: every row reports each goal's margin in standard errors of the validation
   images (``goal_margins``: binomial shares; the mAP's paired per-attribute AP differences), and
   the row whose weakest margin is largest wins, since stop 19's pick met mAP by 0.11 points on
-  validation and missed it by 0.24 on the test split.
+  validation and missed it by 0.24 on the test split. Stop 25's rows add ``located_evidence`` (a
+  part-attribute cited only where its part's evidence is above the class's mean image's; rows that do not
+  name it run without it, as they were run before it existed): ``results/choose_located.json``.
 
 A checkpoint whose head is a linear probe fitted on every training image (``saywhy train
 --arch ...``) gets its head refitted on the fitting part only (``linear_probe.fit_head``): the
