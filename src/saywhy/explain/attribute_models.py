@@ -17,7 +17,6 @@ fitted too, because Figure 5 shows it; its settings therefore always matter.
 from __future__ import annotations
 
 import contextlib
-
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass

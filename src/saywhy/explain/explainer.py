@@ -67,8 +67,8 @@ EXPLAIN_BLOCK = 1024
 
 AUTO_POOLING = "both"  # what evidence_pooling="auto" becomes with part maps (benchmarks/choose_defaults.py --part-pooling)
 
+LOCATED_CANDIDATES = 4  # located_evidence is read for each image's first 4 x top_k attributes (Explainer._located_tops)
 # What explainers saved before these settings existed did; Explainer.load gives it to those that lack them.
-LOCATED_CANDIDATES = 4  # located_evidence is read for each image's first 4 x top_k attributes (Explainer._located)
 LEGACY_SETTINGS = {"retrieval_score": "class", "evidence_pooling": "global", "visibility_source": "pooled",
                    "visibility_threshold": 0.0, "evidence_smoothing": 0.0, "located_evidence": False}
 
