@@ -213,7 +213,7 @@ def test_an_abandoned_beside_gives_blas_back_when_it_ends():
     assert blas._SIDE_BY_SIDE == 1
     running._thread.join()  # nobody calls wait() or result()
     assert blas._SIDE_BY_SIDE == 0 and blas._BLAS_HOLDERS == 0
-    blas.restore_blas()  # what the next section's close does, where OpenBLAS ignored the thread's restore
+    blas.restore_blas()  # on this thread: where OpenBLAS ignored the thread's own restore, this gives it back
     assert _blas_threads() == before
 
 
@@ -244,3 +244,29 @@ def test_one_blas_thread_holds_until_the_last_section_of_any_thread_closes():
         assert set(seen["after the main thread's section closed"]) == {1} and blas._BLAS_HOLDERS == 0
         blas.restore_blas()  # where the worker's restore did not take (OpenBLAS 0.3.31), the main thread's does
         assert _blas_threads() == outside
+
+
+def test_a_nested_side_by_side_on_another_thread_keeps_one_blas_thread_after_the_outer_one_ends():
+    """Thread B's side-by-side runs as a loop while the main thread's is open; the main one ending first
+    must not give BLAS its threads back under B's remaining items."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        if set(_blas_threads()) <= {1}:
+            pytest.skip("numpy's BLAS runs on one thread only here")
+        started, outer_done = threading.Event(), threading.Event()
+        seen: list[list[int]] = []
+
+        def item(x: int) -> int:
+            if x == 0:
+                started.set()
+                outer_done.wait(5)
+            seen.append([lib.get_num_threads() for lib in blas._BLAS])
+            return x
+
+        worker = threading.Thread(target=lambda: side_by_side(item, [0, 1]))
+        side_by_side(lambda x: (worker.start(), started.wait(5)) if x == 0 else None, [0, 1], workers=2)
+        outer_done.set()
+        worker.join(10)
+        assert len(seen) == 2 and all(set(threads) == {1} for threads in seen)
+        blas.restore_blas()

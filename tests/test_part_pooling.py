@@ -406,3 +406,16 @@ def test_located_evidence_read_for_the_first_candidates_equals_it_read_for_every
     monkeypatch.setattr(explainer_module, "LOCATED_CANDIDATES", 1)  # the first 2 per image: often too few
     assert [[t for t, _ in e.attributes] for e in located.explain(features)] == everywhere
     assert len(whole_rows) >= at_crown.sum() // 2  # the whole-row reading was needed, and gave the same answer
+
+
+def test_an_image_equal_to_its_class_mean_is_not_located_in_either_path():
+    """The rule asks for more than the class mean: an image that is the mean is no more, whichever product
+    computed its part evidence (the whole row's or one pair's)."""
+    explainer, _, _, _ = fitted("part", top_k=3)
+    model, means = explainer.attribute_model_, explainer.class_mean_pooled_
+    features = np.repeat(means[:1], 4, axis=0)
+    classes = np.zeros(4, int)
+    whole = model.located(features, means, classes)
+    rows, columns = np.repeat(np.arange(4), 3), np.tile(np.arange(3), 4)
+    np.testing.assert_array_equal(model.located_at(features, means, classes, rows, columns), whole[rows, columns])
+    assert not whole[:, :2].any() and whole[:, 2].all()  # the two part-attributes out, "small bird" kept

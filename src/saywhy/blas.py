@@ -7,7 +7,7 @@ OpenBLAS splits them over its threads, whose busy-waiting after such short work 
 than the product itself: on EfficientNet-Lite0 at batch 1, five heatmaps cost 4.5 ms of CPU
 with 2 OpenBLAS threads and 0.44 ms with one (BENCHMARKS.md, stop 17). :func:`one_blas_thread`
 limits numpy's BLAS for a block (a few microseconds to enter and leave: threadpoolctl finds the
-libraries once per process); torch's own thread pool is left alone.
+libraries once, and again, 3.5 ms, after imports have added modules); torch's own thread pool is left alone.
 """
 from __future__ import annotations
 
@@ -37,16 +37,20 @@ def one_blas_thread() -> Iterator[None]:
     app's thread beside a fit leaves the fit's products on one thread, so its numbers stay those of
     a fit alone). OpenBLAS 0.3.31 ignores a thread count set on another thread once the main thread
     has set one: a restore that did not take is retried at the next close, and by
-    :meth:`Beside.wait` on the caller's thread (:func:`restore_blas`)."""
+    :meth:`Beside.wait` on the caller's thread (:func:`restore_blas`); and a section first opened on
+    another thread after that limits nothing (a web app's worker threads keep BLAS's count)."""
     global _BLAS_HOLDERS, _BLAS_SAVED
     with _BLAS_LOCK:
-        if _BLAS_HOLDERS == 0 and (_BLAS is None or _BLAS_MODULES != len(sys.modules)):
+        if _BLAS is None or _BLAS_MODULES != len(sys.modules):
             _find_blas()  # again after imports: SciPy's optimizers load a second OpenBLAS beside numpy's
         if _BLAS_HOLDERS == 0:
             # each library's count read and set directly: threadpoolctl's limit() context took 0.013 ms
             # warm, 0.08 ms after a forward pass had evicted it from the caches
-            if not _BLAS_PENDING:  # else the counts now are a restore that did not take: keep the first's
-                _BLAS_SAVED = [lib.get_num_threads() for lib in _BLAS]
+            counts = [lib.get_num_threads() for lib in _BLAS]
+            # a restore that did not take leaves the 1s it could not undo: the first's counts are kept, unless
+            # the counts were changed since (by the user), which then count
+            if not (_BLAS_PENDING and all(n == 1 or saved == 1 for n, saved in zip(counts, _BLAS_SAVED))):
+                _BLAS_SAVED = counts
             for lib, threads in zip(_BLAS, _BLAS_SAVED):
                 if threads != 1:
                     lib.set_num_threads(1)
@@ -66,9 +70,14 @@ def _find_blas() -> None:
     from threadpoolctl import ThreadpoolController
 
     found = list(ThreadpoolController().select(user_api="blas").lib_controllers)
-    if _BLAS is not None and _BLAS_PENDING:  # a restore still owed to the libraries found before
+    if _BLAS is not None and (_BLAS_PENDING or _BLAS_HOLDERS):  # counts still owed to the libraries found before
         known = {lib.filepath: threads for lib, threads in zip(_BLAS, _BLAS_SAVED)}
-        _BLAS_SAVED[:] = [known.get(lib.filepath, lib.get_num_threads()) for lib in found]
+        saved = [known.get(lib.filepath, lib.get_num_threads()) for lib in found]
+        if _BLAS_HOLDERS:  # a library loaded inside an open section (SciPy's, by a fit's import) is limited too
+            for lib, threads in zip(found, saved):
+                if lib.filepath not in known and threads != 1:
+                    lib.set_num_threads(1)
+        _BLAS_SAVED[:] = saved
     _BLAS, _BLAS_MODULES = found, len(sys.modules)
 
 
@@ -133,8 +142,9 @@ def side_by_side(function: Callable[[Any], Any], items: Sequence[Any], workers: 
         nested = _SIDE_BY_SIDE > 0
         if workers > 1 and not nested:
             _SIDE_BY_SIDE += 1
-    if nested:  # BLAS is on one thread already
-        return [function(item) for item in items]
+    if nested:  # a loop, in a section of its own: the other thread's may close first
+        with one_blas_thread():
+            return [function(item) for item in items]
     if workers <= 1:
         with one_blas_thread():
             return [function(item) for item in items]

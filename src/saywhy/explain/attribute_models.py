@@ -186,6 +186,13 @@ class AttributeModel(ABC):
         """Restore what :meth:`arrays` saved."""
 
 
+def _above(evidence: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Where the part evidence is above the class mean's (NaN: the attribute reads no part pool, kept), by more
+    than rounding: the two sums come from different kernels (a whole row's product or one pair's), so an image
+    equal to its class's mean would otherwise be decided by 1e-16."""
+    return np.isnan(evidence) | (evidence - reference > 1e-9 * (1.0 + np.abs(reference)))
+
+
 class CooccurrenceModel(AttributeModel):
     """The paper's p(t|f), eq. 1-4: how often an attribute's images activate a filter.
 
@@ -409,27 +416,25 @@ class EvidenceModel(AttributeModel):
     def _class_part_logits(self, class_pooled):
         """:meth:`AttributeEvidence.part_logits` of each class's mean fitting image, made once per array."""
         memo = getattr(self, "_class_part_memo", None)
-        if memo is None or memo[0] is not class_pooled:
+        if memo is None or memo[0] is not class_pooled or memo[1] is not self.evidence_:
             _, parts = self._split(class_pooled)
-            memo = (class_pooled, None if parts is None else self.evidence_.part_logits(parts))
+            memo = (class_pooled, self.evidence_, None if parts is None else self.evidence_.part_logits(parts))
             self._class_part_memo = memo
-        return memo[1]
+        return memo[2]
 
     def located(self, pooled, class_pooled, classes):
         _, parts = self._split(pooled)
         reference = self._class_part_logits(class_pooled)
         if parts is None or reference is None:
             return None
-        excess = self.evidence_.part_logits(parts) - reference[np.asarray(classes)]
-        return np.isnan(excess) | (excess > 0)
+        return _above(self.evidence_.part_logits(parts), reference[np.asarray(classes)])
 
     def located_at(self, pooled, class_pooled, classes, rows, columns):
         _, parts = self._split(pooled)
         reference = self._class_part_logits(class_pooled)
         if parts is None or reference is None:
             return None
-        excess = self.evidence_.part_logits_at(parts, rows, columns) - reference[np.asarray(classes)[rows], columns]
-        return np.isnan(excess) | (excess > 0)
+        return _above(self.evidence_.part_logits_at(parts, rows, columns), reference[np.asarray(classes)[rows], columns])
 
     def class_ranking(self, class_pooled, p_filter, p_filter_class):
         phi, parts = self._split(class_pooled)
