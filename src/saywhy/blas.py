@@ -142,10 +142,7 @@ def side_by_side(function: Callable[[Any], Any], items: Sequence[Any], workers: 
         nested = _SIDE_BY_SIDE > 0
         if workers > 1 and not nested:
             _SIDE_BY_SIDE += 1
-    if nested:  # a loop, in a section of its own: the other thread's may close first
-        with one_blas_thread():
-            return [function(item) for item in items]
-    if workers <= 1:
+    if nested or workers <= 1:  # the loop, in a section of its own (a nesting thread's: the other's may close first)
         with one_blas_thread():
             return [function(item) for item in items]
     from concurrent.futures import ThreadPoolExecutor  # here: an explanation never needs it
